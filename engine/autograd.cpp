@@ -1,0 +1,130 @@
+#include "engine/autograd.h"
+
+#include <unordered_map>
+#include <unordered_set>
+
+#include "engine/ops.h"
+
+namespace bet::autograd {
+
+namespace {
+thread_local bool g_grad_enabled = true;
+}
+
+bool grad_enabled() { return g_grad_enabled; }
+void set_grad_enabled(bool enabled) { g_grad_enabled = enabled; }
+
+bool needs_grad(std::initializer_list<const Tensor*> inputs) {
+  if (!g_grad_enabled) return false;
+  for (const Tensor* t : inputs)
+    if (t && t->defined() && t->requires_grad()) return true;
+  return false;
+}
+
+bool needs_grad(const std::vector<Tensor>& inputs) {
+  if (!g_grad_enabled) return false;
+  for (const Tensor& t : inputs)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+
+Tensor record(const char* name, Tensor out, std::vector<Tensor> inputs, BackwardFn backward) {
+  if (!needs_grad(inputs)) return out;
+  auto node = std::make_shared<Node>();
+  node->name = name;
+  node->inputs = std::move(inputs);
+  node->backward = std::move(backward);
+  TensorImpl* impl = out.impl_ptr();
+  impl->grad_fn = std::move(node);
+  impl->requires_grad = true;
+  return out;
+}
+
+namespace {
+
+void accumulate(std::shared_ptr<TensorImpl>& slot, const Tensor& g) {
+  if (!slot) {
+    // Own the memory: a gradient may alias a tensor the caller still uses.
+    slot = g.contiguous().impl_shared();
+    if (slot == g.impl_shared()) slot = g.clone().impl_shared();
+  } else {
+    Tensor acc(slot);
+    acc.copy_(add(acc, g));
+  }
+}
+
+}  // namespace
+
+void run_backward(const Tensor& root, const Tensor& seed) {
+  BET_CHECK(root.requires_grad(), "backward: tensor does not require grad");
+  NoGradGuard no_grad;
+
+  // Reverse topological order of the nodes reachable from root (iterative DFS).
+  std::vector<Node*> order;
+  std::unordered_set<Node*> seen;
+  if (root.grad_fn()) {
+    std::vector<std::pair<Node*, size_t>> stack{{root.grad_fn().get(), 0}};
+    seen.insert(root.grad_fn().get());
+    while (!stack.empty()) {
+      auto& [node, i] = stack.back();
+      if (i < node->inputs.size()) {
+        const Tensor& in = node->inputs[i++];
+        if (in.defined() && in.grad_fn() && !seen.count(in.grad_fn().get())) {
+          seen.insert(in.grad_fn().get());
+          stack.push_back({in.grad_fn().get(), 0});
+        }
+      } else {
+        order.push_back(node);
+        stack.pop_back();
+      }
+    }
+  }
+
+  // Pending gradients keyed by the tensor that produced them.
+  std::unordered_map<TensorImpl*, Tensor> pending;
+  auto add_grad = [&](const Tensor& t, const Tensor& g) {
+    if (!g.defined() || !t.requires_grad()) return;
+    BET_CHECK(g.shape() == t.shape(), "backward: gradient shape ", shape_str(g.shape()),
+              " does not match tensor shape ", shape_str(t.shape()));
+    TensorImpl* impl = t.impl_ptr();
+    if (t.is_leaf() || impl->retains_grad) accumulate(impl->grad, g);
+    if (!t.is_leaf()) {
+      auto it = pending.find(impl);
+      if (it == pending.end())
+        pending.emplace(impl, g);
+      else
+        it->second = add(it->second, g);
+    }
+  };
+
+  add_grad(root, seed);
+  // Map node -> output tensor impl: the node is owned by exactly one output.
+  std::unordered_map<Node*, TensorImpl*> owner;
+  owner[root.grad_fn().get()] = root.impl_ptr();
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    Node* node = *it;
+    for (const Tensor& in : node->inputs)
+      if (in.defined() && in.grad_fn()) owner[in.grad_fn().get()] = in.impl_ptr();
+  }
+
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    Node* node = *it;
+    auto p = pending.find(owner[node]);
+    if (p == pending.end()) continue;  // no gradient flowed here
+    Tensor g = std::move(p->second);
+    pending.erase(p);
+    std::vector<Tensor> grads = node->backward(g);
+    BET_CHECK(grads.size() == node->inputs.size(), "backward of ", node->name, ": returned ",
+              grads.size(), " gradients for ", node->inputs.size(), " inputs");
+    for (size_t i = 0; i < grads.size(); ++i) {
+      if (!grads[i].defined()) continue;
+      const Tensor& in = node->inputs[i];
+      if (!in.defined()) continue;
+      Tensor gi = grads[i];
+      if (gi.dtype() != in.dtype() && is_floating(in.dtype())) gi = gi.to(in.dtype());
+      add_grad(in, gi);
+    }
+  }
+}
+
+}  // namespace bet::autograd

@@ -1,0 +1,167 @@
+#include "engine/tensor.h"
+
+#include "engine/autograd.h"
+#include "engine/ops.h"
+#include "kernels/cpu/copy.h"
+
+namespace bet {
+
+namespace {
+void expect_cpu(const Tensor& t, const char* op) {
+  BET_CHECK(t.device().is_cpu(), op, ": not available on ", t.device().str(), " in this build");
+}
+}  // namespace
+
+Tensor make_view(const Tensor& base, const Shape& shape, const Shape& strides, int64_t offset) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = base.storage();
+  impl->shape = shape;
+  impl->strides = strides;
+  impl->offset = offset;
+  impl->dtype = base.dtype();
+  return Tensor(std::move(impl));
+}
+
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
+  for (auto d : shape) BET_CHECK(d >= 0, "Tensor::empty: negative dim in ", shape_str(shape));
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = Storage::allocate(size_t(shape_numel(shape)) * dtype_size(dtype), device);
+  impl->shape = shape;
+  impl->strides = contiguous_strides(shape);
+  impl->dtype = dtype;
+  return Tensor(std::move(impl));
+}
+
+Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) { return full(shape, 0.0, dtype, device); }
+Tensor Tensor::ones(const Shape& shape, DType dtype, Device device) { return full(shape, 1.0, dtype, device); }
+
+Tensor Tensor::full(const Shape& shape, double value, DType dtype, Device device) {
+  Tensor t = empty(shape, dtype, device);
+  t.fill_(value);
+  return t;
+}
+
+Tensor Tensor::scalar(double value, DType dtype) { return full({}, value, dtype); }
+
+Tensor Tensor::arange(int64_t n, DType dtype) {
+  Tensor t = empty({n}, DType::I64);
+  int64_t* p = t.data<int64_t>();
+  for (int64_t i = 0; i < n; ++i) p[i] = i;
+  return dtype == DType::I64 ? t : t.to(dtype);
+}
+
+template <typename T>
+Tensor Tensor::from_vector(const std::vector<T>& values, const Shape& shape) {
+  BET_CHECK(int64_t(values.size()) == shape_numel(shape), "Tensor::from_vector: ", values.size(),
+            " values for shape ", shape_str(shape));
+  Tensor t = empty(shape, dtype_of<T>::value);
+  std::copy(values.begin(), values.end(), t.data<T>());
+  return t;
+}
+template Tensor Tensor::from_vector(const std::vector<float>&, const Shape&);
+template Tensor Tensor::from_vector(const std::vector<double>&, const Shape&);
+template Tensor Tensor::from_vector(const std::vector<int32_t>&, const Shape&);
+template Tensor Tensor::from_vector(const std::vector<int64_t>&, const Shape&);
+
+Tensor Tensor::from_storage(std::shared_ptr<Storage> storage, const Shape& shape, DType dtype, int64_t offset) {
+  BET_CHECK(size_t(offset + shape_numel(shape)) * dtype_size(dtype) <= storage->nbytes(),
+            "Tensor::from_storage: shape ", shape_str(shape), " exceeds storage of ", storage->nbytes(), " bytes");
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = std::move(storage);
+  impl->shape = shape;
+  impl->strides = contiguous_strides(shape);
+  impl->offset = offset;
+  impl->dtype = dtype;
+  return Tensor(std::move(impl));
+}
+
+int64_t Tensor::size(int64_t d) const { return shape()[normalize_dim(d, dim(), "Tensor::size")]; }
+
+bool Tensor::is_contiguous() const {
+  int64_t expected = 1;
+  for (int64_t i = dim() - 1; i >= 0; --i) {
+    if (shape()[i] == 1) continue;
+    if (strides()[i] != expected) return false;
+    expected *= shape()[i];
+  }
+  return true;
+}
+
+Tensor Tensor::contiguous() const {
+  if (is_contiguous()) return *this;
+  expect_cpu(*this, "contiguous");
+  Tensor out = empty(shape(), dtype(), device());
+  kernels::cpu::copy(*this, out);
+  return autograd::record("contiguous", out, {*this}, [](const Tensor& g) { return std::vector<Tensor>{g}; });
+}
+
+Tensor Tensor::clone() const {
+  expect_cpu(*this, "clone");
+  Tensor out = empty(shape(), dtype(), device());
+  kernels::cpu::copy(*this, out);
+  return autograd::record("clone", out, {*this}, [](const Tensor& g) { return std::vector<Tensor>{g}; });
+}
+
+Tensor Tensor::to(DType t) const {
+  if (t == dtype()) return *this;
+  expect_cpu(*this, "to(dtype)");
+  Tensor out = empty(shape(), t, device());
+  kernels::cpu::copy(*this, out);
+  if (!is_floating(t) || !is_floating(dtype())) return out;
+  DType from = dtype();
+  return autograd::record("to_dtype", out, {*this}, [from](const Tensor& g) { return std::vector<Tensor>{g.to(from)}; });
+}
+
+Tensor Tensor::to(Device d) const {
+  if (d == device()) return *this;
+  fail("to(device): ", d.str(), " is not available in this build");
+}
+
+template <typename T>
+std::vector<T> Tensor::to_vector() const {
+  Tensor c = to(dtype_of<T>::value).contiguous();
+  const T* p = c.data<T>();
+  return std::vector<T>(p, p + c.numel());
+}
+template std::vector<float> Tensor::to_vector() const;
+template std::vector<double> Tensor::to_vector() const;
+template std::vector<int32_t> Tensor::to_vector() const;
+template std::vector<int64_t> Tensor::to_vector() const;
+
+double Tensor::item() const {
+  BET_CHECK(numel() == 1, "Tensor::item: tensor of shape ", shape_str(shape()), " has ", numel(), " elements");
+  return to_vector<double>()[0];
+}
+
+void Tensor::copy_(const Tensor& src) {
+  expect_cpu(*this, "copy_");
+  BET_CHECK(src.shape() == shape(), "copy_: source shape ", shape_str(src.shape()), " differs from ",
+            shape_str(shape()));
+  kernels::cpu::copy(src, *this);
+}
+
+void Tensor::fill_(double value) {
+  expect_cpu(*this, "fill_");
+  kernels::cpu::fill(*this, value);
+}
+
+Tensor& Tensor::set_requires_grad(bool r) {
+  BET_CHECK(!r || is_floating(dtype()), "set_requires_grad: ", dtype_name(dtype()), " tensors have no gradient");
+  impl().requires_grad = r;
+  return *this;
+}
+
+void Tensor::retain_grad() { impl().retains_grad = true; }
+
+void Tensor::backward(const Tensor& grad) const {
+  Tensor seed = grad;
+  if (!seed.defined()) {
+    BET_CHECK(numel() == 1, "backward: implicit gradient needs a one-element tensor, got ", shape_str(shape()));
+    seed = Tensor::ones(shape(), dtype(), device());
+  }
+  autograd::run_backward(*this, seed);
+}
+
+Tensor Tensor::detach() const { return make_view(*this, shape(), strides(), offset()); }
+
+}  // namespace bet
