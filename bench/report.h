@@ -1,0 +1,69 @@
+// The table writer every `betctl bench` subcommand shares: rows of named fields,
+// rendered as markdown, CSV or JSON. Columns are the union of the rows' field names
+// in order of first appearance, so a row may leave a field out (empty cell / null).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace bet::bench {
+
+// Options shared by the bench subcommands (`--format`, `--out`, `--threads`, `--quick`).
+struct BenchOptions {
+  std::string format = "md";  // md | csv | json
+  std::string out;            // file to write; empty = stdout
+  int threads = 0;            // > 0: size of the OpenMP pool
+  bool quick = false;         // shorter timings and smaller problems (smoke runs, CI)
+};
+
+// A cell. Doubles print with a magnitude-dependent precision in md/csv and exactly in
+// JSON; a non-finite double is null in JSON and "nan"/"inf" in text.
+using Value = std::variant<std::monostate, std::string, double, int64_t, bool>;
+
+struct Row {
+  std::vector<std::pair<std::string, Value>> fields;
+
+  // Sets (or replaces) field `name`; chains.
+  Row& set(const std::string& name, Value v);
+  Row& set(const std::string& name, const char* s) { return set(name, Value(std::string(s))); }
+  Row& set(const std::string& name, int v) { return set(name, Value(int64_t(v))); }
+  const Value* get(const std::string& name) const;
+};
+
+struct Table {
+  std::string title;
+  // Free-form facts about the run (machine, threads, ...), printed above the table.
+  std::vector<std::pair<std::string, Value>> meta;
+  std::vector<Row> rows;
+
+  Table& add(Row r) {
+    rows.push_back(std::move(r));
+    return *this;
+  }
+  Table& add_meta(const std::string& name, Value v);
+  std::vector<std::string> columns() const;
+};
+
+// Text of one cell as md/csv print it (unescaped).
+std::string format_value(const Value& v);
+
+std::string to_markdown(const Table& t);
+std::string to_csv(const Table& t);  // RFC 4180 quoting; meta is not part of CSV
+nlohmann::json to_json(const Table& t);  // {"title", "meta": {...}, "columns": [...], "rows": [{...}]}
+
+// Several tables: md sections one after another; CSV blocks separated by a blank
+// line, each with its own header; JSON {"tables": [...]}.
+// Throws std::invalid_argument for a format other than md, csv or json.
+std::string render(const std::vector<Table>& tables, const std::string& format);
+
+bool valid_format(const std::string& format);
+
+// Renders and writes to opts.out (or stdout). Returns 0, or 2 with a message on stderr
+// for a bad format or an unwritable file.
+int emit(const std::vector<Table>& tables, const BenchOptions& opts);
+
+}  // namespace bet::bench

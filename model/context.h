@@ -1,0 +1,41 @@
+// What every layer needs to know about the batch it is processing, computed once per
+// forward by the model and passed down (layers never recompute masks or counts).
+#pragma once
+#include <cstdint>
+
+#include "engine/tensor.h"
+
+namespace bet::model {
+
+struct SeqContext {
+  // [B, S] in the activation dtype: 1 at valid tokens, 0 at padding (padding only at the end).
+  Tensor mask;
+  // [B] i64: n_b, the number of valid tokens of each sequence (>= 1).
+  Tensor lengths;
+  // [B, S] in the activation dtype: n(t) = |P(t)|, the size of position t's context
+  // (causal: number of valid s <= t; bidirectional: n_b). Padding positions hold
+  // what the formula gives; nothing downstream reads them.
+  Tensor n_ctx;
+  // [S] i64: 0..S-1, the token index in the sequence.
+  Tensor positions;
+  bool causal = false;
+
+  // Training state. Dropout draws from the Philox stream (dropout_seed, *offset);
+  // each dropout site advances *offset by the elements it used, so sites never share
+  // random numbers and a step is reproducible. `step` keys the training relabellings.
+  bool training = false;
+  uint64_t seed = 0;
+  uint64_t step = 0;
+  uint64_t* dropout_offset = nullptr;
+  // Index of each sequence of this batch in the global batch (relabelling keys); [B] i64
+  // or undefined for 0..B-1.
+  Tensor sequence_index;
+
+  int64_t batch() const { return mask.size(0); }
+  int64_t seq_len() const { return mask.size(1); }
+  // Builds mask, lengths, n_ctx and positions from per-sequence lengths.
+  static SeqContext from_lengths(const std::vector<int64_t>& lengths, int64_t seq_len, bool causal,
+                                 DType dtype = DType::F32);
+};
+
+}  // namespace bet::model

@@ -1,0 +1,85 @@
+// Module: a node of the model tree. Parameters and children are registered by name,
+// so `named_parameters()` yields PyTorch state_dict names ("layers.0.attn.q.weight")
+// and checkpoints move to and from PyTorch unchanged.
+#pragma once
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/ops.h"
+#include "engine/random.h"
+
+namespace bet::model {
+
+using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+
+class Module {
+ public:
+  virtual ~Module() = default;
+
+  // Parameters of this module and all descendants, in registration order.
+  NamedTensors named_parameters() const;
+  std::vector<Tensor> parameters() const;
+  int64_t parameter_count() const;
+  // Copies values into the registered tensors (shapes must match; names must all be
+  // present unless `strict` is false). Errors name the parameter at fault.
+  void load_parameters(const NamedTensors& values, bool strict = true);
+
+  void train(bool on = true);
+  void eval() { train(false); }
+  bool training() const { return training_; }
+
+ protected:
+  // Registers a parameter (made a requires-grad leaf) and returns it.
+  Tensor register_parameter(const std::string& name, Tensor t);
+  template <typename M>
+  std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
+    children_.emplace_back(name, m);
+    return m;
+  }
+
+ private:
+  void collect(NamedTensors& out, const std::string& prefix) const;
+  NamedTensors params_;
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
+  bool training_ = true;
+};
+
+// ---- initialisers (in place, from a Generator so a seed fixes the whole model) ----
+void init_uniform(Tensor& t, Generator& g, double lo, double hi);
+void init_normal(Tensor& t, Generator& g, double mean, double std);
+// PyTorch's default Linear init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias.
+void init_linear_default(Tensor& weight, Tensor& bias, Generator& g);
+// Xavier (Glorot) uniform: U(-a, a), a = sqrt(6 / (fan_in + fan_out)).
+void init_xavier_uniform(Tensor& weight, Generator& g);
+
+// Linear(in, out): weight [out, in], optional bias [out].
+class Linear : public Module {
+ public:
+  enum class Init { Default, Xavier };  // Xavier: zero bias
+  Linear(int64_t in, int64_t out, Generator& g, bool bias = true, Init init = Init::Default,
+         DType dtype = DType::F32);
+  Tensor forward(const Tensor& x) const { return linear(x, weight, bias); }
+  Tensor weight, bias;
+  int64_t in_features, out_features;
+};
+
+class LayerNorm : public Module {
+ public:
+  LayerNorm(int64_t d, double eps = 1e-5, DType dtype = DType::F32);
+  Tensor forward(const Tensor& x) const { return layer_norm(x, weight, bias, eps); }
+  Tensor weight, bias;
+  double eps;
+};
+
+// Two-layer MLP in -> hidden -> out with ReLU between, named like nn.Sequential(
+// Linear, ReLU, Linear): children "0" and "2".
+class MLP2 : public Module {
+ public:
+  MLP2(int64_t in, int64_t hidden, int64_t out, Generator& g, DType dtype = DType::F32);
+  Tensor forward(const Tensor& x) const { return fc2->forward(relu(fc1->forward(x))); }
+  std::shared_ptr<Linear> fc1, fc2;
+};
+
+}  // namespace bet::model
