@@ -1,0 +1,16 @@
+// Durable file replacement: write to a temporary name in the same directory, fsync
+// it, rename it over the target, fsync the directory. A crash at any moment leaves
+// either the old file or the new one, never a torn one.
+#pragma once
+#include <string>
+#include <string_view>
+
+namespace bet::runtime {
+
+void atomic_write_file(const std::string& path, std::string_view bytes);
+std::string read_file(const std::string& path);
+// Creates `dir` and its parents (mkdir -p); errors name the path.
+void make_dirs(const std::string& dir);
+void fsync_dir(const std::string& dir);
+
+}  // namespace bet::runtime
