@@ -1,1 +1,273 @@
-// placeholder: being written
+#include "bench/bench_ops.h"
+
+#include <cmath>
+#include <exception>
+#include <functional>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <oneapi/dnnl/dnnl.h>
+
+#include "bench/machine_baselines.h"
+#include "engine/ops.h"
+#include "engine/optim/optimizer.h"
+#include "engine/random.h"
+#include "kernels/cpu/threads.h"
+
+namespace bet::bench {
+
+namespace {
+
+namespace cpu = bet::kernels::cpu;
+
+constexpr double kMatmulTarget = 0.85;  // of oneDNN sgemm, same shape
+constexpr double kMemoryTarget = 0.70;  // of a copy moving the same bytes
+
+std::string dims(std::initializer_list<int64_t> d) {
+  std::string s;
+  for (int64_t x : d) {
+    if (!s.empty()) s += 'x';
+    s += std::to_string(x);
+  }
+  return s;
+}
+
+// One table row; every row sets every column so the column order is fixed by the first.
+struct RowSpec {
+  std::string name, shape, unit;
+  double ours = NAN;
+  std::string baseline;
+  double baseline_value = NAN;
+  double target = NAN;     // NaN: informational row (no pass/short)
+  double peak_frac = NAN;  // matmul rows: ours / FMA peak
+  double ms = NAN;         // median milliseconds per call
+  std::string error;
+};
+
+RowSpec spec(std::string name, std::string shape, std::string unit) {
+  RowSpec s;
+  s.name = std::move(name);
+  s.shape = std::move(shape);
+  s.unit = std::move(unit);
+  return s;
+}
+
+Row to_row(const RowSpec& s) {
+  auto num = [](double v) { return std::isnan(v) ? Value() : Value(v); };
+  double ratio = (std::isnan(s.ours) || std::isnan(s.baseline_value) || s.baseline_value <= 0)
+                     ? NAN
+                     : s.ours / s.baseline_value;
+  std::string status = !s.error.empty()            ? "error: " + s.error
+                       : std::isnan(s.target)      ? "-"
+                       : std::isnan(ratio)         ? "-"
+                       : ratio >= s.target         ? "pass"
+                                                   : "short";
+  Row r;
+  r.set("name", s.name)
+      .set("shape", s.shape)
+      .set("unit", s.unit)
+      .set("ours", num(s.ours))
+      .set("baseline", s.baseline.empty() ? Value() : Value(s.baseline))
+      .set("baseline_value", num(s.baseline_value))
+      .set("ratio", num(ratio))
+      .set("target", num(s.target))
+      .set("status", status)
+      .set("peak_frac", num(s.peak_frac))
+      .set("ms", num(s.ms));
+  return r;
+}
+
+Tensor randn(const Shape& shape, uint64_t seed, bool requires_grad) {
+  Generator g(seed);
+  Tensor t = g.normal(shape, 0.0, 1.0);
+  if (requires_grad) t.set_requires_grad(true);
+  return t;
+}
+
+struct Bench {
+  TimingPolicy pol;
+  double fma_peak = NAN;  // best of the vector widths, all threads
+  Table table;
+  bool failed = false;
+
+  // Runs `measure` (which fills the spec's numbers); an exception becomes an error row.
+  void row(RowSpec spec, const std::function<void(RowSpec&)>& measure) {
+    try {
+      measure(spec);
+    } catch (const std::exception& e) {
+      spec.error = e.what();
+      failed = true;
+    }
+    table.add(to_row(spec));
+  }
+
+  // Engine matmul-like op against dnnl_sgemm looped over the batch.
+  void matmul_row(const std::string& name, int64_t batch, int64_t M, int64_t N, int64_t K,
+                  bool trans_b, const std::string& shape, const std::function<void()>& op) {
+    RowSpec s = spec(name, shape, "GFLOP/s");
+    s.target = kMatmulTarget;
+    row(s, [&](RowSpec& r) {
+      SgemmBench base(batch, M, N, K, trans_b);
+      std::string kind = trans_b ? "dnnl_sgemm NT" : "dnnl_sgemm NN";
+      std::vector<std::function<void()>> fns = {op, [&] { base.run(); }};
+      // A batch has two ways to call sgemm; the baseline is whichever is faster here.
+      if (batch > 1) fns.push_back([&] { base.run_batch_parallel(); });
+      auto t = time_interleaved(fns, pol);
+      r.ms = t[0].median_s * 1e3;
+      r.ours = base.flops() / t[0].median_s * 1e-9;
+      size_t best = 1;
+      if (batch > 1) {
+        best = t[2].median_s < t[1].median_s ? 2 : 1;
+        kind += best == 2 ? " x" + std::to_string(batch) + ", batch over threads"
+                          : " x" + std::to_string(batch) + ", looped";
+      }
+      r.baseline = kind;
+      r.baseline_value = base.flops() / t[best].median_s * 1e-9;
+      r.peak_frac = r.ours / fma_peak;
+    });
+  }
+
+  // Memory-bound op against a copy that reads and writes the same number of bytes
+  // (so both work on the same cache level).
+  void memory_row(const std::string& name, const std::string& shape, double bytes,
+                  const std::function<void()>& op) {
+    RowSpec s = spec(name, shape, "GB/s");
+    s.baseline = "copy, same bytes";
+    s.target = kMemoryTarget;
+    row(s, [&](RowSpec& r) {
+      CopyBench base(size_t(bytes / 2));
+      auto [t, tb] = time_pair(op, [&] { base.run(); }, pol);
+      r.ms = t.median_s * 1e3;
+      r.ours = bytes / t.median_s * 1e-9;
+      r.baseline_value = base.bytes_moved() / tb.median_s * 1e-9;
+    });
+  }
+};
+
+void machine_rows(Bench& b, const BenchOptions& opts) {
+  int nt = cpu::num_threads();
+  std::string all = std::to_string(nt) + (nt == 1 ? " thread" : " threads");
+  double peak = 0;
+  for (int width : {256, 512}) {
+    if (width == 512 && !cpu_has_avx512f()) continue;
+    std::string isa = width == 256 ? "avx2" : "avx512";
+    b.row(spec("fma peak " + isa, all, "GFLOP/s"), [&](RowSpec& r) {
+      r.ours = fma_peak_gflops(0, width, b.pol);
+      peak = std::max(peak, r.ours);
+    });
+    if (nt > 1)
+      b.row(spec("fma peak " + isa, "1 thread", "GFLOP/s"),
+            [&](RowSpec& r) { r.ours = fma_peak_gflops(1, width, b.pol); });
+  }
+  b.fma_peak = peak > 0 ? peak : NAN;
+
+  size_t mb = opts.quick ? 64 : 256;
+  std::string arr = std::to_string(mb) + " MB -> " + std::to_string(mb) + " MB";
+  b.row(spec("copy (stream)", arr, "GB/s"),
+        [&](RowSpec& r) { r.ours = copy_gbps(mb << 20, b.pol); });
+  b.row(spec("copy (memcpy)", arr, "GB/s"),
+        [&](RowSpec& r) { r.ours = memcpy_gbps(mb << 20, b.pol); });
+
+  int64_t n = opts.quick ? 1024 : 2048;
+  b.row(spec("dnnl_sgemm", dims({n, n}) + " @ " + dims({n, n}), "GFLOP/s"), [&](RowSpec& r) {
+    r.ours = sgemm_gflops(1, n, n, n, false, b.pol);
+    r.peak_frac = r.ours / b.fma_peak;
+  });
+}
+
+void matmul_rows(Bench& b) {
+  const int64_t T = 4096, D = 256;
+  // Token-parallel products of a transformer block: T x D x D and T x D x 4D both ways.
+  const int64_t shapes[3][2] = {{D, D}, {D, 4 * D}, {4 * D, D}};
+  for (auto [in, out] : shapes) {
+    Tensor x = randn({T, in}, 1, true), w = randn({in, out}, 2, true);
+    b.matmul_row("matmul", 1, T, out, in, false, dims({T, in}) + " @ " + dims({in, out}),
+                 [&] { Tensor y = matmul(x, w); });
+  }
+  for (auto [in, out] : shapes) {
+    Tensor x = randn({T, in}, 3, true), w = randn({out, in}, 4, true), bias = randn({out}, 5, true);
+    b.matmul_row("linear+bias", 1, T, out, in, true,
+                 dims({T, in}) + " @ " + dims({out, in}) + "^T",
+                 [&] { Tensor y = linear(x, w, bias); });
+  }
+  // Attention: scores = Q K^T (K transposed as a view, as attention does) and P V.
+  const int64_t BH = 32, hd = 64;  // B=8, H=4, head dim 64 (D = 256)
+  for (int64_t S : {128, 512}) {
+    Tensor q = randn({BH, S, hd}, 6, true), k = randn({BH, S, hd}, 7, true);
+    b.matmul_row("attn QK^T", BH, S, S, hd, true,
+                 dims({BH, S, hd}) + " @ " + dims({BH, hd, S}),
+                 [&] { Tensor y = matmul(q, transpose(k, -2, -1)); });
+    Tensor p = randn({BH, S, S}, 8, true), v = randn({BH, S, hd}, 9, true);
+    b.matmul_row("attn PV", BH, S, hd, S, false, dims({BH, S, S}) + " @ " + dims({BH, S, hd}),
+                 [&] { Tensor y = matmul(p, v); });
+  }
+}
+
+void memory_rows(Bench& b) {
+  const double f = sizeof(float);
+  const int64_t BH = 32;
+  for (int64_t S : {128, 512}) {
+    Tensor x = randn({BH * S, S}, 10, true);
+    b.memory_row("softmax", dims({BH * S, S}) + ", last dim", 2.0 * double(x.numel()) * f,
+                 [&] { Tensor y = softmax(x, -1); });
+  }
+  const int64_t T = 4096;
+  for (int64_t D : {256, 1024}) {
+    Tensor x = randn({T, D}, 11, true), w = randn({D}, 12, true), bias = randn({D}, 13, true);
+    b.memory_row("layer_norm", dims({T, D}), (2.0 * double(T * D) + 2.0 * double(D)) * f,
+                 [&] { Tensor y = layer_norm(x, w, bias); });
+  }
+  {
+    Tensor x = randn({T, 1024}, 14, true);
+    b.memory_row("gelu", dims({T, 1024}), 2.0 * double(x.numel()) * f, [&] { Tensor y = gelu(x); });
+  }
+  {
+    // A transformer-sized parameter set (~4.2M): eight 1024x512 matrices and their biases.
+    std::vector<Tensor> params;
+    int64_t n = 0;
+    for (int i = 0; i < 8; ++i) {
+      for (Shape s : {Shape{1024, 512}, Shape{1024}}) {
+        Tensor p = randn(s, 20 + uint64_t(params.size()), true);
+        p.set_grad(mul(randn(s, 100 + uint64_t(params.size()), false), 1e-3));
+        n += p.numel();
+        params.push_back(p);
+      }
+    }
+    optim::AdamW opt(params, optim::AdamWOptions{});
+    // Minimal traffic of a fused step: read p, g, m, v; write p, m, v.
+    b.memory_row("adamw step", std::to_string(n) + " params, 16 tensors", 7.0 * double(n) * f,
+                 [&] { opt.step(); });
+  }
+}
+
+}  // namespace
+
+int run_ops(const BenchOptions& opts) {
+  if (!valid_format(opts.format)) {
+    std::cerr << "bench ops: unknown format '" << opts.format << "' (md, csv or json)\n";
+    return 2;
+  }
+  if (opts.threads > 0) cpu::set_num_threads(opts.threads);
+  Bench b;
+  b.pol = TimingPolicy::from_quick(opts.quick);
+  b.table.title = "bench ops";
+  const dnnl_version_t* dv = dnnl_version();
+  b.table.add_meta("cpu", cpu_model_name())
+      .add_meta("threads", int64_t(cpu::num_threads()))
+      .add_meta("onednn", std::to_string(dv->major) + "." + std::to_string(dv->minor) + "." +
+                              std::to_string(dv->patch) +
+                              (dv->cpu_runtime == DNNL_RUNTIME_OMP ? " (OpenMP)" : ""))
+      .add_meta("quick", opts.quick)
+      .add_meta("timing", "median of " + std::to_string(b.pol.reps) + " repetitions, ~" +
+                              std::to_string(int(b.pol.target_s * 1000)) + " ms per row")
+      .add_meta("targets", "matmul >= 0.85 x dnnl_sgemm on the same shape; memory-bound ops "
+                           ">= 0.70 x a copy of the same bytes (read + write)");
+  machine_rows(b, opts);
+  matmul_rows(b);
+  memory_rows(b);
+  int rc = emit({b.table}, opts);
+  return rc ? rc : (b.failed ? 1 : 0);
+}
+
+}  // namespace bet::bench

@@ -97,6 +97,18 @@ std::string csv_escape(const std::string& s) {
   return o + "\"";
 }
 
+// Appends piecewise: GCC 12 warns falsely (-Wrestrict) on `" " + str + " |"`.
+void append_md_cell(std::string& s, const std::string& text) {
+  s += ' ';
+  s += md_escape(text);
+  s += " |";
+}
+
+void append_csv_field(std::string& s, size_t i, const std::string& text) {
+  if (i) s += ',';
+  s += csv_escape(text);
+}
+
 const Value& cell(const Row& r, const std::string& col) {
   static const Value empty;
   const Value* v = r.get(col);
@@ -126,7 +138,7 @@ std::string to_markdown(const Table& t) {
   auto cols = t.columns();
   if (cols.empty()) return s;
   s += "|";
-  for (const auto& c : cols) s += " " + md_escape(c) + " |";
+  for (const auto& c : cols) append_md_cell(s, c);
   s += "\n|";
   for (const auto& c : cols) {
     // Right-align numeric columns (judged by the first row that has the field).
@@ -143,7 +155,7 @@ std::string to_markdown(const Table& t) {
   s += "\n";
   for (const auto& r : t.rows) {
     s += "|";
-    for (const auto& c : cols) s += " " + md_escape(format_value(cell(r, c))) + " |";
+    for (const auto& c : cols) append_md_cell(s, format_value(cell(r, c)));
     s += "\n";
   }
   return s;
@@ -152,11 +164,10 @@ std::string to_markdown(const Table& t) {
 std::string to_csv(const Table& t) {
   auto cols = t.columns();
   std::string s;
-  for (size_t i = 0; i < cols.size(); ++i) s += (i ? "," : "") + csv_escape(cols[i]);
+  for (size_t i = 0; i < cols.size(); ++i) append_csv_field(s, i, cols[i]);
   s += "\n";
   for (const auto& r : t.rows) {
-    for (size_t i = 0; i < cols.size(); ++i)
-      s += (i ? "," : "") + csv_escape(format_value(cell(r, cols[i])));
+    for (size_t i = 0; i < cols.size(); ++i) append_csv_field(s, i, format_value(cell(r, cols[i])));
     s += "\n";
   }
   return s;

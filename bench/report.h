@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -24,13 +25,27 @@ struct BenchOptions {
 // JSON; a non-finite double is null in JSON and "nan"/"inf" in text.
 using Value = std::variant<std::monostate, std::string, double, int64_t, bool>;
 
+// Maps C++ scalars onto the cell types explicitly: left to overload resolution, a
+// double or bool would convert to an int overload before the variant.
+template <typename T>
+Value to_value(T&& v) {
+  using D = std::decay_t<T>;
+  if constexpr (std::is_same_v<D, bool>) return Value(bool(v));
+  else if constexpr (std::is_floating_point_v<D>) return Value(double(v));
+  else if constexpr (std::is_integral_v<D>) return Value(int64_t(v));
+  else return Value(std::string(std::forward<T>(v)));
+}
+
 struct Row {
   std::vector<std::pair<std::string, Value>> fields;
 
   // Sets (or replaces) field `name`; chains.
   Row& set(const std::string& name, Value v);
-  Row& set(const std::string& name, const char* s) { return set(name, Value(std::string(s))); }
-  Row& set(const std::string& name, int v) { return set(name, Value(int64_t(v))); }
+  template <typename T>
+    requires(!std::is_same_v<std::decay_t<T>, Value>)
+  Row& set(const std::string& name, T&& v) {
+    return set(name, to_value(std::forward<T>(v)));
+  }
   const Value* get(const std::string& name) const;
 };
 
@@ -45,6 +60,11 @@ struct Table {
     return *this;
   }
   Table& add_meta(const std::string& name, Value v);
+  template <typename T>
+    requires(!std::is_same_v<std::decay_t<T>, Value>)
+  Table& add_meta(const std::string& name, T&& v) {
+    return add_meta(name, to_value(std::forward<T>(v)));
+  }
   std::vector<std::string> columns() const;
 };
 

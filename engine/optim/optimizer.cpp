@@ -1,1 +1,206 @@
-// placeholder: being written
+#include "engine/optim/optimizer.h"
+
+#include <cmath>
+#include <map>
+
+#include "engine/optim/optim_kernels.h"
+
+namespace bet::optim {
+
+namespace {
+
+// Returns the gradient of `p` in a form the fused kernels take (contiguous, p's
+// dtype), or an undefined tensor when p has none.
+Tensor usable_grad(const Tensor& p, const char* op, size_t i) {
+  Tensor g = p.grad();
+  if (!g.defined()) return g;
+  BET_CHECK(g.shape() == p.shape(), op, ": gradient of parameter ", i, " has shape ", shape_str(g.shape()),
+            ", parameter ", shape_str(p.shape()));
+  BET_CHECK(g.dtype() == p.dtype(), op, ": gradient of parameter ", i, " is ", dtype_name(g.dtype()),
+            ", parameter ", dtype_name(p.dtype()));
+  BET_CHECK(g.device().is_cpu(), op, ": gradient of parameter ", i, " is on ", g.device().str());
+  // Autograd accumulates contiguous gradients; a user-set view is the rare case.
+  return g.is_contiguous() ? g : g.detach().contiguous();
+}
+
+Tensor zeros_like(const Tensor& p) { return Tensor::zeros(p.shape(), p.dtype(), p.device()); }
+
+}  // namespace
+
+// ---------------- Optimizer ----------------
+
+Optimizer::Optimizer(std::vector<Tensor> params, double lr, std::vector<bool> decay)
+    : params_(std::move(params)), decay_(std::move(decay)), lr_(lr) {
+  if (decay_.empty()) decay_.assign(params_.size(), true);
+  BET_CHECK(decay_.size() == params_.size(), "optimizer: ", decay_.size(), " decay flags for ", params_.size(),
+            " parameters");
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Tensor& p = params_[i];
+    BET_CHECK(p.defined(), "optimizer: parameter ", i, " is undefined");
+    BET_CHECK(p.dtype() == DType::F32 || p.dtype() == DType::F64, "optimizer: parameter ", i, " is ",
+              dtype_name(p.dtype()), "; only f32 and f64 are supported");
+    BET_CHECK(p.device().is_cpu(), "optimizer: parameter ", i, " is on ", p.device().str(),
+              "; only cpu is supported");
+    BET_CHECK(p.is_contiguous(), "optimizer: parameter ", i, " of shape ", shape_str(p.shape()),
+              " is not contiguous");
+    BET_CHECK(p.is_leaf() && p.requires_grad(), "optimizer: parameter ", i,
+              " is not a leaf that requires grad");
+    for (size_t j = 0; j < i; ++j)
+      BET_CHECK(!params_[j].same(p), "optimizer: parameter ", i, " is listed twice (also at ", j, ")");
+  }
+}
+
+void Optimizer::zero_grad() {
+  for (Tensor& p : params_) p.zero_grad();
+}
+
+void Optimizer::load_state(const StateList& s) {
+  StateList mine = state();
+  std::map<std::string, const Tensor*> given;
+  for (const auto& [name, t] : s) {
+    BET_CHECK(given.emplace(name, &t).second, "optimizer load_state: '", name, "' appears twice");
+  }
+  // Validate everything before copying anything, so a bad checkpoint leaves the
+  // optimizer as it was.
+  for (const auto& [name, t] : mine) {
+    auto it = given.find(name);
+    BET_CHECK(it != given.end(), "optimizer load_state: '", name, "' is missing");
+    const Tensor& src = *it->second;
+    BET_CHECK(src.defined(), "optimizer load_state: '", name, "' is undefined");
+    BET_CHECK(src.shape() == t.shape(), "optimizer load_state: '", name, "' has shape ", shape_str(src.shape()),
+              ", expected ", shape_str(t.shape()));
+    BET_CHECK(src.dtype() == t.dtype(), "optimizer load_state: '", name, "' is ", dtype_name(src.dtype()),
+              ", expected ", dtype_name(t.dtype()));
+  }
+  BET_CHECK(given.size() == mine.size(), "optimizer load_state: ", given.size(), " tensors given, ",
+            mine.size(), " expected (unknown names present)");
+  for (const auto& [name, t] : mine) {
+    Tensor dst = t;
+    dst.copy_(*given[name]);
+  }
+}
+
+// ---------------- AdamW ----------------
+
+AdamW::AdamW(std::vector<Tensor> params, const AdamWOptions& opt, std::vector<bool> decay)
+    : Optimizer(std::move(params), opt.lr, std::move(decay)), opt_(opt) {
+  BET_CHECK(opt.lr >= 0, "adamw: lr ", opt.lr, " is negative");
+  BET_CHECK(opt.eps >= 0, "adamw: eps ", opt.eps, " is negative");
+  BET_CHECK(opt.beta1 >= 0 && opt.beta1 < 1, "adamw: beta1 ", opt.beta1, " is not in [0, 1)");
+  BET_CHECK(opt.beta2 >= 0 && opt.beta2 < 1, "adamw: beta2 ", opt.beta2, " is not in [0, 1)");
+  BET_CHECK(opt.weight_decay >= 0, "adamw: weight_decay ", opt.weight_decay, " is negative");
+  steps_ = Tensor::zeros({int64_t(params_.size())}, DType::I64);
+  for (const Tensor& p : params_) {
+    m_.push_back(zeros_like(p));
+    v_.push_back(zeros_like(p));
+  }
+}
+
+void AdamW::step() {
+  int64_t* steps = steps_.data<int64_t>();
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Tensor& p = params_[i];
+    Tensor g = usable_grad(p, "adamw", i);
+    if (!g.defined()) continue;
+    const int64_t t = ++steps[i];
+    // Computed in double as torch computes them in Python floats.
+    const double bias1 = 1.0 - std::pow(opt_.beta1, double(t));
+    const double bias2 = 1.0 - std::pow(opt_.beta2, double(t));
+    kernels::cpu::AdamWScalars s;
+    s.decay_factor = decay_[i] ? 1.0 - lr_ * opt_.weight_decay : 1.0;
+    s.beta1_weight = 1.0 - opt_.beta1;
+    s.beta2 = opt_.beta2;
+    s.one_minus_beta2 = 1.0 - opt_.beta2;
+    s.bias2_sqrt = std::sqrt(bias2);
+    s.eps = opt_.eps;
+    s.neg_step_size = -(lr_ / bias1);
+    kernels::cpu::adamw_step(p, g, m_[i], v_[i], s);
+  }
+}
+
+StateList AdamW::state() const {
+  StateList out;
+  out.reserve(1 + 2 * params_.size());
+  out.emplace_back("adamw.step", steps_);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    out.emplace_back("adamw.m." + std::to_string(i), m_[i]);
+    out.emplace_back("adamw.v." + std::to_string(i), v_[i]);
+  }
+  return out;
+}
+
+// ---------------- SGD ----------------
+
+SGD::SGD(std::vector<Tensor> params, const SGDOptions& opt, std::vector<bool> decay)
+    : Optimizer(std::move(params), opt.lr, std::move(decay)), opt_(opt) {
+  BET_CHECK(opt.lr >= 0, "sgd: lr ", opt.lr, " is negative");
+  BET_CHECK(opt.momentum >= 0, "sgd: momentum ", opt.momentum, " is negative");
+  BET_CHECK(opt.weight_decay >= 0, "sgd: weight_decay ", opt.weight_decay, " is negative");
+  BET_CHECK(!opt.nesterov || (opt.momentum > 0 && opt.dampening == 0),
+            "sgd: nesterov needs momentum > 0 and dampening == 0");
+  steps_ = Tensor::zeros({int64_t(params_.size())}, DType::I64);
+  if (opt.momentum != 0)
+    for (const Tensor& p : params_) buf_.push_back(zeros_like(p));
+}
+
+void SGD::step() {
+  int64_t* steps = steps_.data<int64_t>();
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Tensor& p = params_[i];
+    Tensor g = usable_grad(p, "sgd", i);
+    if (!g.defined()) continue;
+    kernels::cpu::SGDScalars s;
+    s.weight_decay = decay_[i] ? opt_.weight_decay : 0.0;
+    s.momentum = opt_.momentum;
+    s.one_minus_dampening = 1.0 - opt_.dampening;
+    s.first = steps[i] == 0;  // torch's momentum_buffer is None until the first step
+    s.nesterov = opt_.nesterov;
+    s.neg_lr = -lr_;
+    kernels::cpu::sgd_step(p, g, opt_.momentum != 0 ? buf_[i] : Tensor(), s);
+    ++steps[i];
+  }
+}
+
+StateList SGD::state() const {
+  StateList out;
+  out.emplace_back("sgd.step", steps_);
+  for (size_t i = 0; i < buf_.size(); ++i) out.emplace_back("sgd.momentum." + std::to_string(i), buf_[i]);
+  return out;
+}
+
+// ---------------- gradient norm ----------------
+
+double grad_norm(const std::vector<Tensor>& params) {
+  double total = 0.0;
+  for (size_t i = 0; i < params.size(); ++i) {
+    Tensor g = params[i].grad();
+    if (!g.defined()) continue;
+    BET_CHECK(g.device().is_cpu(), "clip_grad_norm: gradient of parameter ", i, " is on ", g.device().str());
+    if (!g.is_contiguous()) g = g.detach().contiguous();
+    total += kernels::cpu::sum_squares(g);
+  }
+  return std::sqrt(total);
+}
+
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  BET_CHECK(max_norm > 0, "clip_grad_norm: max_norm ", max_norm, " is not positive");
+  const double norm = grad_norm(params);
+  if (!std::isfinite(norm)) return norm;
+  const double coef = max_norm / (norm + 1e-6);
+  if (coef >= 1.0) return norm;
+  for (size_t i = 0; i < params.size(); ++i) {
+    Tensor g = params[i].grad();
+    if (!g.defined()) continue;
+    if (g.is_contiguous()) {
+      kernels::cpu::scale_(g, coef);
+    } else {
+      // Scale a contiguous copy and write it back through the view.
+      Tensor c = g.detach().contiguous();
+      kernels::cpu::scale_(c, coef);
+      g.copy_(c);
+    }
+  }
+  return norm;
+}
+
+}  // namespace bet::optim

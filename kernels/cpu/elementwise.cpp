@@ -1,1 +1,309 @@
-// placeholder: being written
+#include "kernels/cpu/elementwise.h"
+
+#include <cmath>
+#include <cstdint>
+
+#include "kernels/cpu/strided.h"
+
+namespace bet::kernels::cpu {
+
+namespace {
+
+using Off2 = std::array<int64_t, 2>;
+using Off3 = std::array<int64_t, 3>;
+
+template <typename T>
+T* ptr(const Tensor& t) {
+  return static_cast<T*>(t.raw_data());
+}
+
+// out = f(x). The contiguous branch is the one that must vectorise.
+template <typename T, typename F>
+void unary_loop(const Tensor& a, const Tensor& out, F f) {
+  const T* pa = ptr<T>(a);
+  T* po = ptr<T>(out);
+  StridedLoop loop = make_loop(out.shape(), {out.strides(), a.strides()});
+  for_each_run<2>(loop, [&](const Off2& off, int64_t n, const Off2& st) {
+    T* __restrict o = po + off[0];
+    const T* __restrict x = pa + off[1];
+    if (st[0] == 1 && st[1] == 1) {
+      for (int64_t i = 0; i < n; ++i) o[i] = f(x[i]);
+    } else {
+      for (int64_t i = 0; i < n; ++i) o[i * st[0]] = f(x[i * st[1]]);
+    }
+  });
+}
+
+// out = f(x, y). Besides the all-contiguous run, the runs where one operand is
+// constant along the inner dim (scalar operand, or a column broadcast over a row)
+// hoist that operand out of the loop.
+template <typename T, typename F>
+void binary_loop(const Tensor& a, const Tensor& b, const Tensor& out, F f) {
+  const T* pa = ptr<T>(a);
+  const T* pb = ptr<T>(b);
+  T* po = ptr<T>(out);
+  StridedLoop loop = make_loop(out.shape(), {out.strides(), a.strides(), b.strides()});
+  for_each_run<3>(loop, [&](const Off3& off, int64_t n, const Off3& st) {
+    T* __restrict o = po + off[0];
+    const T* __restrict x = pa + off[1];
+    const T* __restrict y = pb + off[2];
+    if (st[0] == 1 && st[1] == 1 && st[2] == 1) {
+      for (int64_t i = 0; i < n; ++i) o[i] = f(x[i], y[i]);
+    } else if (st[0] == 1 && st[1] == 1 && st[2] == 0) {
+      const T yv = *y;
+      for (int64_t i = 0; i < n; ++i) o[i] = f(x[i], yv);
+    } else if (st[0] == 1 && st[1] == 0 && st[2] == 1) {
+      const T xv = *x;
+      for (int64_t i = 0; i < n; ++i) o[i] = f(xv, y[i]);
+    } else {
+      for (int64_t i = 0; i < n; ++i) o[i * st[0]] = f(x[i * st[1]], y[i * st[2]]);
+    }
+  });
+}
+
+template <typename T>
+void binary_typed(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
+  switch (op) {
+    case BinaryOp::Add: return binary_loop<T>(a, b, out, [](T x, T y) { return x + y; });
+    case BinaryOp::Sub: return binary_loop<T>(a, b, out, [](T x, T y) { return x - y; });
+    case BinaryOp::Mul: return binary_loop<T>(a, b, out, [](T x, T y) { return x * y; });
+    case BinaryOp::Div:
+      if constexpr (std::is_floating_point_v<T>) {
+        return binary_loop<T>(a, b, out, [](T x, T y) { return x / y; });
+      } else {
+        fail("div: integer tensors are not supported");
+      }
+    case BinaryOp::Maximum:
+      // NaN in either operand propagates, as in torch.maximum.
+      return binary_loop<T>(a, b, out, [](T x, T y) { return (x != x || x >= y) ? x : y; });
+  }
+}
+
+template <typename T>
+void unary_float(UnaryOp op, const Tensor& a, const Tensor& out, T p0, T p1) {
+  switch (op) {
+    case UnaryOp::Neg: return unary_loop<T>(a, out, [](T x) { return -x; });
+    case UnaryOp::Exp: return unary_loop<T>(a, out, [](T x) { return vexp(x); });
+    case UnaryOp::Log: return unary_loop<T>(a, out, [](T x) { return std::log(x); });
+    case UnaryOp::Sqrt: return unary_loop<T>(a, out, [](T x) { return std::sqrt(x); });
+    case UnaryOp::Tanh: return unary_loop<T>(a, out, [](T x) { return vtanh(x); });
+    case UnaryOp::Sigmoid: return unary_loop<T>(a, out, [](T x) { return vsigmoid(x); });
+    case UnaryOp::Relu: return unary_loop<T>(a, out, [](T x) { return x < T(0) ? T(0) : x; });
+    case UnaryOp::Gelu:
+      return unary_loop<T>(a, out, [](T x) { return T(0.5) * x * (T(1) + verf(x * T(M_SQRT1_2))); });
+    case UnaryOp::Softplus:
+      return unary_loop<T>(a, out, [](T x) { return vsoftplus(x); });
+    case UnaryOp::Abs: return unary_loop<T>(a, out, [](T x) { return std::abs(x); });
+    case UnaryOp::AddScalar: return unary_loop<T>(a, out, [p0](T x) { return x + p0; });
+    case UnaryOp::MulScalar: return unary_loop<T>(a, out, [p0](T x) { return x * p0; });
+    case UnaryOp::RSubScalar: return unary_loop<T>(a, out, [p0](T x) { return p0 - x; });
+    case UnaryOp::Pow:
+      if (p0 == T(1)) return unary_loop<T>(a, out, [](T x) { return x; });
+      if (p0 == T(2)) return unary_loop<T>(a, out, [](T x) { return x * x; });
+      if (p0 == T(3)) return unary_loop<T>(a, out, [](T x) { return x * x * x; });
+      if (p0 == T(0.5)) return unary_loop<T>(a, out, [](T x) { return std::sqrt(x); });
+      if (p0 == T(-1)) return unary_loop<T>(a, out, [](T x) { return T(1) / x; });
+      if (p0 == T(-0.5)) return unary_loop<T>(a, out, [](T x) { return T(1) / std::sqrt(x); });
+      return unary_loop<T>(a, out, [p0](T x) { return std::pow(x, p0); });
+    case UnaryOp::Clamp:
+      // NaN passes through, as in torch.clamp.
+      return unary_loop<T>(a, out, [p0, p1](T x) { return x < p0 ? p0 : (x > p1 ? p1 : x); });
+  }
+}
+
+template <typename T>
+void unary_int(UnaryOp op, const Tensor& a, const Tensor& out, double p0, double p1) {
+  switch (op) {
+    case UnaryOp::Neg: return unary_loop<T>(a, out, [](T x) { return T(-x); });
+    case UnaryOp::Abs: return unary_loop<T>(a, out, [](T x) { return x < 0 ? T(-x) : x; });
+    case UnaryOp::Relu: return unary_loop<T>(a, out, [](T x) { return x < 0 ? T(0) : x; });
+    case UnaryOp::AddScalar: {
+      T s = T(p0);
+      BET_CHECK(double(s) == p0, "add: scalar ", p0, " is not an integer for an integer tensor");
+      return unary_loop<T>(a, out, [s](T x) { return T(x + s); });
+    }
+    case UnaryOp::MulScalar: {
+      T s = T(p0);
+      BET_CHECK(double(s) == p0, "mul: scalar ", p0, " is not an integer for an integer tensor");
+      return unary_loop<T>(a, out, [s](T x) { return T(x * s); });
+    }
+    case UnaryOp::RSubScalar: {
+      T s = T(p0);
+      BET_CHECK(double(s) == p0, "rsub: scalar ", p0, " is not an integer for an integer tensor");
+      return unary_loop<T>(a, out, [s](T x) { return T(s - x); });
+    }
+    case UnaryOp::Clamp: {
+      T lo = T(std::ceil(p0)), hi = T(std::floor(p1));
+      return unary_loop<T>(a, out, [lo, hi](T x) { return x < lo ? lo : (x > hi ? hi : x); });
+    }
+    default: fail("elementwise: this op does not support integer tensors (", dtype_name(a.dtype()), ")");
+  }
+}
+
+// out = h(x, g) over (out, x, g).
+template <typename T, typename F>
+void grad_loop(const Tensor& x, const Tensor& g, const Tensor& out, F h) {
+  binary_loop<T>(x, g, out, h);
+}
+
+template <typename T>
+void unary_backward_typed(UnaryOp op, const Tensor& x, const Tensor& g, const Tensor& out, T p0, T p1) {
+  switch (op) {
+    case UnaryOp::Exp: return grad_loop<T>(x, g, out, [](T y, T d) { return d * y; });
+    case UnaryOp::Log: return grad_loop<T>(x, g, out, [](T v, T d) { return d / v; });
+    case UnaryOp::Sqrt: return grad_loop<T>(x, g, out, [](T y, T d) { return d / (T(2) * y); });
+    case UnaryOp::Tanh: return grad_loop<T>(x, g, out, [](T y, T d) { return d * (T(1) - y * y); });
+    case UnaryOp::Sigmoid: return grad_loop<T>(x, g, out, [](T y, T d) { return d * y * (T(1) - y); });
+    case UnaryOp::Relu: return grad_loop<T>(x, g, out, [](T v, T d) { return v > T(0) ? d : T(0); });
+    case UnaryOp::Gelu:
+      return grad_loop<T>(x, g, out, [](T v, T d) {
+        const T cdf = T(0.5) * (T(1) + verf(v * T(M_SQRT1_2)));
+        const T pdf = vexp(T(-0.5) * v * v) * T(0.3989422804014327);  // 1 / sqrt(2 pi)
+        return d * (cdf + v * pdf);
+      });
+    case UnaryOp::Softplus:
+      return grad_loop<T>(x, g, out, [](T v, T d) { return v > T(20) ? d : d * vsigmoid(v); });
+    case UnaryOp::Abs:
+      return grad_loop<T>(x, g, out, [](T v, T d) { return v > T(0) ? d : (v < T(0) ? -d : T(0)); });
+    case UnaryOp::Pow:
+      if (p0 == T(0)) return grad_loop<T>(x, g, out, [](T, T) { return T(0); });
+      if (p0 == T(2)) return grad_loop<T>(x, g, out, [](T v, T d) { return T(2) * v * d; });
+      return grad_loop<T>(x, g, out, [p0](T v, T d) { return d * p0 * std::pow(v, p0 - T(1)); });
+    case UnaryOp::Clamp:
+      return grad_loop<T>(x, g, out, [p0, p1](T v, T d) { return (v >= p0 && v <= p1) ? d : T(0); });
+    default: fail("unary_backward: op has a linear gradient; use the public ops");
+  }
+}
+
+template <typename T, typename C>
+void where_typed(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) {
+  const C* pc = ptr<C>(cond);
+  const T* pa = ptr<T>(a);
+  const T* pb = ptr<T>(b);
+  T* po = ptr<T>(out);
+  StridedLoop loop = make_loop(out.shape(), {out.strides(), cond.strides(), a.strides(), b.strides()});
+  for_each_run<4>(loop, [&](const std::array<int64_t, 4>& off, int64_t n, const std::array<int64_t, 4>& st) {
+    T* __restrict o = po + off[0];
+    const C* __restrict c = pc + off[1];
+    const T* __restrict x = pa + off[2];
+    const T* __restrict y = pb + off[3];
+    if (st[0] == 1 && st[1] == 1 && st[2] == 1 && st[3] == 1) {
+      for (int64_t i = 0; i < n; ++i) o[i] = c[i] != C(0) ? x[i] : y[i];
+    } else {
+      for (int64_t i = 0; i < n; ++i) o[i * st[0]] = c[i * st[1]] != C(0) ? x[i * st[2]] : y[i * st[3]];
+    }
+  });
+}
+
+template <typename T, typename C>
+void masked_fill_typed(const Tensor& a, const Tensor& mask, T value, const Tensor& out) {
+  const T* pa = ptr<T>(a);
+  const C* pm = ptr<C>(mask);
+  T* po = ptr<T>(out);
+  StridedLoop loop = make_loop(out.shape(), {out.strides(), a.strides(), mask.strides()});
+  for_each_run<3>(loop, [&](const Off3& off, int64_t n, const Off3& st) {
+    T* __restrict o = po + off[0];
+    const T* __restrict x = pa + off[1];
+    const C* __restrict m = pm + off[2];
+    if (st[0] == 1 && st[1] == 1 && st[2] == 1) {
+      for (int64_t i = 0; i < n; ++i) o[i] = m[i] != C(0) ? value : x[i];
+    } else if (st[0] == 1 && st[1] == 1 && st[2] == 0) {
+      if (*m != C(0)) {
+        for (int64_t i = 0; i < n; ++i) o[i] = value;
+      } else {
+        for (int64_t i = 0; i < n; ++i) o[i] = x[i];
+      }
+    } else {
+      for (int64_t i = 0; i < n; ++i) o[i * st[0]] = m[i * st[2]] != C(0) ? value : x[i * st[1]];
+    }
+  });
+}
+
+template <typename T>
+void maximum_backward_typed(const Tensor& a, const Tensor& b, const Tensor& g, const Tensor& ga, const Tensor& gb) {
+  const T* pa = ptr<T>(a);
+  const T* pb = ptr<T>(b);
+  const T* pg = ptr<T>(g);
+  T* pga = ptr<T>(ga);
+  T* pgb = ptr<T>(gb);
+  StridedLoop loop = make_loop(g.shape(), {ga.strides(), gb.strides(), a.strides(), b.strides(), g.strides()});
+  for_each_run<5>(loop, [&](const std::array<int64_t, 5>& off, int64_t n, const std::array<int64_t, 5>& st) {
+    for (int64_t i = 0; i < n; ++i) {
+      const T x = pa[off[2] + i * st[2]], y = pb[off[3] + i * st[3]], d = pg[off[4] + i * st[4]];
+      const bool left = x != x || x >= y;
+      pga[off[0] + i * st[0]] = left ? d : T(0);
+      pgb[off[1] + i * st[1]] = left ? T(0) : d;
+    }
+  });
+}
+
+template <typename Fn>
+void dispatch_cond(DType t, const char* op, Fn&& fn) {
+  switch (t) {
+    case DType::F32: return fn(float{});
+    case DType::F64: return fn(double{});
+    case DType::I32: return fn(int32_t{});
+    case DType::I64: return fn(int64_t{});
+    default: fail(op, ": mask dtype ", dtype_name(t), " not supported on cpu");
+  }
+}
+
+template <typename Fn>
+void dispatch_all(DType t, const char* op, Fn&& fn) {
+  dispatch_cond(t, op, std::forward<Fn>(fn));
+}
+
+}  // namespace
+
+void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
+  if (out.numel() == 0) return;
+  dispatch_all(out.dtype(), "binary", [&](auto tag) { binary_typed<decltype(tag)>(op, a, b, out); });
+}
+
+void unary(UnaryOp op, const Tensor& a, const Tensor& out, double p0, double p1) {
+  if (out.numel() == 0) return;
+  switch (out.dtype()) {
+    case DType::F32: return unary_float<float>(op, a, out, float(p0), float(p1));
+    case DType::F64: return unary_float<double>(op, a, out, p0, p1);
+    case DType::I32: return unary_int<int32_t>(op, a, out, p0, p1);
+    case DType::I64: return unary_int<int64_t>(op, a, out, p0, p1);
+    default: fail("unary: dtype ", dtype_name(out.dtype()), " not supported on cpu");
+  }
+}
+
+void unary_backward(UnaryOp op, const Tensor& x, const Tensor& g, const Tensor& out, double p0, double p1) {
+  if (out.numel() == 0) return;
+  switch (out.dtype()) {
+    case DType::F32: return unary_backward_typed<float>(op, x, g, out, float(p0), float(p1));
+    case DType::F64: return unary_backward_typed<double>(op, x, g, out, p0, p1);
+    default: fail("unary_backward: dtype ", dtype_name(out.dtype()), " has no gradient");
+  }
+}
+
+void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) {
+  if (out.numel() == 0) return;
+  dispatch_all(out.dtype(), "where", [&](auto tag) {
+    using T = decltype(tag);
+    dispatch_cond(cond.dtype(), "where", [&](auto ctag) { where_typed<T, decltype(ctag)>(cond, a, b, out); });
+  });
+}
+
+void masked_fill(const Tensor& a, const Tensor& mask, double value, const Tensor& out) {
+  if (out.numel() == 0) return;
+  dispatch_all(out.dtype(), "masked_fill", [&](auto tag) {
+    using T = decltype(tag);
+    dispatch_cond(mask.dtype(), "masked_fill",
+                  [&](auto ctag) { masked_fill_typed<T, decltype(ctag)>(a, mask, T(value), out); });
+  });
+}
+
+void maximum_backward(const Tensor& a, const Tensor& b, const Tensor& g, const Tensor& ga, const Tensor& gb) {
+  if (g.numel() == 0) return;
+  switch (g.dtype()) {
+    case DType::F32: return maximum_backward_typed<float>(a, b, g, ga, gb);
+    case DType::F64: return maximum_backward_typed<double>(a, b, g, ga, gb);
+    default: fail("maximum_backward: dtype ", dtype_name(g.dtype()), " has no gradient");
+  }
+}
+
+}  // namespace bet::kernels::cpu

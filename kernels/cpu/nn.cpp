@@ -1,1 +1,299 @@
-// placeholder: being written
+// Softmax / log-softmax over the last dim, and the fused cross-entropy. Every row is
+// a few passes over memory that stays in cache after the first, so the kernels run
+// near copy bandwidth: read x once, write y once.
+#include "kernels/cpu/nn.h"
+
+#include <vector>
+
+#include "kernels/cpu/nn_math.h"
+#include "kernels/cpu/threads.h"
+
+namespace bet::kernels::cpu {
+
+using nnmath::neg_inf;
+
+namespace {
+
+int64_t last_dim(const Tensor& t) { return t.dim() == 0 ? 1 : t.shape().back(); }
+
+// Rows per parallel chunk: enough elements per chunk to pay for the fork.
+int64_t row_grain(int64_t n) { return std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(n, 1)); }
+
+template <typename T>
+void softmax_row(const T* x, T* y, int64_t n, bool log) {
+  T m = neg_inf<T>();
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 0; j < n; ++j) m = std::max(m, x[j]);
+  T s = 0;
+  if (!log) {
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < n; ++j) {
+      T e = nnmath::exp(x[j] - m);
+      y[j] = e;
+      s += e;
+    }
+    const T inv = T(1) / s;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) y[j] *= inv;
+  } else {
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < n; ++j) s += nnmath::exp(x[j] - m);
+    const T c = m + std::log(s);
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) y[j] = x[j] - c;
+  }
+}
+
+// `keep` is the row's mask as 0/1. Masked entries never reach the max or the sum;
+// exp of their (possibly huge) difference is finite (clamped) and selected away.
+template <typename T>
+void softmax_row_masked(const T* x, const T* keep, T* y, int64_t n, bool log) {
+  T m = neg_inf<T>();
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 0; j < n; ++j) m = std::max(m, keep[j] != T(0) ? x[j] : neg_inf<T>());
+  if (m == neg_inf<T>()) {  // nothing to normalise over: zeros, not 0/0
+    for (int64_t j = 0; j < n; ++j) y[j] = T(0);
+    return;
+  }
+  T s = 0;
+  if (!log) {
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < n; ++j) {
+      T e = keep[j] != T(0) ? nnmath::exp(x[j] - m) : T(0);
+      y[j] = e;
+      s += e;
+    }
+    const T inv = T(1) / s;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) y[j] *= inv;
+  } else {
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < n; ++j) s += keep[j] != T(0) ? nnmath::exp(x[j] - m) : T(0);
+    const T c = m + std::log(s);
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) y[j] = keep[j] != T(0) ? x[j] - c : neg_inf<T>();
+  }
+}
+
+template <typename T>
+void softmax_backward_row(const T* y, const T* g, T* dx, int64_t n, bool log) {
+  T s = 0;
+  if (!log) {
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < n; ++j) s += g[j] * y[j];
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) dx[j] = y[j] * (g[j] - s);
+  } else {
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < n; ++j) s += g[j];
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) dx[j] = g[j] - nnmath::exp(y[j]) * s;
+  }
+}
+
+// Masked entries are constants of the forward (-inf / 0): no gradient, and their
+// incoming gradient does not enter the row sum.
+template <typename T>
+void log_softmax_backward_row_masked(const T* y, const T* g, const T* keep, T* dx, int64_t n) {
+  T s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t j = 0; j < n; ++j) s += keep[j] != T(0) ? g[j] : T(0);
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) dx[j] = keep[j] != T(0) ? g[j] - nnmath::exp(y[j]) * s : T(0);
+}
+
+template <typename T>
+void softmax_forward_t(const Tensor& x, const Tensor& mask, const Tensor& out, bool log) {
+  const int64_t n = last_dim(x);
+  const int64_t rows = n == 0 ? 0 : x.numel() / n;
+  if (rows == 0) return;
+  const T* xp = x.data<T>();
+  T* yp = out.data<T>();
+  if (!mask.defined()) {
+    parallel_for(rows, row_grain(n), [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) softmax_row(xp + r * n, yp + r * n, n, log);
+    });
+    return;
+  }
+  nnmath::RowWalker walk(mask);
+  nnmath::dispatch_any(mask.dtype(), "softmax", [&](auto tag) {
+    using M = decltype(tag);
+    const M* mp = static_cast<const M*>(mask.raw_data());
+    parallel_for(rows, row_grain(n), [&](int64_t b, int64_t e) {
+      std::vector<T> keep(static_cast<size_t>(n));
+      for (int64_t r = b; r < e; ++r) {
+        nnmath::load_keep(mp + walk.row_offset(r), walk.inner_stride, n, keep.data());
+        softmax_row_masked(xp + r * n, keep.data(), yp + r * n, n, log);
+      }
+    });
+  });
+}
+
+template <typename T>
+void softmax_backward_t(const Tensor& y, const Tensor& g, const Tensor& mask, const Tensor& grad_in,
+                        bool log) {
+  const int64_t n = last_dim(y);
+  const int64_t rows = n == 0 ? 0 : y.numel() / n;
+  if (rows == 0) return;
+  const T* yp = y.data<T>();
+  const T* gp = g.data<T>();
+  T* dp = grad_in.data<T>();
+  // Softmax needs no mask: y is 0 wherever it was masked, so y * (...) is 0 there.
+  if (!mask.defined() || !log) {
+    parallel_for(rows, row_grain(n), [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) softmax_backward_row(yp + r * n, gp + r * n, dp + r * n, n, log);
+    });
+    return;
+  }
+  nnmath::RowWalker walk(mask);
+  nnmath::dispatch_any(mask.dtype(), "log_softmax", [&](auto tag) {
+    using M = decltype(tag);
+    const M* mp = static_cast<const M*>(mask.raw_data());
+    parallel_for(rows, row_grain(n), [&](int64_t b, int64_t e) {
+      std::vector<T> keep(static_cast<size_t>(n));
+      for (int64_t r = b; r < e; ++r) {
+        nnmath::load_keep(mp + walk.row_offset(r), walk.inner_stride, n, keep.data());
+        log_softmax_backward_row_masked(yp + r * n, gp + r * n, keep.data(), dp + r * n, n);
+      }
+    });
+  });
+}
+
+template <typename I>
+void check_targets(const I* t, int64_t rows, int64_t classes, int64_t ignore_index) {
+  for (int64_t i = 0; i < rows; ++i) {
+    int64_t v = int64_t(t[i]);
+    if (v == ignore_index) continue;
+    BET_CHECK(v >= 0 && v < classes, "cross_entropy_sum: target ", v, " at row ", i,
+              " is out of range for ", classes, " classes");
+  }
+}
+
+template <typename T>
+T row_lse(const T* x, int64_t n) {
+  T m = neg_inf<T>();
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 0; j < n; ++j) m = std::max(m, x[j]);
+  T s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t j = 0; j < n; ++j) s += nnmath::exp(x[j] - m);
+  return m + std::log(s);
+}
+
+template <typename T, typename I>
+double cross_entropy_forward_t(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                               const Tensor& lse) {
+  const int64_t rows = logits.shape()[0], C = logits.shape()[1];
+  const I* tp = targets.data<I>();
+  check_targets(tp, rows, C, ignore_index);
+  if (rows == 0) return 0.0;
+  const T* xp = logits.data<T>();
+  T* lp = lse.data<T>();
+  // Per-row losses summed serially afterwards: the total does not depend on threads.
+  std::vector<double> loss(size_t(rows), 0.0);
+  parallel_for(rows, row_grain(C), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      int64_t t = int64_t(tp[r]);
+      if (t == ignore_index) {
+        lp[r] = T(0);
+        continue;
+      }
+      T l = row_lse(xp + r * C, C);
+      lp[r] = l;
+      loss[size_t(r)] = double(l) - double(xp[r * C + t]);
+    }
+  });
+  double total = 0.0;
+  for (double v : loss) total += v;
+  return total;
+}
+
+template <typename T, typename I>
+void cross_entropy_backward_t(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                              const Tensor& lse, double g, const Tensor& dlogits) {
+  const int64_t rows = logits.shape()[0], C = logits.shape()[1];
+  if (rows == 0 || C == 0) return;
+  const T* xp = logits.data<T>();
+  const I* tp = targets.data<I>();
+  const T* lp = lse.data<T>();
+  T* dp = dlogits.data<T>();
+  const T gs = T(g);
+  parallel_for(rows, row_grain(C), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const int64_t t = int64_t(tp[r]);
+      const T* x = xp + r * C;
+      T* d = dp + r * C;
+      if (t == ignore_index) {
+        for (int64_t j = 0; j < C; ++j) d[j] = T(0);
+        continue;
+      }
+      const T l = lp[r];
+#pragma omp simd
+      for (int64_t j = 0; j < C; ++j) d[j] = gs * nnmath::exp(x[j] - l);
+      d[t] -= gs;
+    }
+  });
+}
+
+template <typename Fn>
+decltype(auto) dispatch_float(DType dt, const char* op, Fn&& fn) {
+  switch (dt) {
+    case DType::F32: return fn(float{});
+    case DType::F64: return fn(double{});
+    default: fail(op, ": dtype ", dtype_name(dt), " not supported on cpu");
+  }
+}
+
+template <typename Fn>
+decltype(auto) dispatch_index(DType dt, const char* op, Fn&& fn) {
+  switch (dt) {
+    case DType::I32: return fn(int32_t{});
+    case DType::I64: return fn(int64_t{});
+    default: fail(op, ": targets must be i32 or i64, got ", dtype_name(dt));
+  }
+}
+
+}  // namespace
+
+void softmax_forward(const Tensor& x, const Tensor& mask, const Tensor& out, bool log) {
+  dispatch_float(x.dtype(), log ? "log_softmax" : "softmax", [&](auto tag) {
+    softmax_forward_t<decltype(tag)>(x, mask, out, log);
+  });
+}
+
+void softmax_backward(const Tensor& y, const Tensor& g, const Tensor& mask, const Tensor& grad_in, bool log) {
+  dispatch_float(y.dtype(), log ? "log_softmax" : "softmax", [&](auto tag) {
+    softmax_backward_t<decltype(tag)>(y, g, mask, grad_in, log);
+  });
+}
+
+double cross_entropy_forward(const Tensor& logits, const Tensor& targets, int64_t ignore_index, const Tensor& lse) {
+  return dispatch_float(logits.dtype(), "cross_entropy_sum", [&](auto tag) {
+    using T = decltype(tag);
+    return dispatch_index(targets.dtype(), "cross_entropy_sum", [&](auto itag) {
+      return cross_entropy_forward_t<T, decltype(itag)>(logits, targets, ignore_index, lse);
+    });
+  });
+}
+
+void cross_entropy_backward(const Tensor& logits, const Tensor& targets, int64_t ignore_index, const Tensor& lse,
+                            double g, const Tensor& dlogits) {
+  dispatch_float(logits.dtype(), "cross_entropy_sum", [&](auto tag) {
+    using T = decltype(tag);
+    dispatch_index(targets.dtype(), "cross_entropy_sum", [&](auto itag) {
+      cross_entropy_backward_t<T, decltype(itag)>(logits, targets, ignore_index, lse, g, dlogits);
+    });
+  });
+}
+
+int64_t count_valid(const Tensor& targets, int64_t ignore_index) {
+  return dispatch_index(targets.dtype(), "count_valid", [&](auto itag) {
+    using I = decltype(itag);
+    const I* tp = targets.data<I>();
+    int64_t c = 0;
+    for (int64_t i = 0, n = targets.numel(); i < n; ++i) c += int64_t(tp[i]) != ignore_index;
+    return c;
+  });
+}
+
+}  // namespace bet::kernels::cpu

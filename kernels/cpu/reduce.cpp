@@ -1,1 +1,371 @@
-// placeholder: being written
+#include "kernels/cpu/reduce.h"
+
+#include <algorithm>
+#include <array>
+#include <type_traits>
+
+#include "kernels/cpu/copy.h"
+#include "kernels/cpu/strided.h"
+
+namespace bet::kernels::cpu {
+
+namespace {
+
+// Floats accumulate in double (as torch's CPU kernels do); integers in int64.
+template <typename T>
+using Acc = std::conditional_t<std::is_floating_point_v<T>, double, int64_t>;
+
+// Elements summed per work item when one reduction is split across threads. Fixed,
+// so a result does not depend on the thread count.
+constexpr int64_t kBlock = 32768;
+// Width of the output strip a reduction over leading dims keeps in registers/L1.
+constexpr int64_t kStrip = 256;
+constexpr int kMaxRank = 16;
+// Below this many output strips, a reduction over leading dims also splits its rows.
+constexpr int64_t kFewItems = 16;
+
+struct Dim {
+  int64_t size;
+  int64_t stride;  // input stride, elements
+};
+
+// Walks a list of dims (outer to inner) in row-major order, tracking the offset.
+struct Odometer {
+  int n = 0;
+  std::array<int64_t, kMaxRank> size{}, stride{}, idx{};
+  int64_t off = 0;
+
+  Odometer(const std::vector<Dim>& dims, int64_t flat) {
+    n = int(dims.size());
+    for (int i = 0; i < n; ++i) {
+      size[i] = dims[i].size;
+      stride[i] = dims[i].stride;
+    }
+    for (int i = n - 1; i >= 0; --i) {
+      idx[i] = flat % size[i];
+      flat /= size[i];
+      off += idx[i] * stride[i];
+    }
+  }
+  void next() {
+    for (int i = n - 1; i >= 0; --i) {
+      off += stride[i];
+      if (++idx[i] < size[i]) return;
+      off -= size[i] * stride[i];
+      idx[i] = 0;
+    }
+  }
+};
+
+int64_t dims_numel(const std::vector<Dim>& d) {
+  int64_t n = 1;
+  for (const Dim& x : d) n *= x.size;
+  return n;
+}
+
+// Sum of n elements at stride s. Partial sums of up to 1024 elements stay in T (so
+// the loop vectorises); those partials accumulate in Acc.
+template <typename T>
+Acc<T> run_sum(const T* p, int64_t n, int64_t s) {
+  Acc<T> acc = 0;
+  for (int64_t c = 0; c < n; c += 1024) {
+    const int64_t m = std::min<int64_t>(1024, n - c);
+    T part = 0;
+    const T* q = p + c * s;
+    if (s == 1) {
+#pragma omp simd reduction(+ : part)
+      for (int64_t i = 0; i < m; ++i) part += q[i];
+    } else {
+      for (int64_t i = 0; i < m; ++i) part += q[i * s];
+    }
+    acc += Acc<T>(part);
+  }
+  return acc;
+}
+
+// The innermost dim is reduced: each output element is a dot-free sum over runs.
+template <typename T>
+void sum_inner(const T* pa, T* po, const std::vector<Dim>& K, const std::vector<Dim>& R) {
+  const Dim rin = R.back();
+  const std::vector<Dim> router(R.begin(), R.end() - 1);
+  const int64_t NK = dims_numel(K), NR = dims_numel(R), inner = rin.size;
+
+  // Sum over the flat reduced positions [begin, end) for the output at input offset koff.
+  auto range_sum = [&](int64_t koff, int64_t begin, int64_t end) {
+    Odometer r(router, begin / inner);
+    int64_t i = begin % inner;
+    Acc<T> acc = 0;
+    while (begin < end) {
+      const int64_t len = std::min(inner - i, end - begin);
+      acc += run_sum(pa + koff + r.off + i * rin.stride, len, rin.stride);
+      begin += len;
+      i = 0;
+      r.next();
+    }
+    return acc;
+  };
+
+  if (NR < 2 * kBlock) {
+    parallel_for(NK, std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(NR, 1)), [&](int64_t b, int64_t e) {
+      Odometer k(K, b);
+      for (int64_t o = b; o < e; ++o, k.next()) po[o] = T(range_sum(k.off, 0, NR));
+    });
+    return;
+  }
+  // Long reductions: split each into fixed blocks (so short of outputs, the threads
+  // still share the work, and the rounding never depends on the thread count).
+  const int64_t nb = (NR + kBlock - 1) / kBlock;
+  std::vector<Acc<T>> partial(size_t(NK * nb));
+  parallel_for(NK * nb, 1, [&](int64_t b, int64_t e) {
+    for (int64_t it = b; it < e; ++it) {
+      const int64_t o = it / nb, j = it % nb;
+      Odometer k(K, o);
+      partial[size_t(it)] = range_sum(k.off, j * kBlock, std::min(NR, (j + 1) * kBlock));
+    }
+  });
+  for (int64_t o = 0; o < NK; ++o) {
+    Acc<T> s = 0;
+    for (int64_t j = 0; j < nb; ++j) s += partial[size_t(o * nb + j)];
+    po[o] = T(s);
+  }
+}
+
+// The innermost dim is kept (e.g. a bias gradient summing [N, D] to [D]): add whole
+// rows into a strip of accumulators, which vectorises along the kept dim.
+template <typename T>
+void sum_outer(const T* pa, T* po, const std::vector<Dim>& K, const std::vector<Dim>& R) {
+  const Dim kin = K.back();
+  const std::vector<Dim> kouter(K.begin(), K.end() - 1);
+  const int64_t NKo = dims_numel(kouter), NR = dims_numel(R), D = kin.size;
+  const int64_t nc = (D + kStrip - 1) / kStrip;
+  const int64_t items = NKo * nc;
+  const int64_t width = std::min(D, kStrip);
+  // Few strips: split the rows into blocks too. Decided by shape alone, not the
+  // thread count, so results are reproducible across --threads.
+  int64_t nrb = 1;
+  if (items < kFewItems) nrb = std::clamp<int64_t>(NR * width / kBlock, 1, NR);
+  const int64_t rows = (NR + nrb - 1) / nrb;
+  std::vector<Acc<T>> partial(nrb > 1 ? size_t(items * nrb * kStrip) : 0);
+
+  auto body = [&](int64_t it) {
+    const int64_t item = it / nrb, rb = it % nrb;
+    const int64_t ko = item / nc, c = item % nc;
+    const int64_t j0 = c * kStrip, w = std::min(kStrip, D - j0);
+    const int64_t r0 = std::min(NR, rb * rows), r1 = std::min(NR, r0 + rows);
+    Odometer k(kouter, ko);
+    const T* base = pa + k.off + j0 * kin.stride;
+    Acc<T> acc[kStrip];
+    for (int64_t j = 0; j < w; ++j) acc[j] = 0;
+    Odometer r(R, r0);
+    for (int64_t row = r0; row < r1; ++row, r.next()) {
+      const T* p = base + r.off;
+      if (kin.stride == 1) {
+#pragma omp simd
+        for (int64_t j = 0; j < w; ++j) acc[j] += Acc<T>(p[j]);
+      } else {
+        for (int64_t j = 0; j < w; ++j) acc[j] += Acc<T>(p[j * kin.stride]);
+      }
+    }
+    if (nrb == 1) {
+      T* o = po + ko * D + j0;
+      for (int64_t j = 0; j < w; ++j) o[j] = T(acc[j]);
+    } else {
+      std::copy(acc, acc + w, partial.begin() + it * kStrip);
+    }
+  };
+  const int64_t work = std::max<int64_t>(1, rows * width);
+  parallel_for(items * nrb, std::max<int64_t>(1, kParallelGrain / work), [&](int64_t b, int64_t e) {
+    for (int64_t it = b; it < e; ++it) body(it);
+  });
+  if (nrb == 1) return;
+  for (int64_t item = 0; item < items; ++item) {
+    const int64_t ko = item / nc, c = item % nc;
+    const int64_t j0 = c * kStrip, w = std::min(kStrip, D - j0);
+    for (int64_t j = 0; j < w; ++j) {
+      Acc<T> s = 0;
+      for (int64_t rb = 0; rb < nrb; ++rb) s += partial[size_t((item * nrb + rb) * kStrip + j)];
+      po[ko * D + j0 + j] = T(s);
+    }
+  }
+}
+
+template <typename T>
+void sum_typed(const Tensor& a, const std::vector<bool>& reduce, const Tensor& out) {
+  Shape ost = contiguous_strides(out.shape());
+  for (size_t d = 0; d < reduce.size(); ++d)
+    if (reduce[d]) ost[d] = 0;
+  StridedLoop loop = make_loop(a.shape(), {ost, a.strides()});
+  BET_CHECK(loop.shape.size() <= size_t(kMaxRank), "sum: rank ", loop.shape.size(), " too large");
+  // Coalescing never merges a reduced dim (out stride 0) with a kept one.
+  std::vector<Dim> K, R;
+  for (size_t d = 0; d < loop.shape.size(); ++d) {
+    Dim x{loop.shape[d], loop.strides[1][d]};
+    if (loop.strides[0][d] == 0 && loop.shape[d] > 1) R.push_back(x);
+    else K.push_back(x);
+  }
+  const T* pa = static_cast<const T*>(a.raw_data());
+  T* po = static_cast<T*>(out.raw_data());
+  const bool inner_reduced = !R.empty() && (K.empty() || loop.strides[0].back() == 0);
+  if (inner_reduced) sum_inner<T>(pa, po, K, R);
+  else sum_outer<T>(pa, po, K, R);
+}
+
+template <typename Fn>
+void dispatch(DType t, const char* op, Fn&& fn) {
+  switch (t) {
+    case DType::F32: return fn(float{});
+    case DType::F64: return fn(double{});
+    case DType::I32: return fn(int32_t{});
+    case DType::I64: return fn(int64_t{});
+    default: fail(op, ": dtype ", dtype_name(t), " not supported on cpu");
+  }
+}
+
+// outer x n x inner geometry of a contiguous tensor around `dim`.
+struct Split3 {
+  int64_t outer = 1, n = 1, inner = 1;
+};
+Split3 split3(const Shape& s, int64_t dim) {
+  Split3 r;
+  for (int64_t d = 0; d < int64_t(s.size()); ++d) {
+    if (d < dim) r.outer *= s[d];
+    else if (d == dim) r.n = s[d];
+    else r.inner *= s[d];
+  }
+  return r;
+}
+
+template <typename T>
+inline bool beats(T v, T best) {
+  if constexpr (std::is_floating_point_v<T>) return v > best || (v != v && best == best);
+  else return v > best;
+}
+
+template <typename T>
+void max_typed(const Tensor& a, int64_t dim, const Tensor* values, const Tensor* indices) {
+  const Split3 g = split3(a.shape(), dim);
+  const T* pa = static_cast<const T*>(a.raw_data());
+  T* pv = values ? static_cast<T*>(values->raw_data()) : nullptr;
+  int64_t* pi = indices ? static_cast<int64_t*>(indices->raw_data()) : nullptr;
+  if (g.inner == 1) {
+    parallel_for(g.outer, std::max<int64_t>(1, kParallelGrain / g.n), [&](int64_t b, int64_t e) {
+      for (int64_t o = b; o < e; ++o) {
+        const T* p = pa + o * g.n;
+        T best = p[0];
+        int64_t bi = 0;
+        for (int64_t r = 1; r < g.n; ++r)
+          if (beats(p[r], best)) best = p[r], bi = r;
+        if (pv) pv[o] = best;
+        if (pi) pi[o] = bi;
+      }
+    });
+    return;
+  }
+  const int64_t nc = (g.inner + kStrip - 1) / kStrip;
+  const int64_t work = g.n * std::min(g.inner, kStrip);
+  parallel_for(g.outer * nc, std::max<int64_t>(1, kParallelGrain / work), [&](int64_t b, int64_t e) {
+    T best[kStrip];
+    int64_t bi[kStrip];
+    for (int64_t it = b; it < e; ++it) {
+      const int64_t o = it / nc, j0 = (it % nc) * kStrip, w = std::min(kStrip, g.inner - j0);
+      const T* p = pa + o * g.n * g.inner + j0;
+      for (int64_t j = 0; j < w; ++j) best[j] = p[j], bi[j] = 0;
+      for (int64_t r = 1; r < g.n; ++r) {
+        const T* q = p + r * g.inner;
+        for (int64_t j = 0; j < w; ++j) {
+          const bool take = beats(q[j], best[j]);
+          best[j] = take ? q[j] : best[j];
+          bi[j] = take ? r : bi[j];
+        }
+      }
+      if (pv) std::copy(best, best + w, pv + o * g.inner + j0);
+      if (pi) std::copy(bi, bi + w, pi + o * g.inner + j0);
+    }
+  });
+}
+
+template <typename T>
+void scatter_typed(const Tensor& gt, const Tensor& idx, int64_t dim, const Tensor& out) {
+  const Split3 g = split3(out.shape(), dim);
+  const T* pg = static_cast<const T*>(gt.raw_data());
+  const int64_t* pi = static_cast<const int64_t*>(idx.raw_data());
+  T* po = static_cast<T*>(out.raw_data());
+  parallel_for(g.outer, std::max<int64_t>(1, kParallelGrain / g.inner), [&](int64_t b, int64_t e) {
+    for (int64_t o = b; o < e; ++o)
+      for (int64_t j = 0; j < g.inner; ++j) {
+        const int64_t r = pi[o * g.inner + j];
+        po[(o * g.n + r) * g.inner + j] = pg[o * g.inner + j];
+      }
+  });
+}
+
+template <typename T>
+void cumsum_typed(const Tensor& a, int64_t dim, bool reverse, const Tensor& out) {
+  const Split3 g = split3(a.shape(), dim);
+  const T* pa = static_cast<const T*>(a.raw_data());
+  T* po = static_cast<T*>(out.raw_data());
+  // Walk rows r = 0..n-1 (or back), element i of row r at (first + r * step) * inner.
+  const int64_t first = reverse ? g.n - 1 : 0, step = reverse ? -1 : 1;
+  if (g.inner == 1) {
+    parallel_for(g.outer, std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(g.n, 1)), [&](int64_t b, int64_t e) {
+      for (int64_t o = b; o < e; ++o) {
+        const T* p = pa + o * g.n;
+        T* q = po + o * g.n;
+        Acc<T> acc = 0;
+        for (int64_t r = 0, i = first; r < g.n; ++r, i += step) {
+          acc += Acc<T>(p[i]);
+          q[i] = T(acc);
+        }
+      }
+    });
+    return;
+  }
+  const int64_t nc = (g.inner + kStrip - 1) / kStrip;
+  const int64_t work = std::max<int64_t>(1, g.n * std::min(g.inner, kStrip));
+  parallel_for(g.outer * nc, std::max<int64_t>(1, kParallelGrain / work), [&](int64_t b, int64_t e) {
+    Acc<T> acc[kStrip];
+    for (int64_t it = b; it < e; ++it) {
+      const int64_t o = it / nc, j0 = (it % nc) * kStrip, w = std::min(kStrip, g.inner - j0);
+      const T* p = pa + o * g.n * g.inner + j0;
+      T* q = po + o * g.n * g.inner + j0;
+      for (int64_t j = 0; j < w; ++j) acc[j] = 0;
+      for (int64_t r = 0, i = first; r < g.n; ++r, i += step) {
+        const T* pr = p + i * g.inner;
+        T* qr = q + i * g.inner;
+#pragma omp simd
+        for (int64_t j = 0; j < w; ++j) {
+          acc[j] += Acc<T>(pr[j]);
+          qr[j] = T(acc[j]);
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void sum(const Tensor& a, const std::vector<bool>& reduce, const Tensor& out) {
+  if (out.numel() == 0) return;
+  if (a.numel() == 0) {
+    fill(out, 0.0);
+    return;
+  }
+  dispatch(a.dtype(), "sum", [&](auto tag) { sum_typed<decltype(tag)>(a, reduce, out); });
+}
+
+void max_dim(const Tensor& a, int64_t dim, const Tensor* values, const Tensor* indices) {
+  if (a.numel() == 0) return;
+  dispatch(a.dtype(), "max", [&](auto tag) { max_typed<decltype(tag)>(a, dim, values, indices); });
+}
+
+void scatter_dim(const Tensor& g, const Tensor& idx, int64_t dim, const Tensor& out) {
+  if (g.numel() == 0) return;
+  dispatch(g.dtype(), "max backward", [&](auto tag) { scatter_typed<decltype(tag)>(g, idx, dim, out); });
+}
+
+void cumsum(const Tensor& a, int64_t dim, bool reverse, const Tensor& out) {
+  if (a.numel() == 0) return;
+  dispatch(a.dtype(), "cumsum", [&](auto tag) { cumsum_typed<decltype(tag)>(a, dim, reverse, out); });
+}
+
+}  // namespace bet::kernels::cpu

@@ -1,0 +1,171 @@
+// LayerNorm over the last dim. The forward computes each row's mean and rstd once
+// and saves them; the backward is one pass per row that produces dx and this row's
+// share of dw/db. Rows stay in cache across a row's passes, so both kernels are
+// bound by reading x (and g) once and writing once.
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/nn.h"
+#include "kernels/cpu/threads.h"
+
+namespace bet::kernels::cpu {
+
+namespace {
+
+template <typename T, bool HW, bool HB>
+void ln_forward_rows(const T* x, const T* w, const T* b, T eps, T* y, T* mean, T* rstd, int64_t rows, int64_t D) {
+  const T inv_d = T(1) / T(D);
+  parallel_for(rows, std::max<int64_t>(1, kParallelGrain / D), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* xr = x + r * D;
+      T* yr = y + r * D;
+      T s = 0;
+#pragma omp simd reduction(+ : s)
+      for (int64_t j = 0; j < D; ++j) s += xr[j];
+      const T mu = s * inv_d;
+      // Two-pass variance: no cancellation when |mean| >> std.
+      T v = 0;
+#pragma omp simd reduction(+ : v)
+      for (int64_t j = 0; j < D; ++j) {
+        T d = xr[j] - mu;
+        v += d * d;
+      }
+      const T rs = T(1) / std::sqrt(v * inv_d + eps);
+      mean[r] = mu;
+      rstd[r] = rs;
+#pragma omp simd
+      for (int64_t j = 0; j < D; ++j) {
+        T h = (xr[j] - mu) * rs;
+        if constexpr (HW) h *= w[j];
+        if constexpr (HB) h += b[j];
+        yr[j] = h;
+      }
+    }
+  });
+}
+
+// A fixed row split for the dw/db partial sums (a function of the row count only).
+constexpr int64_t kMaxBlocks = 64;
+
+template <typename T, bool HW>
+void ln_backward_rows(const T* g, const T* x, const T* w, const T* mean, const T* rstd, T* dx, T* dw, T* db,
+                      int64_t rows, int64_t D) {
+  const T inv_d = T(1) / T(D);
+  const int64_t per_blk = std::max<int64_t>(1, (rows + kMaxBlocks - 1) / kMaxBlocks);
+  const int64_t nblk = (rows + per_blk - 1) / per_blk;
+  const bool want_w = dw != nullptr, want_b = db != nullptr;
+  std::vector<T> pw(want_w ? size_t(nblk * D) : 0, T(0)), pb(want_b ? size_t(nblk * D) : 0, T(0));
+  const int64_t grain = std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(per_blk * D, 1));
+  parallel_for(nblk, grain, [&](int64_t b0, int64_t b1) {
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      T* pwb = want_w ? pw.data() + blk * D : nullptr;
+      T* pbb = want_b ? pb.data() + blk * D : nullptr;
+      const int64_t r_end = std::min(rows, (blk + 1) * per_blk);
+      for (int64_t r = blk * per_blk; r < r_end; ++r) {
+        const T* gr = g + r * D;
+        const T* xr = x + r * D;
+        const T mu = mean[r], rs = rstd[r];
+        if (dx) {
+          T a = 0, c = 0;
+#pragma omp simd reduction(+ : a, c)
+          for (int64_t j = 0; j < D; ++j) {
+            T gh = gr[j];
+            if constexpr (HW) gh *= w[j];
+            a += gh;
+            c += gh * (xr[j] - mu) * rs;
+          }
+          a *= inv_d;
+          c *= inv_d;
+          T* dr = dx + r * D;
+#pragma omp simd
+          for (int64_t j = 0; j < D; ++j) {
+            T gh = gr[j];
+            if constexpr (HW) gh *= w[j];
+            dr[j] = rs * (gh - a - (xr[j] - mu) * rs * c);
+          }
+        }
+        if (pwb) {
+#pragma omp simd
+          for (int64_t j = 0; j < D; ++j) pwb[j] += gr[j] * (xr[j] - mu) * rs;
+        }
+        if (pbb) {
+#pragma omp simd
+          for (int64_t j = 0; j < D; ++j) pbb[j] += gr[j];
+        }
+      }
+    }
+  });
+  auto reduce = [&](const std::vector<T>& part, T* outp) {
+    for (int64_t j = 0; j < D; ++j) outp[j] = T(0);
+    for (int64_t blk = 0; blk < nblk; ++blk) {
+      const T* p = part.data() + blk * D;
+#pragma omp simd
+      for (int64_t j = 0; j < D; ++j) outp[j] += p[j];
+    }
+  };
+  if (want_w) reduce(pw, dw);
+  if (want_b) reduce(pb, db);
+}
+
+template <typename T>
+void ln_forward_t(const Tensor& x, const Tensor& w, const Tensor& b, double eps, const Tensor& out,
+                  const Tensor& mean, const Tensor& rstd) {
+  const int64_t D = x.shape().back();
+  const int64_t rows = D == 0 ? 0 : x.numel() / D;
+  if (rows == 0) return;
+  const T* xp = x.data<T>();
+  const T* wp = w.defined() ? w.data<T>() : nullptr;
+  const T* bp = b.defined() ? b.data<T>() : nullptr;
+  T* yp = out.data<T>();
+  T* mp = mean.data<T>();
+  T* rp = rstd.data<T>();
+  const T e = T(eps);
+  if (wp && bp) ln_forward_rows<T, true, true>(xp, wp, bp, e, yp, mp, rp, rows, D);
+  else if (wp) ln_forward_rows<T, true, false>(xp, wp, bp, e, yp, mp, rp, rows, D);
+  else if (bp) ln_forward_rows<T, false, true>(xp, wp, bp, e, yp, mp, rp, rows, D);
+  else ln_forward_rows<T, false, false>(xp, wp, bp, e, yp, mp, rp, rows, D);
+}
+
+template <typename T>
+void ln_backward_t(const Tensor& g, const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd,
+                   const Tensor& dx, const Tensor& dw, const Tensor& db) {
+  const int64_t D = x.shape().back();
+  const int64_t rows = D == 0 ? 0 : x.numel() / D;
+  T* dwp = dw.defined() ? dw.data<T>() : nullptr;
+  T* dbp = db.defined() ? db.data<T>() : nullptr;
+  if (rows == 0) {  // no rows: the column sums are empty sums
+    for (int64_t j = 0; j < D; ++j) {
+      if (dwp) dwp[j] = T(0);
+      if (dbp) dbp[j] = T(0);
+    }
+    return;
+  }
+  const T* gp = g.data<T>();
+  const T* xp = x.data<T>();
+  const T* wp = w.defined() ? w.data<T>() : nullptr;
+  T* dxp = dx.defined() ? dx.data<T>() : nullptr;
+  if (wp) ln_backward_rows<T, true>(gp, xp, wp, mean.data<T>(), rstd.data<T>(), dxp, dwp, dbp, rows, D);
+  else ln_backward_rows<T, false>(gp, xp, wp, mean.data<T>(), rstd.data<T>(), dxp, dwp, dbp, rows, D);
+}
+
+}  // namespace
+
+void layer_norm_forward(const Tensor& x, const Tensor& w, const Tensor& b, double eps, const Tensor& out,
+                        const Tensor& mean, const Tensor& rstd) {
+  switch (x.dtype()) {
+    case DType::F32: return ln_forward_t<float>(x, w, b, eps, out, mean, rstd);
+    case DType::F64: return ln_forward_t<double>(x, w, b, eps, out, mean, rstd);
+    default: fail("layer_norm: dtype ", dtype_name(x.dtype()), " not supported on cpu");
+  }
+}
+
+void layer_norm_backward(const Tensor& g, const Tensor& x, const Tensor& w, const Tensor& mean,
+                         const Tensor& rstd, const Tensor& dx, const Tensor& dw, const Tensor& db) {
+  switch (x.dtype()) {
+    case DType::F32: return ln_backward_t<float>(g, x, w, mean, rstd, dx, dw, db);
+    case DType::F64: return ln_backward_t<double>(g, x, w, mean, rstd, dx, dw, db);
+    default: fail("layer_norm: dtype ", dtype_name(x.dtype()), " not supported on cpu");
+  }
+}
+
+}  // namespace bet::kernels::cpu

@@ -1,0 +1,139 @@
+#include "model/martingale_attention.h"
+
+#include <cmath>
+#include <vector>
+
+#include "model/relabelling.h"
+
+namespace bet::model {
+
+Tensor site_dropout(const Tensor& x, double p, const SeqContext& ctx) {
+  if (!ctx.training || p <= 0.0) return x;
+  BET_CHECK(ctx.dropout_offset != nullptr,
+            "dropout: a training context needs dropout_offset (sites would share random numbers)");
+  const uint64_t off = *ctx.dropout_offset;
+  *ctx.dropout_offset += uint64_t(x.numel());
+  return dropout(x, p, true, ctx.seed, off);
+}
+
+Tensor attention_mask(const SeqContext& ctx) {
+  const int64_t B = ctx.batch(), S = ctx.seq_len();
+  Tensor keys = reshape(ctx.mask, {B, 1, 1, S});
+  if (!ctx.causal) return keys;
+  std::vector<double> tri(size_t(S * S), 0.0);
+  for (int64_t t = 0; t < S; ++t)
+    for (int64_t s = 0; s <= t; ++s) tri[size_t(t * S + s)] = 1.0;
+  Tensor lower = Tensor::from_vector<double>(tri, {S, S}).to(ctx.mask.dtype());
+  return mul(keys, lower);
+}
+
+MartingaleAwareAttention::MartingaleAwareAttention(const ModelConfig& cfg, int64_t layer_, Generator& g,
+                                                   bool permutation_averaging, DType dtype)
+    : heads(cfg.heads),
+      head_dim(cfg.head_dim()),
+      k_paths(permutation_averaging ? cfg.k_permutations : 0),
+      layer(layer_),
+      max_len(cfg.max_len),
+      use_rope(cfg.pe == PosEncoding::Rope),
+      dropout(cfg.dropout),
+      inference_seed(cfg.inference_seed) {
+  BET_CHECK(cfg.d_model % cfg.heads == 0, "attention: d_model ", cfg.d_model, " not divisible by heads ", cfg.heads);
+  BET_CHECK(!use_rope || head_dim % 2 == 0, "attention: rope needs an even head dim, got ", head_dim);
+  const int64_t D = cfg.d_model;
+  if (permutation_averaging) {
+    lam = register_parameter("lam", Tensor::ones({}, dtype));
+    gamma = register_parameter("gamma", Tensor::ones({}, dtype));
+  }
+  q = register_module("q", std::make_shared<Linear>(D, D, g, true, Linear::Init::Xavier, dtype));
+  k = register_module("k", std::make_shared<Linear>(D, D, g, true, Linear::Init::Xavier, dtype));
+  v = register_module("v", std::make_shared<Linear>(D, D, g, true, Linear::Init::Xavier, dtype));
+  o = register_module("o", std::make_shared<Linear>(D, D, g, true, Linear::Init::Xavier, dtype));
+}
+
+Tensor MartingaleAwareAttention::relabellings(const SeqContext& ctx) const {
+  return relabelling_ids(ctx, layer, k_paths, max_len, inference_seed);
+}
+
+Tensor MartingaleAwareAttention::path_weight(const SeqContext& ctx) const {
+  BET_CHECK(lam.defined(), "attention: path_weight without permutation averaging");
+  const Tensor& n = ctx.n_ctx;
+  Tensor w = clamp(mul(lam, div(log(n), n)), 0.01, 1.0);
+  Tensor single = clamp(rsub(2.0, n), 0.0, 1.0);  // nonzero exactly where n <= 1 (n is whole)
+  return where(single, Tensor::ones({}, w.dtype()), w);
+}
+
+AttentionOutput MartingaleAwareAttention::forward(const Tensor& x, const SeqContext& ctx, const Tensor& perm_ids,
+                                                  const Tensor& mask) const {
+  BET_CHECK(x.dim() == 3, "attention: input must be [B, S, D], got ", shape_str(x.shape()));
+  const int64_t B = x.size(0), S = x.size(1), D = x.size(2), H = heads, hd = head_dim;
+  BET_CHECK(D == H * hd, "attention: input width ", D, " but the layer has d_model ", H * hd);
+  BET_CHECK(ctx.batch() == B && ctx.seq_len() == S, "attention: input ", shape_str(x.shape()),
+            " does not match the context's [", ctx.batch(), ", ", ctx.seq_len(), "]");
+  const Tensor m = mask.defined() ? mask : attention_mask(ctx);
+
+  auto split_heads = [&](const Tensor& t) { return transpose(reshape(t, {B, S, H, hd}), 1, 2); };
+  // Scaling q (S*hd values) is cheaper than scaling the scores (S*S values).
+  Tensor qh = mul(split_heads(q->forward(x)), 1.0 / std::sqrt(double(hd)));
+  Tensor kh = split_heads(k->forward(x));
+  Tensor vh = split_heads(v->forward(x));
+
+  // Only RoPE lets position ids reach attention, so only then do the permutation paths
+  // differ from the standard path; they are folded into the batch dimension (path 0 is
+  // the standard path), sharing the one Q, K, V projection.
+  const bool fold = use_rope && k_paths > 0;
+  const int64_t P = fold ? k_paths + 1 : 1;
+  if (fold) {
+    Tensor ids = perm_ids.defined() ? perm_ids : relabellings(ctx);
+    BET_CHECK(ids.shape() == Shape({k_paths, B, S}), "attention: relabellings must be [", k_paths, ", ", B,
+              ", ", S, "], got ", shape_str(ids.shape()));
+    std::vector<int64_t> pos(size_t(P * B * S));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < S; ++t) pos[size_t(b * S + t)] = t;
+    std::vector<int64_t> drawn = ids.to(DType::I64).to_vector<int64_t>();
+    std::copy(drawn.begin(), drawn.end(), pos.begin() + B * S);
+    Tensor positions = Tensor::from_vector<int64_t>(pos, {P * B, S});
+    qh = rope(reshape(expand(unsqueeze(qh, 0), {P, B, H, S, hd}), {P * B, H, S, hd}), positions);
+    kh = rope(reshape(expand(unsqueeze(kh, 0), {P, B, H, S, hd}), {P * B, H, S, hd}), positions);
+  } else if (use_rope) {
+    qh = rope(qh, ctx.positions);
+    kh = rope(kh, ctx.positions);
+  }
+  qh = reshape(qh, {P, B, H, S, hd});
+  kh = reshape(kh, {P, B, H, S, hd});
+
+  Tensor scores = matmul(qh, transpose(kh, 3, 4));  // [P, B, H, S, S]
+  Tensor probs = softmax(scores, 4, m);             // the mask broadcasts over paths and heads
+  probs = site_dropout(probs, dropout, ctx);
+  Tensor heads_out = matmul(probs, vh);             // v broadcasts over paths: [P, B, H, S, hd]
+  Tensor merged = reshape(permute(heads_out, {0, 1, 3, 2, 4}), {P, B, S, D});
+  Tensor O = o->forward(merged);                    // [P, B, S, D], bias included per path
+  Tensor o_std = select(O, 0, 0);
+
+  AttentionOutput res;
+  if (k_paths == 0) {
+    res.out = o_std;
+    res.order_dispersion = Tensor::zeros({B}, x.dtype());
+    return res;
+  }
+  Tensor w = unsqueeze(path_weight(ctx), 2);  // [B, S, 1]
+  if (!fold) {
+    // pe is none, sinusoidal or learned: positions never enter attention, so every
+    // permutation path computes exactly O_std and (1 - w) O_std + w gamma mean_i O_pi_i
+    // = (1 - w + w gamma) O_std. One path is computed instead of k + 1 equal ones.
+    res.out = mul(o_std, add(mul(w, add(gamma, -1.0)), 1.0));
+    res.order_dispersion = Tensor::zeros({B}, x.dtype());
+    return res;
+  }
+  Tensor perm = slice(O, 0, 1, P);  // [k, B, S, D]
+  Tensor perm_mean = mean(perm, {0});
+  res.out = add(mul(o_std, rsub(1.0, w)), mul(perm_mean, mul(w, gamma)));
+  {
+    autograd::NoGradGuard ng;
+    Tensor dev = sub(perm.detach(), unsqueeze(perm_mean.detach(), 0));
+    Tensor sd = mean(sqrt(mean(mul(dev, dev), {0})), {2});  // [B, S]
+    res.order_dispersion = div(sum(mul(sd, ctx.mask), {1}), ctx.lengths.to(sd.dtype()));
+  }
+  return res;
+}
+
+}  // namespace bet::model
