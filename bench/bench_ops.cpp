@@ -1,5 +1,6 @@
 #include "bench/bench_ops.h"
 
+#include <algorithm>
 #include <cmath>
 #include <exception>
 #include <functional>
@@ -102,7 +103,8 @@ struct Bench {
     table.add(to_row(spec));
   }
 
-  // Engine matmul-like op against dnnl_sgemm looped over the batch.
+  // Engine matmul-like op against dnnl_sgemm on the same shape (for a batch, the faster
+  // of its two calling patterns).
   void matmul_row(const std::string& name, int64_t batch, int64_t M, int64_t N, int64_t K,
                   bool trans_b, const std::string& shape, const std::function<void()>& op) {
     RowSpec s = spec(name, shape, "GFLOP/s");
@@ -263,9 +265,15 @@ int run_ops(const BenchOptions& opts) {
                               std::to_string(int(b.pol.target_s * 1000)) + " ms per row")
       .add_meta("targets", "matmul >= 0.85 x dnnl_sgemm on the same shape; memory-bound ops "
                            ">= 0.70 x a copy of the same bytes (read + write)");
-  machine_rows(b, opts);
-  matmul_rows(b);
-  memory_rows(b);
+  try {
+    machine_rows(b, opts);
+    matmul_rows(b);
+    memory_rows(b);
+  } catch (const std::exception& e) {
+    // Setting up a row's inputs failed (rows themselves record their own errors).
+    std::cerr << "bench ops: " << e.what() << "\n";
+    return 1;
+  }
   int rc = emit({b.table}, opts);
   return rc ? rc : (b.failed ? 1 : 0);
 }

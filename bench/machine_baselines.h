@@ -35,7 +35,8 @@ inline std::pair<Timing, Timing> time_pair(const std::function<void()>& a,
 }
 
 // FP32 FMA throughput in GFLOP/s (an FMA counts 2) on `threads` threads of the pool
-// (0 = all), from a loop of 12 independent vector FMA chains per thread.
+// (0 = all), from a loop of 12 independent vector FMA chains per thread; the fastest
+// repetition counts.
 // `width` 256 = AVX2, 512 = AVX-512 (returns 0 when the CPU lacks it).
 double fma_peak_gflops(int threads, int width, const TimingPolicy& p);
 bool cpu_has_avx512f();

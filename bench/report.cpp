@@ -64,9 +64,9 @@ std::string format_double(double d) {
   return buf;
 }
 
-nlohmann::json value_json(const Value& v) {
+nlohmann::ordered_json value_json(const Value& v) {
   return std::visit(
-      [](const auto& x) -> nlohmann::json {
+      [](const auto& x) -> nlohmann::ordered_json {
         using T = std::decay_t<decltype(x)>;
         if constexpr (std::is_same_v<T, std::monostate>) return nullptr;
         else if constexpr (std::is_same_v<T, double>) {
@@ -173,16 +173,16 @@ std::string to_csv(const Table& t) {
   return s;
 }
 
-nlohmann::json to_json(const Table& t) {
-  nlohmann::json j;
+nlohmann::ordered_json to_json(const Table& t) {
+  nlohmann::ordered_json j;
   j["title"] = t.title;
-  j["meta"] = nlohmann::json::object();
+  j["meta"] = nlohmann::ordered_json::object();
   for (const auto& [n, v] : t.meta) j["meta"][n] = value_json(v);
   auto cols = t.columns();
   j["columns"] = cols;
-  j["rows"] = nlohmann::json::array();
+  j["rows"] = nlohmann::ordered_json::array();
   for (const auto& r : t.rows) {
-    nlohmann::json o = nlohmann::json::object();
+    nlohmann::ordered_json o = nlohmann::ordered_json::object();
     for (const auto& c : cols) o[c] = value_json(cell(r, c));
     j["rows"].push_back(std::move(o));
   }
@@ -193,8 +193,8 @@ bool valid_format(const std::string& f) { return f == "md" || f == "csv" || f ==
 
 std::string render(const std::vector<Table>& tables, const std::string& format) {
   if (format == "json") {
-    nlohmann::json j;
-    j["tables"] = nlohmann::json::array();
+    nlohmann::ordered_json j;
+    j["tables"] = nlohmann::ordered_json::array();
     for (const auto& t : tables) j["tables"].push_back(to_json(t));
     return j.dump(2) + "\n";
   }

@@ -73,7 +73,8 @@ std::string format_value(const Value& v);
 
 std::string to_markdown(const Table& t);
 std::string to_csv(const Table& t);  // RFC 4180 quoting; meta is not part of CSV
-nlohmann::json to_json(const Table& t);  // {"title", "meta": {...}, "columns": [...], "rows": [{...}]}
+// {"title", "meta": {...}, "columns": [...], "rows": [{...}]}, keys in column order.
+nlohmann::ordered_json to_json(const Table& t);
 
 // Several tables: md sections one after another; CSV blocks separated by a blank
 // line, each with its own header; JSON {"tables": [...]}.

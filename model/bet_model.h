@@ -42,6 +42,12 @@ class BetModel : public Module {
   // ids [B, S] (i32/i64); ctx built for the same B, S, in the parameters' dtype.
   ForwardOutput forward(const Tensor& ids, const SeqContext& ctx, const ForwardOptions& opt = {}) const;
 
+  // The context for a batch of sequences with these lengths padded to S, in the model's
+  // dtype and attention mode (training fields left at their inference defaults).
+  SeqContext context(const std::vector<int64_t>& lengths, int64_t S) const {
+    return SeqContext::from_lengths(lengths, S, cfg.causal(), dtype_);
+  }
+
   // Every parameter except `temperature`, which calibration sets and no optimiser touches.
   NamedTensors trainable_parameters() const;
   std::vector<Tensor> trainable_tensors() const;

@@ -98,6 +98,13 @@ TEST_CASE("json parses back to the same cells") {
   CHECK(r1["ours"].is_null());  // NaN is not valid JSON
   CHECK(r1["note"] == -7);
   CHECK(jt["rows"][2]["ours"].get<double>() == 1.5e-5);
+  // Every row carries every column, in column order.
+  auto oj = nlohmann::ordered_json::parse(render({t}, "json"));
+  for (const auto& row : oj["tables"][0]["rows"]) {
+    std::vector<std::string> keys;
+    for (const auto& [k, v] : row.items()) keys.push_back(k);
+    CHECK(keys == t.columns());
+  }
 }
 
 TEST_CASE("csv has a header and one record per row, every record as wide as the header") {

@@ -402,8 +402,10 @@ TEST_CASE("finite-difference gradients through the whole model") {
     SeqContext ctx = SeqContext::from_lengths(lengths, 3, task == Task::LM, DType::F64);
     Tensor ids = ids_tensor(random_ids(lengths, 3, 41, 6), 2, 3);
     auto f = [&](const std::vector<Tensor>&) { return m->forward(ids, ctx).logits; };
-    std::vector<Tensor> params = {m->embed->weight, m->pos->weight};
-    if (m->head) params.push_back(m->head->weight);
+    std::vector<Tensor> params;
+    for (const auto& [name, t] : m->trainable_parameters())
+      if (name == "embed.weight" || name == "pos.weight" || name == "head.weight") params.push_back(t);
+    REQUIRE(params.size() == (m->head ? 3u : 2u));
     CHECK_GRAD(f, params);
   }
 }
@@ -489,7 +491,7 @@ void run_parity(const std::filesystem::path& file, DType dt) {
   const json& inputs = doc.at("inputs");
   const auto lengths = inputs.at("lengths").get<std::vector<int64_t>>();
   const Shape ids_shape = inputs.at("ids").at("shape").get<Shape>();
-  const int64_t B = ids_shape[0], S = ids_shape[1];
+  const int64_t S = ids_shape[1];
   SeqContext ctx = SeqContext::from_lengths(lengths, S, cfg.causal(), dt);
   Tensor ids = Tensor::from_vector<int64_t>(inputs.at("ids").at("data").get<std::vector<int64_t>>(), ids_shape);
   Tensor perm = Tensor::from_vector<int64_t>(inputs.at("perm_pos").at("data").get<std::vector<int64_t>>(),

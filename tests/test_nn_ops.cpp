@@ -139,8 +139,13 @@ TEST_CASE("softmax rows sum to one and f32 agrees with f64 on long rows") {
   Tensor pb = softmax(big, -1);
   CHECK(all_finite(pb));
   CHECK(pb.to_vector<double>()[0] == doctest::Approx(1.0 / (1.0 + std::exp(-1.0))).epsilon(1e-6));
-  // 0-d input: softmax of one value is 1.
+  // 0-d input: softmax of one value is 1. Empty dims give empty results.
   CHECK(softmax(Tensor::scalar(3.0, DType::F64), 0).item() == 1.0);
+  CHECK(softmax(Tensor::zeros({0, 5}), -1).shape() == Shape{0, 5});
+  CHECK(log_softmax(Tensor::zeros({3, 0}), -1, Tensor::ones({0})).shape() == Shape{3, 0});
+  Tensor e = leaf(Tensor::zeros({2, 0, 3}, DType::F64));
+  sum(softmax(e, 1)).backward();
+  CHECK(e.grad().shape() == Shape{2, 0, 3});
 }
 
 TEST_CASE("softmax gradients: last and non-last dims, non-contiguous, masked") {
@@ -241,7 +246,7 @@ TEST_CASE("layer_norm gradients: weight/bias optional, non-contiguous, many rows
   Tensor base = leaf(rand64({5, 2, 3}, 45));
   CHECK_GRAD([](const std::vector<Tensor>& in) { return layer_norm(transpose(in[0], 0, 2), in[1], in[2], 1e-5); },
              (std::vector<Tensor>{base, w, b}));
-  // More rows than the dw/db partial-sum blocks (64), and D = 1.
+  // Several dw/db partial-sum blocks (16 rows each, the last one short), and D = 1.
   Tensor many = leaf(rand64({70, 3}, 46));
   Tensor w3 = leaf(rand64({3}, 47)), b3 = leaf(rand64({3}, 48));
   CHECK_GRAD(f(true, true), (std::vector<Tensor>{many, w3, b3}));

@@ -9,6 +9,10 @@ namespace bet::kernels::cpu {
 
 namespace {
 
+// Run bodies inline the element functions: an out-of-line call would keep the
+// inner loop scalar (GCC's inliner gives up inside these deep template stacks).
+#define BET_FLATTEN __attribute__((flatten))
+
 using Off2 = std::array<int64_t, 2>;
 using Off3 = std::array<int64_t, 3>;
 
@@ -17,13 +21,55 @@ T* ptr(const Tensor& t) {
   return static_cast<T*>(t.raw_data());
 }
 
+// for_each_run, except when an input is transposed against the output in the last
+// two (coalesced) dims, e.g. a gradient arriving through transpose(-1, -2). Walking
+// such an input along the output's rows touches a new cache line per element; here
+// the runs are visited tile by tile, so the tile of the input stays in L1.
+template <int N, typename Fn>
+void for_each_run_tiled(const StridedLoop& loop, Fn&& fn) {
+  const int64_t rank = int64_t(loop.shape.size());
+  bool transposed = false;
+  for (int k = 1; k < N && rank >= 2; ++k) {
+    const int64_t si = loop.strides[k][rank - 1];
+    if (si != 0 && si != 1 && loop.strides[k][rank - 2] == 1) transposed = true;
+  }
+  if (!transposed) return for_each_run<N>(loop, fn);
+  constexpr int64_t kTile = 32;
+  const int64_t R = loop.shape[rank - 2], C = loop.shape[rank - 1];
+  int64_t outer = 1;
+  for (int64_t d = 0; d + 2 < rank; ++d) outer *= loop.shape[d];
+  const int64_t nrt = (R + kTile - 1) / kTile;
+  std::array<int64_t, N> st_r{}, st_c{};
+  for (int k = 0; k < N; ++k) st_r[k] = loop.strides[k][rank - 2], st_c[k] = loop.strides[k][rank - 1];
+  parallel_for(outer * nrt, std::max<int64_t>(1, kParallelGrain / (kTile * C)), [&](int64_t b, int64_t e) {
+    for (int64_t it = b; it < e; ++it) {
+      std::array<int64_t, N> base{};
+      int64_t rem = it / nrt;
+      for (int64_t d = rank - 3; d >= 0; --d) {
+        const int64_t idx = rem % loop.shape[d];
+        rem /= loop.shape[d];
+        for (int k = 0; k < N; ++k) base[k] += idx * loop.strides[k][d];
+      }
+      const int64_t r0 = (it % nrt) * kTile, r1 = std::min(R, r0 + kTile);
+      for (int64_t c0 = 0; c0 < C; c0 += kTile) {
+        const int64_t n = std::min(kTile, C - c0);
+        for (int64_t r = r0; r < r1; ++r) {
+          std::array<int64_t, N> off;
+          for (int k = 0; k < N; ++k) off[k] = base[k] + r * st_r[k] + c0 * st_c[k];
+          fn(off, n, st_c);
+        }
+      }
+    }
+  });
+}
+
 // out = f(x). The contiguous branch is the one that must vectorise.
 template <typename T, typename F>
 void unary_loop(const Tensor& a, const Tensor& out, F f) {
   const T* pa = ptr<T>(a);
   T* po = ptr<T>(out);
   StridedLoop loop = make_loop(out.shape(), {out.strides(), a.strides()});
-  for_each_run<2>(loop, [&](const Off2& off, int64_t n, const Off2& st) {
+  for_each_run_tiled<2>(loop, [&](const Off2& off, int64_t n, const Off2& st) BET_FLATTEN {
     T* __restrict o = po + off[0];
     const T* __restrict x = pa + off[1];
     if (st[0] == 1 && st[1] == 1) {
@@ -43,7 +89,7 @@ void binary_loop(const Tensor& a, const Tensor& b, const Tensor& out, F f) {
   const T* pb = ptr<T>(b);
   T* po = ptr<T>(out);
   StridedLoop loop = make_loop(out.shape(), {out.strides(), a.strides(), b.strides()});
-  for_each_run<3>(loop, [&](const Off3& off, int64_t n, const Off3& st) {
+  for_each_run_tiled<3>(loop, [&](const Off3& off, int64_t n, const Off3& st) BET_FLATTEN {
     T* __restrict o = po + off[0];
     const T* __restrict x = pa + off[1];
     const T* __restrict y = pb + off[2];
@@ -162,9 +208,12 @@ void unary_backward_typed(UnaryOp op, const Tensor& x, const Tensor& g, const Te
         return d * (cdf + v * pdf);
       });
     case UnaryOp::Softplus:
-      return grad_loop<T>(x, g, out, [](T v, T d) { return v > T(20) ? d : d * vsigmoid(v); });
+      // Above torch's threshold the forward is the identity; in f32 sigmoid(v) already
+      // rounds to 1 there, and the branch-free form vectorises.
+      if constexpr (std::is_same_v<T, float>) return grad_loop<T>(x, g, out, [](T v, T d) { return d * vsigmoid(v); });
+      else return grad_loop<T>(x, g, out, [](T v, T d) { return v > T(20) ? d : d * vsigmoid(v); });
     case UnaryOp::Abs:
-      return grad_loop<T>(x, g, out, [](T v, T d) { return v > T(0) ? d : (v < T(0) ? -d : T(0)); });
+      return grad_loop<T>(x, g, out, [](T v, T d) { return d * (v > T(0) ? T(1) : (v < T(0) ? T(-1) : T(0))); });
     case UnaryOp::Pow:
       if (p0 == T(0)) return grad_loop<T>(x, g, out, [](T, T) { return T(0); });
       if (p0 == T(2)) return grad_loop<T>(x, g, out, [](T v, T d) { return T(2) * v * d; });
@@ -182,7 +231,7 @@ void where_typed(const Tensor& cond, const Tensor& a, const Tensor& b, const Ten
   const T* pb = ptr<T>(b);
   T* po = ptr<T>(out);
   StridedLoop loop = make_loop(out.shape(), {out.strides(), cond.strides(), a.strides(), b.strides()});
-  for_each_run<4>(loop, [&](const std::array<int64_t, 4>& off, int64_t n, const std::array<int64_t, 4>& st) {
+  for_each_run<4>(loop, [&](const std::array<int64_t, 4>& off, int64_t n, const std::array<int64_t, 4>& st) BET_FLATTEN {
     T* __restrict o = po + off[0];
     const C* __restrict c = pc + off[1];
     const T* __restrict x = pa + off[2];
@@ -201,7 +250,7 @@ void masked_fill_typed(const Tensor& a, const Tensor& mask, T value, const Tenso
   const C* pm = ptr<C>(mask);
   T* po = ptr<T>(out);
   StridedLoop loop = make_loop(out.shape(), {out.strides(), a.strides(), mask.strides()});
-  for_each_run<3>(loop, [&](const Off3& off, int64_t n, const Off3& st) {
+  for_each_run<3>(loop, [&](const Off3& off, int64_t n, const Off3& st) BET_FLATTEN {
     T* __restrict o = po + off[0];
     const T* __restrict x = pa + off[1];
     const C* __restrict m = pm + off[2];
@@ -227,7 +276,7 @@ void maximum_backward_typed(const Tensor& a, const Tensor& b, const Tensor& g, c
   T* pga = ptr<T>(ga);
   T* pgb = ptr<T>(gb);
   StridedLoop loop = make_loop(g.shape(), {ga.strides(), gb.strides(), a.strides(), b.strides(), g.strides()});
-  for_each_run<5>(loop, [&](const std::array<int64_t, 5>& off, int64_t n, const std::array<int64_t, 5>& st) {
+  for_each_run<5>(loop, [&](const std::array<int64_t, 5>& off, int64_t n, const std::array<int64_t, 5>& st) BET_FLATTEN {
     for (int64_t i = 0; i < n; ++i) {
       const T x = pa[off[2] + i * st[2]], y = pb[off[3] + i * st[3]], d = pg[off[4] + i * st[4]];
       const bool left = x != x || x >= y;

@@ -46,19 +46,41 @@ void maximum_backward(const Tensor& a, const Tensor& b, const Tensor& g, const T
 // Scalar maths for kernel loops (also used by other kernels, e.g. softmax). The f32
 // forms are branch-free polynomials, so loops calling them vectorise (libm calls do
 // not); f64 (gradient checks) uses libm. Accuracy of the f32 forms: a few ulp.
+//
+// They avoid `c ? f(x) : g(x)` on computed values: under the default -ftrapping-math
+// GCC will not speculate the arithmetic of a branch, and the loop stays scalar.
+// `vm::blend` selects with bit masks instead, and NaN propagates arithmetically.
+// Forced inline: a call in a loop body would stop its vectorisation.
+#define BET_VINLINE inline __attribute__((always_inline))
+
 namespace vm {
-inline float bits_to_float(int32_t i) { return std::bit_cast<float>(i); }
-inline int32_t float_to_bits(float f) { return std::bit_cast<int32_t>(f); }
+BET_VINLINE float bits_to_float(int32_t i) { return std::bit_cast<float>(i); }
+BET_VINLINE int32_t float_to_bits(float f) { return std::bit_cast<int32_t>(f); }
+BET_VINLINE float blend(bool c, float a, float b) {
+  const int32_t m = -int32_t(c);
+  return bits_to_float((float_to_bits(a) & m) | (float_to_bits(b) & ~m));
+}
+// 2^n for an integer n in [-126, 127], by building the exponent field.
+BET_VINLINE float pow2i(int32_t n) { return bits_to_float(int32_t(uint32_t(n + 127) << 23)); }
+// Rounds to the nearest integer (|x| < 2^22), as float and as int: adding 1.5 * 2^23
+// leaves the integer in the low mantissa bits. (floorf does not vectorise under
+// -ftrapping-math.)
+BET_VINLINE float round_magic(float x, int32_t* i) {
+  const float t = x + 12582912.f;
+  *i = float_to_bits(t) - 0x4B400000;
+  return t - 12582912.f;
+}
 }  // namespace vm
 
 template <typename T>
-inline T vexp(T x) { return std::exp(x); }
+BET_VINLINE T vexp(T x) { return std::exp(x); }
 template <>
-inline float vexp(float x) {
+BET_VINLINE float vexp(float x) {
   // exp(x) = 2^n * exp(r), |r| <= ln2/2; the scale 2^n is applied in two halves so
   // that results near overflow and in the denormal range stay exact.
-  const float xc = x < -104.f ? -104.f : (x > 89.f ? 89.f : x);
-  const float n = std::floor(std::fma(xc, 1.44269504088896341f, 0.5f));
+  const float xc = vm::blend(x < -104.f, -104.f, vm::blend(x > 89.f, 89.f, x));
+  int32_t ni;
+  const float n = vm::round_magic(xc * 1.44269504088896341f, &ni);
   float r = std::fma(n, -0.693359375f, xc);
   r = std::fma(n, 2.12194440e-4f, r);
   float p = 1.9875691500e-4f;
@@ -68,46 +90,28 @@ inline float vexp(float x) {
   p = std::fma(p, r, 1.6666665459e-1f);
   p = std::fma(p, r, 5.0000001201e-1f);
   p = std::fma(p * r, r, r + 1.f);
-  const int32_t ni = int32_t(n), h = ni >> 1;
-  const float s1 = vm::bits_to_float((h + 127) << 23), s2 = vm::bits_to_float((ni - h + 127) << 23);
-  const float y = p * s1 * s2;
-  return x != x ? x : y;
+  // A NaN x leaves garbage in ni, but p is NaN and so is the product.
+  const int32_t h = ni >> 1;
+  return p * vm::pow2i(h) * vm::pow2i(ni - h);
 }
 
-// log(x) for finite positive normal f32 (Cephes logf).
-inline float vlog_pos(float x) {
-  const int32_t b = vm::float_to_bits(x);
-  float e = float(((b >> 23) & 0xff) - 126);
-  float m = vm::bits_to_float((b & 0x807fffff) | 0x3f000000);  // [0.5, 1)
-  const bool lo = m < 0.707106781186547524f;
-  e = lo ? e - 1.f : e;
-  m = lo ? m + m - 1.f : m - 1.f;
-  const float z = m * m;
-  float y = 7.0376836292e-2f;
-  y = std::fma(y, m, -1.1514610310e-1f);
-  y = std::fma(y, m, 1.1676998740e-1f);
-  y = std::fma(y, m, -1.2420140846e-1f);
-  y = std::fma(y, m, 1.4249322787e-1f);
-  y = std::fma(y, m, -1.6668057665e-1f);
-  y = std::fma(y, m, 2.0000714765e-1f);
-  y = std::fma(y, m, -2.4999993993e-1f);
-  y = std::fma(y, m, 3.3333331174e-1f);
-  y = y * m * z;
-  y = std::fma(e, -2.12194440e-4f, y);
-  y = std::fma(z, -0.5f, y);
-  return std::fma(e, 0.693359375f, m + y);
-}
-
-// log(1 + t) for t in [0, 1]; the correction term recovers the bits lost in 1 + t.
-inline float vlog1p_unit(float t) {
-  const float u = 1.f + t;
-  return vlog_pos(u) - ((u - 1.f) - t) / u;
+// log(1 + t) for t in [0, 1], as 2 atanh(s) with s = t / (2 + t) <= 1/3: a short odd
+// series and no exponent split, so it chains cheaply after vexp (softplus).
+BET_VINLINE float vlog1p_unit(float t) {
+  const float s = t / (2.f + t), z = s * s;
+  float p = 1.f / 13.f;
+  p = std::fma(p, z, 1.f / 11.f);
+  p = std::fma(p, z, 1.f / 9.f);
+  p = std::fma(p, z, 1.f / 7.f);
+  p = std::fma(p, z, 1.f / 5.f);
+  p = std::fma(p, z, 1.f / 3.f);
+  return 2.f * std::fma(p * z, s, s);
 }
 
 template <typename T>
-inline T vtanh(T x) { return std::tanh(x); }
+BET_VINLINE T vtanh(T x) { return std::tanh(x); }
 template <>
-inline float vtanh(float x) {
+BET_VINLINE float vtanh(float x) {
   const float ax = std::abs(x);
   // small |x|: odd polynomial (Cephes tanhf); large: 1 - 2 / (exp(2|x|) + 1)
   const float z = x * x;
@@ -118,15 +122,15 @@ inline float vtanh(float x) {
   p = std::fma(p, z, -3.33332819422e-1f);
   const float small = std::fma(p * z, x, x);
   const float big = 1.f - 2.f / (vexp(2.f * ax) + 1.f);
-  return ax < 0.625f ? small : std::copysign(big, x);
+  return vm::blend(ax < 0.625f, small, std::copysign(big, x));
 }
 
 template <typename T>
-inline T verf(T x) { return std::erf(x); }
+BET_VINLINE T verf(T x) { return std::erf(x); }
 template <>
-inline float verf(float x) {
+BET_VINLINE float verf(float x) {
   // Rational minimax fit on [-4, 4] (the one XLA and Eigen use); |erf| rounds to 1 beyond.
-  const float xc = x < -4.f ? -4.f : (x > 4.f ? 4.f : x);
+  const float xc = vm::blend(x < -4.f, -4.f, vm::blend(x > 4.f, 4.f, x));
   const float x2 = xc * xc;
   float p = -2.72614225801306e-10f;
   p = std::fma(x2, p, 2.77068142495902e-08f);
@@ -141,21 +145,20 @@ inline float verf(float x) {
   q = std::fma(x2, q, -7.37332916720468e-03f);
   q = std::fma(x2, q, -1.42647390514189e-02f);
   const float r = xc * p / q;
-  return r < -1.f ? -1.f : (r > 1.f ? 1.f : r);
+  return vm::blend(r < -1.f, -1.f, vm::blend(r > 1.f, 1.f, r));
 }
 
 template <typename T>
-inline T vsigmoid(T x) { return T(1) / (T(1) + vexp(-x)); }
+BET_VINLINE T vsigmoid(T x) { return T(1) / (T(1) + vexp(-x)); }
 
 // log(1 + exp(x)), torch's softplus (beta 1, threshold 20).
 template <typename T>
-inline T vsoftplus(T x) { return x > T(20) ? x : std::log1p(std::exp(x)); }
+BET_VINLINE T vsoftplus(T x) { return x > T(20) ? x : std::log1p(std::exp(x)); }
 template <>
-inline float vsoftplus(float x) {
+BET_VINLINE float vsoftplus(float x) {
   // max(x, 0) + log1p(exp(-|x|)): never overflows; above 20 the log term is below
   // half an ulp of x, which matches torch's threshold.
-  const float y = (x > 0.f ? x : 0.f) + vlog1p_unit(vexp(-std::abs(x)));
-  return x != x ? x : y;
+  return vm::blend(x > 0.f, x, 0.f) + vlog1p_unit(vexp(-std::abs(x)));  // NaN: the log term is NaN
 }
 
 }  // namespace bet::kernels::cpu

@@ -2,8 +2,8 @@
 // and saves them; the backward is one pass per row that produces dx and this row's
 // share of dw/db. Rows stay in cache across a row's passes, so both kernels are
 // bound by reading x (and g) once and writing once.
+#include <algorithm>
 #include <cmath>
-#include <vector>
 
 #include "kernels/cpu/nn.h"
 #include "kernels/cpu/threads.h"
@@ -44,61 +44,74 @@ void ln_forward_rows(const T* x, const T* w, const T* b, T eps, T* y, T* mean, T
   });
 }
 
-// A fixed row split for the dw/db partial sums (a function of the row count only).
+// A fixed row split for the dw/db partial sums (a function of the row count only):
+// at most 64 blocks of at least 16 rows, so the partials stay small next to g and x.
 constexpr int64_t kMaxBlocks = 64;
+constexpr int64_t kMinBlockRows = 16;
+
+// One row of the backward: dx = rstd * (gw - mean(gw) - xhat * mean(gw * xhat)) with
+// gw = g * w, plus this row's share of dw (g * xhat) and db (g). Separate loops per
+// output keep each one a plain vectorisable loop over restrict pointers.
+template <typename T, bool HW>
+inline void ln_backward_row(const T* __restrict g, const T* __restrict x, const T* __restrict w, T mu, T rs,
+                            T inv_d, int64_t D, T* __restrict dx, T* __restrict pw, T* __restrict pb) {
+  if (dx) {
+    T a = 0, c = 0;
+#pragma omp simd reduction(+ : a, c)
+    for (int64_t j = 0; j < D; ++j) {
+      T gh = g[j];
+      if constexpr (HW) gh *= w[j];
+      a += gh;
+      c += gh * (x[j] - mu);
+    }
+    a *= inv_d;
+    c *= inv_d * rs * rs;
+#pragma omp simd
+    for (int64_t j = 0; j < D; ++j) {
+      T gh = g[j];
+      if constexpr (HW) gh *= w[j];
+      dx[j] = rs * (gh - a - (x[j] - mu) * c);
+    }
+  }
+  if (pw) {
+#pragma omp simd
+    for (int64_t j = 0; j < D; ++j) pw[j] += g[j] * (x[j] - mu) * rs;
+  }
+  if (pb) {
+#pragma omp simd
+    for (int64_t j = 0; j < D; ++j) pb[j] += g[j];
+  }
+}
 
 template <typename T, bool HW>
 void ln_backward_rows(const T* g, const T* x, const T* w, const T* mean, const T* rstd, T* dx, T* dw, T* db,
                       int64_t rows, int64_t D) {
   const T inv_d = T(1) / T(D);
-  const int64_t per_blk = std::max<int64_t>(1, (rows + kMaxBlocks - 1) / kMaxBlocks);
+  const int64_t per_blk = std::max<int64_t>(kMinBlockRows, (rows + kMaxBlocks - 1) / kMaxBlocks);
   const int64_t nblk = (rows + per_blk - 1) / per_blk;
   const bool want_w = dw != nullptr, want_b = db != nullptr;
-  std::vector<T> pw(want_w ? size_t(nblk * D) : 0, T(0)), pb(want_b ? size_t(nblk * D) : 0, T(0));
+  // Partials from the caching allocator (a std::vector here would page-fault and
+  // memset on every call); each block zeroes its own slice while it is cache-hot.
+  Tensor part = (want_w || want_b) ? Tensor::empty({2, nblk, D}, dtype_of<T>::value) : Tensor();
+  T* pw = want_w ? part.data<T>() : nullptr;
+  T* pb = want_b ? part.data<T>() + nblk * D : nullptr;
   const int64_t grain = std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(per_blk * D, 1));
   parallel_for(nblk, grain, [&](int64_t b0, int64_t b1) {
     for (int64_t blk = b0; blk < b1; ++blk) {
-      T* pwb = want_w ? pw.data() + blk * D : nullptr;
-      T* pbb = want_b ? pb.data() + blk * D : nullptr;
+      T* pwb = want_w ? pw + blk * D : nullptr;
+      T* pbb = want_b ? pb + blk * D : nullptr;
+      if (pwb) std::fill(pwb, pwb + D, T(0));
+      if (pbb) std::fill(pbb, pbb + D, T(0));
       const int64_t r_end = std::min(rows, (blk + 1) * per_blk);
-      for (int64_t r = blk * per_blk; r < r_end; ++r) {
-        const T* gr = g + r * D;
-        const T* xr = x + r * D;
-        const T mu = mean[r], rs = rstd[r];
-        if (dx) {
-          T a = 0, c = 0;
-#pragma omp simd reduction(+ : a, c)
-          for (int64_t j = 0; j < D; ++j) {
-            T gh = gr[j];
-            if constexpr (HW) gh *= w[j];
-            a += gh;
-            c += gh * (xr[j] - mu) * rs;
-          }
-          a *= inv_d;
-          c *= inv_d;
-          T* dr = dx + r * D;
-#pragma omp simd
-          for (int64_t j = 0; j < D; ++j) {
-            T gh = gr[j];
-            if constexpr (HW) gh *= w[j];
-            dr[j] = rs * (gh - a - (xr[j] - mu) * rs * c);
-          }
-        }
-        if (pwb) {
-#pragma omp simd
-          for (int64_t j = 0; j < D; ++j) pwb[j] += gr[j] * (xr[j] - mu) * rs;
-        }
-        if (pbb) {
-#pragma omp simd
-          for (int64_t j = 0; j < D; ++j) pbb[j] += gr[j];
-        }
-      }
+      for (int64_t r = blk * per_blk; r < r_end; ++r)
+        ln_backward_row<T, HW>(g + r * D, x + r * D, w, mean[r], rstd[r], inv_d, D, dx ? dx + r * D : nullptr, pwb,
+                               pbb);
     }
   });
-  auto reduce = [&](const std::vector<T>& part, T* outp) {
+  auto reduce = [&](const T* partial, T* outp) {
     for (int64_t j = 0; j < D; ++j) outp[j] = T(0);
     for (int64_t blk = 0; blk < nblk; ++blk) {
-      const T* p = part.data() + blk * D;
+      const T* p = partial + blk * D;
 #pragma omp simd
       for (int64_t j = 0; j < D; ++j) outp[j] += p[j];
     }

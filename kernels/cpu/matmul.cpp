@@ -78,6 +78,7 @@ dnnl::stream& dnnl_stream() {
 }
 
 struct Entry {
+  bool ok = true;  // false: oneDNN has no implementation; remembered so we ask once
   dnnl::matmul prim;
   dnnl::memory::desc a_md, b_md, bias_md, out_md;
 };
@@ -201,21 +202,25 @@ std::shared_ptr<const Entry> get_primitive(const Geometry& ga, const Geometry& g
 
   using dt = dnnl::memory::data_type;
   auto e = std::make_shared<Entry>();
-  e->a_md = dnnl::memory::desc(ga.dims, dt::f32, ga.strides);
-  e->b_md = dnnl::memory::desc(gb.dims, dt::f32, gb.strides);
-  e->out_md = dnnl::memory::desc(go.dims, dt::f32, go.strides);
-  if (with_bias) {
-    const size_t n = go.dims.size();
-    const int64_t N = go.dims[n - 1];
-    dnnl::memory::dims bd(n, 1), bs(n, N);
-    bd[n - 1] = N;
-    bs[n - 1] = 1;
-    e->bias_md = dnnl::memory::desc(bd, dt::f32, bs);
-    dnnl::matmul::desc d(e->a_md, e->b_md, e->bias_md, e->out_md);
-    e->prim = dnnl::matmul(dnnl::matmul::primitive_desc(d, dnnl_engine()));
-  } else {
-    dnnl::matmul::desc d(e->a_md, e->b_md, e->out_md);
-    e->prim = dnnl::matmul(dnnl::matmul::primitive_desc(d, dnnl_engine()));
+  try {
+    e->a_md = dnnl::memory::desc(ga.dims, dt::f32, ga.strides);
+    e->b_md = dnnl::memory::desc(gb.dims, dt::f32, gb.strides);
+    e->out_md = dnnl::memory::desc(go.dims, dt::f32, go.strides);
+    if (with_bias) {
+      const size_t n = go.dims.size();
+      const int64_t N = go.dims[n - 1];
+      dnnl::memory::dims bd(n, 1), bs(n, N);
+      bd[n - 1] = N;
+      bs[n - 1] = 1;
+      e->bias_md = dnnl::memory::desc(bd, dt::f32, bs);
+      dnnl::matmul::desc d(e->a_md, e->b_md, e->bias_md, e->out_md);
+      e->prim = dnnl::matmul(dnnl::matmul::primitive_desc(d, dnnl_engine()));
+    } else {
+      dnnl::matmul::desc d(e->a_md, e->b_md, e->out_md);
+      e->prim = dnnl::matmul(dnnl::matmul::primitive_desc(d, dnnl_engine()));
+    }
+  } catch (const dnnl::error&) {
+    e->ok = false;
   }
   cache().insert(key, e);
   return e;
@@ -240,12 +245,8 @@ void matmul_f32(Tensor a, Tensor b, Tensor bias, const Tensor& out) {
     a_ok = b_ok = true;
     if (!describe(a, b, out, &ga, &gb, &go, &a_ok, &b_ok)) return matmul_loop<float>(a, b, bias, out);
   }
-  std::shared_ptr<const Entry> e;
-  try {
-    e = get_primitive(ga, gb, go, bias.defined());
-  } catch (const dnnl::error&) {
-    return matmul_loop<float>(a, b, bias, out);
-  }
+  std::shared_ptr<const Entry> e = get_primitive(ga, gb, go, bias.defined());
+  if (!e->ok) return matmul_loop<float>(a, b, bias, out);
   dnnl::engine& eng = dnnl_engine();
   dnnl::memory am(e->a_md, eng, a.raw_data());
   dnnl::memory bm(e->b_md, eng, b.raw_data());
@@ -261,14 +262,6 @@ void matmul_f32(Tensor a, Tensor b, Tensor bias, const Tensor& out) {
 }
 
 }  // namespace
-
-void matmul_reference(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out) {
-  switch (out.dtype()) {
-    case DType::F32: return matmul_loop<float>(a, b, bias, out);
-    case DType::F64: return matmul_loop<double>(a, b, bias, out);
-    default: fail("matmul: dtype ", dtype_name(out.dtype()), " not supported on cpu");
-  }
-}
 
 void matmul(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out) {
   if (out.numel() == 0) return;

@@ -11,10 +11,6 @@ namespace bet::kernels::cpu {
 // are read in place, never copied. `bias` may be undefined.
 void matmul(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out);
 
-// The plain loop alone (any float dtype, any strides); the reference the fast path
-// is tested against.
-void matmul_reference(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out);
-
 // Number of oneDNN primitives held in the cache (for tests of the caching itself).
 size_t matmul_cache_size();
 

@@ -20,15 +20,22 @@ int64_t last_dim(const Tensor& t) { return t.dim() == 0 ? 1 : t.shape().back(); 
 int64_t row_grain(int64_t n) { return std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(n, 1)); }
 
 template <typename T>
-void softmax_row(const T* x, T* y, int64_t n, bool log) {
+T row_max(const T* x, int64_t n) {
   T m = neg_inf<T>();
 #pragma omp simd reduction(max : m)
-  for (int64_t j = 0; j < n; ++j) m = std::max(m, x[j]);
+  for (int64_t j = 0; j < n; ++j) m = x[j] > m ? x[j] : m;
+  return m;
+}
+
+template <typename T>
+void softmax_row(const T* x, T* y, int64_t n, bool log) {
+  const T m = row_max(x, n);
+  const auto ec = nnmath::exp_clamp();
   T s = 0;
   if (!log) {
 #pragma omp simd reduction(+ : s)
     for (int64_t j = 0; j < n; ++j) {
-      T e = nnmath::exp(x[j] - m);
+      T e = nnmath::exp(x[j] - m, ec);
       y[j] = e;
       s += e;
     }
@@ -37,29 +44,33 @@ void softmax_row(const T* x, T* y, int64_t n, bool log) {
     for (int64_t j = 0; j < n; ++j) y[j] *= inv;
   } else {
 #pragma omp simd reduction(+ : s)
-    for (int64_t j = 0; j < n; ++j) s += nnmath::exp(x[j] - m);
+    for (int64_t j = 0; j < n; ++j) s += nnmath::exp(x[j] - m, ec);
     const T c = m + std::log(s);
 #pragma omp simd
     for (int64_t j = 0; j < n; ++j) y[j] = x[j] - c;
   }
 }
 
-// `keep` is the row's mask as 0/1. Masked entries never reach the max or the sum;
-// exp of their (possibly huge) difference is finite (clamped) and selected away.
+// `bias` is the row's mask as 0 / -inf: masked logits become -inf, never reach the
+// max, and exp gives exactly 0 for them.
 template <typename T>
-void softmax_row_masked(const T* x, const T* keep, T* y, int64_t n, bool log) {
+void softmax_row_masked(const T* x, const T* bias, T* y, int64_t n, bool log) {
   T m = neg_inf<T>();
 #pragma omp simd reduction(max : m)
-  for (int64_t j = 0; j < n; ++j) m = std::max(m, keep[j] != T(0) ? x[j] : neg_inf<T>());
+  for (int64_t j = 0; j < n; ++j) {
+    T z = x[j] + bias[j];
+    m = z > m ? z : m;
+  }
   if (m == neg_inf<T>()) {  // nothing to normalise over: zeros, not 0/0
     for (int64_t j = 0; j < n; ++j) y[j] = T(0);
     return;
   }
+  const auto ec = nnmath::exp_clamp();
   T s = 0;
   if (!log) {
 #pragma omp simd reduction(+ : s)
     for (int64_t j = 0; j < n; ++j) {
-      T e = keep[j] != T(0) ? nnmath::exp(x[j] - m) : T(0);
+      T e = nnmath::exp(x[j] + bias[j] - m, ec);
       y[j] = e;
       s += e;
     }
@@ -68,10 +79,10 @@ void softmax_row_masked(const T* x, const T* keep, T* y, int64_t n, bool log) {
     for (int64_t j = 0; j < n; ++j) y[j] *= inv;
   } else {
 #pragma omp simd reduction(+ : s)
-    for (int64_t j = 0; j < n; ++j) s += keep[j] != T(0) ? nnmath::exp(x[j] - m) : T(0);
+    for (int64_t j = 0; j < n; ++j) s += nnmath::exp(x[j] + bias[j] - m, ec);
     const T c = m + std::log(s);
 #pragma omp simd
-    for (int64_t j = 0; j < n; ++j) y[j] = keep[j] != T(0) ? x[j] - c : neg_inf<T>();
+    for (int64_t j = 0; j < n; ++j) y[j] = x[j] + bias[j] - c;
   }
 }
 
@@ -84,22 +95,24 @@ void softmax_backward_row(const T* y, const T* g, T* dx, int64_t n, bool log) {
 #pragma omp simd
     for (int64_t j = 0; j < n; ++j) dx[j] = y[j] * (g[j] - s);
   } else {
+    const auto ec = nnmath::exp_clamp();
 #pragma omp simd reduction(+ : s)
     for (int64_t j = 0; j < n; ++j) s += g[j];
 #pragma omp simd
-    for (int64_t j = 0; j < n; ++j) dx[j] = g[j] - nnmath::exp(y[j]) * s;
+    for (int64_t j = 0; j < n; ++j) dx[j] = g[j] - nnmath::exp(y[j], ec) * s;
   }
 }
 
-// Masked entries are constants of the forward (-inf / 0): no gradient, and their
-// incoming gradient does not enter the row sum.
+// Masked entries are constants of the forward (-inf, or 0 in a fully masked row): no
+// gradient, and their incoming gradient stays out of the row sum. exp(y) is 0 there.
 template <typename T>
 void log_softmax_backward_row_masked(const T* y, const T* g, const T* keep, T* dx, int64_t n) {
+  const auto ec = nnmath::exp_clamp();
   T s = 0;
 #pragma omp simd reduction(+ : s)
-  for (int64_t j = 0; j < n; ++j) s += keep[j] != T(0) ? g[j] : T(0);
+  for (int64_t j = 0; j < n; ++j) s += keep[j] * g[j];
 #pragma omp simd
-  for (int64_t j = 0; j < n; ++j) dx[j] = keep[j] != T(0) ? g[j] - nnmath::exp(y[j]) * s : T(0);
+  for (int64_t j = 0; j < n; ++j) dx[j] = keep[j] * (g[j] - nnmath::exp(y[j], ec) * s);
 }
 
 template <typename T>
@@ -120,10 +133,13 @@ void softmax_forward_t(const Tensor& x, const Tensor& mask, const Tensor& out, b
     using M = decltype(tag);
     const M* mp = static_cast<const M*>(mask.raw_data());
     parallel_for(rows, row_grain(n), [&](int64_t b, int64_t e) {
-      std::vector<T> keep(static_cast<size_t>(n));
+      std::vector<T> bias(static_cast<size_t>(n));
+      int64_t loaded = -1;  // rows sharing a broadcast mask row load it once
       for (int64_t r = b; r < e; ++r) {
-        nnmath::load_keep(mp + walk.row_offset(r), walk.inner_stride, n, keep.data());
-        softmax_row_masked(xp + r * n, keep.data(), yp + r * n, n, log);
+        const int64_t off = walk.row_offset(r);
+        if (off != loaded) nnmath::load_mask_bias(mp + off, walk.inner_stride, n, bias.data());
+        loaded = off;
+        softmax_row_masked(xp + r * n, bias.data(), yp + r * n, n, log);
       }
     });
   });
@@ -151,8 +167,11 @@ void softmax_backward_t(const Tensor& y, const Tensor& g, const Tensor& mask, co
     const M* mp = static_cast<const M*>(mask.raw_data());
     parallel_for(rows, row_grain(n), [&](int64_t b, int64_t e) {
       std::vector<T> keep(static_cast<size_t>(n));
+      int64_t loaded = -1;
       for (int64_t r = b; r < e; ++r) {
-        nnmath::load_keep(mp + walk.row_offset(r), walk.inner_stride, n, keep.data());
+        const int64_t off = walk.row_offset(r);
+        if (off != loaded) nnmath::load_keep(mp + off, walk.inner_stride, n, keep.data());
+        loaded = off;
         log_softmax_backward_row_masked(yp + r * n, gp + r * n, keep.data(), dp + r * n, n);
       }
     });
@@ -171,12 +190,11 @@ void check_targets(const I* t, int64_t rows, int64_t classes, int64_t ignore_ind
 
 template <typename T>
 T row_lse(const T* x, int64_t n) {
-  T m = neg_inf<T>();
-#pragma omp simd reduction(max : m)
-  for (int64_t j = 0; j < n; ++j) m = std::max(m, x[j]);
+  const T m = row_max(x, n);
+  const auto ec = nnmath::exp_clamp();
   T s = 0;
 #pragma omp simd reduction(+ : s)
-  for (int64_t j = 0; j < n; ++j) s += nnmath::exp(x[j] - m);
+  for (int64_t j = 0; j < n; ++j) s += nnmath::exp(x[j] - m, ec);
   return m + std::log(s);
 }
 
@@ -228,8 +246,9 @@ void cross_entropy_backward_t(const Tensor& logits, const Tensor& targets, int64
         continue;
       }
       const T l = lp[r];
+      const auto ec = nnmath::exp_clamp();
 #pragma omp simd
-      for (int64_t j = 0; j < C; ++j) d[j] = gs * nnmath::exp(x[j] - l);
+      for (int64_t j = 0; j < C; ++j) d[j] = gs * nnmath::exp(x[j] - l, ec);
       d[t] -= gs;
     }
   });

@@ -10,29 +10,42 @@
 
 namespace bet::kernels::cpu::nnmath {
 
-// exp for f32 without a libm call, so loops over it vectorise (glibc's vector expf
-// is only used under -ffast-math). Cephes range reduction + degree-6 polynomial,
-// ~1 ulp on [-87, 88]; inputs are clamped there, so the result is always finite and
-// exp(x) for x < -87 gives ~1e-38 rather than 0 (callers select 0 where it matters).
-inline float exp(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
-  // Round x*log2(e) to nearest with the 1.5*2^23 trick (no call to nearbyint).
-  const float shifter = 12582912.0f;
-  float t = x * 1.44269504088896341f + shifter;
-  float n = t - shifter;
-  float r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  int32_t e = (std::bit_cast<int32_t>(t) - 0x4B400000) + 127;
-  return p * std::bit_cast<float>(e << 23);
+// exp's lower clamp, hidden from the optimiser: when GCC sees a constant bound it
+// folds exp(bound), turns the clamp into a branch and stops vectorising the loop.
+// Call once per row, outside the inner loop.
+struct ExpClamp {
+  float lo;
+};
+inline ExpClamp exp_clamp() {
+  float lo = -88.0f;
+  asm("" : "+m"(lo));
+  return {lo};
 }
-inline double exp(double x) { return std::exp(x); }
+
+// exp for f32 arguments <= 0 (every caller passes x - max or a log-probability),
+// without a libm call so the loops over it vectorise (glibc's vector expf is only
+// used under -ffast-math). exp(x) = 2^n * 2^f, n = round(x*log2 e), |f| <= 1/2, 2^f a
+// degree-5 minimax polynomial (relative error 1e-7). Rounding x*log2 e costs a
+// relative error of ~|x| * 1e-7, negligible in absolute terms as exp(x) shrinks.
+// Below about -87.7 the result is exactly 0 (so exp(-inf) = 0, as masking needs).
+inline float exp(float x, ExpClamp c) {
+  x = x < c.lo ? c.lo : x;
+  const float t = x * 1.44269504088896341f;
+  // Round to nearest with the 1.5*2^23 trick: k's low mantissa bits hold n.
+  const float k = t + 12582912.0f;
+  const float f = t - (k - 12582912.0f);
+  float p = 1.326472614891827e-3f;
+  p = p * f + 9.671512991189957e-3f;
+  p = p * f + 5.550733581185341e-2f;
+  p = p * f + 2.4022242426872253e-1f;
+  p = p * f + 6.931470036506653e-1f;
+  p = p * f + 1.0f;
+  // 2^n from the exponent bits: (bits(k) << 23) == n << 23 (mod 2^32); n = -127
+  // gives the bit pattern of 0.0f.
+  const int32_t e = int32_t(uint32_t(std::bit_cast<int32_t>(k)) << 23) + (127 << 23);
+  return p * std::bit_cast<float>(e);
+}
+inline double exp(double x, ExpClamp) { return std::exp(x); }
 
 template <typename T>
 constexpr T neg_inf() {
@@ -58,7 +71,16 @@ struct RowWalker {
   }
 };
 
-// keep[j] = (m[j * stride] != 0) as 0/1 in T, so the row loops stay single-typed.
+// The row's mask as an additive bias (0 kept, -inf masked), so masked logits drop out
+// of max and exp without a branch, and as a 0/1 factor for the backward.
+template <typename T, typename M>
+inline void load_mask_bias(const M* m, int64_t stride, int64_t n, T* bias) {
+  if (stride == 1) {
+    for (int64_t j = 0; j < n; ++j) bias[j] = m[j] != M(0) ? T(0) : neg_inf<T>();
+  } else {
+    for (int64_t j = 0; j < n; ++j) bias[j] = m[j * stride] != M(0) ? T(0) : neg_inf<T>();
+  }
+}
 template <typename T, typename M>
 inline void load_keep(const M* m, int64_t stride, int64_t n, T* keep) {
   if (stride == 1) {

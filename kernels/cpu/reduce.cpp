@@ -18,11 +18,16 @@ using Acc = std::conditional_t<std::is_floating_point_v<T>, double, int64_t>;
 // Elements summed per work item when one reduction is split across threads. Fixed,
 // so a result does not depend on the thread count.
 constexpr int64_t kBlock = 32768;
-// Width of the output strip a reduction over leading dims keeps in registers/L1.
-constexpr int64_t kStrip = 256;
 constexpr int kMaxRank = 16;
-// Below this many output strips, a reduction over leading dims also splits its rows.
+// Below this many output strips, a reduction over leading dims also splits its rows,
+// into at most kMaxRowBlocks blocks (bounding the partial-sum buffer).
 constexpr int64_t kFewItems = 16;
+constexpr int64_t kMaxRowBlocks = 64;
+// Strip width (elements of the kept inner dim) for a reduction or scan over a leading
+// dim: the accumulators stay in L1, and each row is read in long contiguous runs.
+constexpr int64_t kStrip = 1024;
+// Block of a row-wise max whose maximum is taken with SIMD before any index search.
+constexpr int64_t kMaxBlock = 256;
 
 struct Dim {
   int64_t size;
@@ -131,46 +136,69 @@ void sum_inner(const T* pa, T* po, const std::vector<Dim>& K, const std::vector<
 }
 
 // The innermost dim is kept (e.g. a bias gradient summing [N, D] to [D]): add whole
-// rows into a strip of accumulators, which vectorises along the kept dim.
+// rows into a strip of accumulators, which vectorises along the kept dim. The strip
+// is wide so that each row is read in long contiguous runs.
 template <typename T>
 void sum_outer(const T* pa, T* po, const std::vector<Dim>& K, const std::vector<Dim>& R) {
+  constexpr int64_t W = kStrip;
   const Dim kin = K.back();
   const std::vector<Dim> kouter(K.begin(), K.end() - 1);
   const int64_t NKo = dims_numel(kouter), NR = dims_numel(R), D = kin.size;
-  const int64_t nc = (D + kStrip - 1) / kStrip;
+  const int64_t nc = (D + W - 1) / W;
   const int64_t items = NKo * nc;
-  const int64_t width = std::min(D, kStrip);
+  const int64_t width = std::min(D, W);
   // Few strips: split the rows into blocks too. Decided by shape alone, not the
   // thread count, so results are reproducible across --threads.
   int64_t nrb = 1;
-  if (items < kFewItems) nrb = std::clamp<int64_t>(NR * width / kBlock, 1, NR);
+  if (items < kFewItems) nrb = std::clamp<int64_t>(NR * width / kBlock, 1, std::min<int64_t>(NR, kMaxRowBlocks));
   const int64_t rows = (NR + nrb - 1) / nrb;
-  std::vector<Acc<T>> partial(nrb > 1 ? size_t(items * nrb * kStrip) : 0);
+  std::vector<Acc<T>> partial(nrb > 1 ? size_t(items * nrb * W) : 0);
 
   auto body = [&](int64_t it) {
     const int64_t item = it / nrb, rb = it % nrb;
     const int64_t ko = item / nc, c = item % nc;
-    const int64_t j0 = c * kStrip, w = std::min(kStrip, D - j0);
+    const int64_t j0 = c * W, w = std::min(W, D - j0);
     const int64_t r0 = std::min(NR, rb * rows), r1 = std::min(NR, r0 + rows);
+    const int64_t s = kin.stride;
     Odometer k(kouter, ko);
-    const T* base = pa + k.off + j0 * kin.stride;
-    Acc<T> acc[kStrip];
+    const T* base = pa + k.off + j0 * s;
+    Acc<T> acc[W];
     for (int64_t j = 0; j < w; ++j) acc[j] = 0;
     Odometer r(R, r0);
-    for (int64_t row = r0; row < r1; ++row, r.next()) {
-      const T* p = base + r.off;
-      if (kin.stride == 1) {
+    int64_t row = r0;
+    // Four rows per pass: a quarter of the accumulator traffic. Floats pair up in T
+    // before widening (a few ulp on a 4-term sum); integers widen first.
+    for (; row + 4 <= r1; row += 4) {
+      const T* __restrict p0 = base + r.off;
+      r.next();
+      const T* __restrict p1 = base + r.off;
+      r.next();
+      const T* __restrict p2 = base + r.off;
+      r.next();
+      const T* __restrict p3 = base + r.off;
+      r.next();
+      if (s == 1) {
+        if constexpr (std::is_floating_point_v<T>) {
 #pragma omp simd
-        for (int64_t j = 0; j < w; ++j) acc[j] += Acc<T>(p[j]);
+          for (int64_t j = 0; j < w; ++j) acc[j] += Acc<T>((p0[j] + p1[j]) + (p2[j] + p3[j]));
+        } else {
+          for (int64_t j = 0; j < w; ++j)
+            acc[j] += (Acc<T>(p0[j]) + Acc<T>(p1[j])) + (Acc<T>(p2[j]) + Acc<T>(p3[j]));
+        }
       } else {
-        for (int64_t j = 0; j < w; ++j) acc[j] += Acc<T>(p[j * kin.stride]);
+        for (int64_t j = 0; j < w; ++j)
+          acc[j] += (Acc<T>(p0[j * s]) + Acc<T>(p1[j * s])) + (Acc<T>(p2[j * s]) + Acc<T>(p3[j * s]));
       }
+    }
+    for (; row < r1; ++row, r.next()) {
+      const T* p = base + r.off;
+      for (int64_t j = 0; j < w; ++j) acc[j] += Acc<T>(p[j * s]);
     }
     if (nrb == 1) {
       T* o = po + ko * D + j0;
       for (int64_t j = 0; j < w; ++j) o[j] = T(acc[j]);
     } else {
-      std::copy(acc, acc + w, partial.begin() + it * kStrip);
+      std::copy(acc, acc + w, partial.begin() + it * W);
     }
   };
   const int64_t work = std::max<int64_t>(1, rows * width);
@@ -180,11 +208,11 @@ void sum_outer(const T* pa, T* po, const std::vector<Dim>& K, const std::vector<
   if (nrb == 1) return;
   for (int64_t item = 0; item < items; ++item) {
     const int64_t ko = item / nc, c = item % nc;
-    const int64_t j0 = c * kStrip, w = std::min(kStrip, D - j0);
+    const int64_t j0 = c * W, w = std::min(W, D - j0);
     for (int64_t j = 0; j < w; ++j) {
-      Acc<T> s = 0;
-      for (int64_t rb = 0; rb < nrb; ++rb) s += partial[size_t((item * nrb + rb) * kStrip + j)];
-      po[ko * D + j0 + j] = T(s);
+      Acc<T> sum = 0;
+      for (int64_t rb = 0; rb < nrb; ++rb) sum += partial[size_t((item * nrb + rb) * W + j)];
+      po[ko * D + j0 + j] = T(sum);
     }
   }
 }
@@ -241,6 +269,15 @@ inline bool beats(T v, T best) {
   else return v > best;
 }
 
+// First r < m with pred(q[r]) (one exists), as a vectorisable min-reduction.
+template <typename T, typename P>
+int64_t first_where(const T* q, int64_t m, P pred) {
+  int64_t idx = m;
+#pragma omp simd reduction(min : idx)
+  for (int64_t r = 0; r < m; ++r) idx = pred(q[r]) && r < idx ? r : idx;
+  return idx;
+}
+
 template <typename T>
 void max_typed(const Tensor& a, int64_t dim, const Tensor* values, const Tensor* indices) {
   const Split3 g = split3(a.shape(), dim);
@@ -251,23 +288,49 @@ void max_typed(const Tensor& a, int64_t dim, const Tensor* values, const Tensor*
     parallel_for(g.outer, std::max<int64_t>(1, kParallelGrain / g.n), [&](int64_t b, int64_t e) {
       for (int64_t o = b; o < e; ++o) {
         const T* p = pa + o * g.n;
+        // Block maxima vectorise; only a block that raises the running max is
+        // scanned for its first position (a few blocks per row on typical data).
         T best = p[0];
         int64_t bi = 0;
-        for (int64_t r = 1; r < g.n; ++r)
-          if (beats(p[r], best)) best = p[r], bi = r;
+        for (int64_t c = 0; c < g.n; c += kMaxBlock) {
+          const int64_t m = std::min(kMaxBlock, g.n - c);
+          const T* q = p + c;
+          T bm = q[0];
+          int nan = 0;  // int, not bool: a bool reduction does not vectorise
+          if constexpr (std::is_floating_point_v<T>) {
+#pragma omp simd reduction(max : bm) reduction(| : nan)
+            for (int64_t r = 0; r < m; ++r) {
+              bm = q[r] > bm ? q[r] : bm;
+              nan |= int(q[r] != q[r]);
+            }
+          } else {
+            for (int64_t r = 0; r < m; ++r) bm = q[r] > bm ? q[r] : bm;
+          }
+          if (nan) {  // the first NaN is the answer
+            const int64_t r = first_where(q, m, [](T v) { return v != v; });
+            best = q[r];
+            bi = c + r;
+            break;
+          }
+          if (c == 0 || bm > best) {
+            bi = c + first_where(q, m, [bm](T v) { return v == bm; });
+            best = bm;
+          }
+        }
         if (pv) pv[o] = best;
         if (pi) pi[o] = bi;
       }
     });
     return;
   }
-  const int64_t nc = (g.inner + kStrip - 1) / kStrip;
-  const int64_t work = g.n * std::min(g.inner, kStrip);
+  constexpr int64_t W = kStrip;
+  const int64_t nc = (g.inner + W - 1) / W;
+  const int64_t work = g.n * std::min(g.inner, W);
   parallel_for(g.outer * nc, std::max<int64_t>(1, kParallelGrain / work), [&](int64_t b, int64_t e) {
-    T best[kStrip];
-    int64_t bi[kStrip];
+    T best[W];
+    int64_t bi[W];
     for (int64_t it = b; it < e; ++it) {
-      const int64_t o = it / nc, j0 = (it % nc) * kStrip, w = std::min(kStrip, g.inner - j0);
+      const int64_t o = it / nc, j0 = (it % nc) * W, w = std::min(W, g.inner - j0);
       const T* p = pa + o * g.n * g.inner + j0;
       for (int64_t j = 0; j < w; ++j) best[j] = p[j], bi[j] = 0;
       for (int64_t r = 1; r < g.n; ++r) {
@@ -308,7 +371,21 @@ void cumsum_typed(const Tensor& a, int64_t dim, bool reverse, const Tensor& out)
   const int64_t first = reverse ? g.n - 1 : 0, step = reverse ? -1 : 1;
   if (g.inner == 1) {
     parallel_for(g.outer, std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(g.n, 1)), [&](int64_t b, int64_t e) {
-      for (int64_t o = b; o < e; ++o) {
+      // Eight rows side by side: eight independent add chains instead of one
+      // latency-bound chain.
+      constexpr int64_t G = 8;
+      int64_t o = b;
+      for (; o + G <= e; o += G) {
+        const T* p = pa + o * g.n;
+        T* q = po + o * g.n;
+        Acc<T> acc[G] = {};
+        for (int64_t r = 0, i = first; r < g.n; ++r, i += step)
+          for (int64_t k = 0; k < G; ++k) {
+            acc[k] += Acc<T>(p[k * g.n + i]);
+            q[k * g.n + i] = T(acc[k]);
+          }
+      }
+      for (; o < e; ++o) {
         const T* p = pa + o * g.n;
         T* q = po + o * g.n;
         Acc<T> acc = 0;
@@ -320,12 +397,13 @@ void cumsum_typed(const Tensor& a, int64_t dim, bool reverse, const Tensor& out)
     });
     return;
   }
-  const int64_t nc = (g.inner + kStrip - 1) / kStrip;
-  const int64_t work = std::max<int64_t>(1, g.n * std::min(g.inner, kStrip));
+  constexpr int64_t W = kStrip;
+  const int64_t nc = (g.inner + W - 1) / W;
+  const int64_t work = std::max<int64_t>(1, g.n * std::min(g.inner, W));
   parallel_for(g.outer * nc, std::max<int64_t>(1, kParallelGrain / work), [&](int64_t b, int64_t e) {
-    Acc<T> acc[kStrip];
+    Acc<T> acc[W];
     for (int64_t it = b; it < e; ++it) {
-      const int64_t o = it / nc, j0 = (it % nc) * kStrip, w = std::min(kStrip, g.inner - j0);
+      const int64_t o = it / nc, j0 = (it % nc) * W, w = std::min(W, g.inner - j0);
       const T* p = pa + o * g.n * g.inner + j0;
       T* q = po + o * g.n * g.inner + j0;
       for (int64_t j = 0; j < w; ++j) acc[j] = 0;

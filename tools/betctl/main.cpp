@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   app.set_config("--config", "", "TOML config file with option values", false);
 
   betctl::Registry registry;
+  betctl::add_train_command(app, registry);
   betctl::add_bench_command(app, registry);
 
   try {

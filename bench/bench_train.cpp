@@ -1,0 +1,424 @@
+#include "bench/bench_train.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <exception>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "bench/bench_train_profile.h"
+#include "bench/machine_baselines.h"
+#include "bet_config.h"
+#include "engine/optim/optimizer.h"
+#include "kernels/cpu/threads.h"
+#include "model/bet_model.h"
+#include "model/sufficient_stats.h"
+
+namespace bet::bench {
+
+namespace cpu = bet::kernels::cpu;
+
+constexpr double kSpeedupTarget = 2.0;   // x PyTorch eager, both layer kinds
+constexpr double kStandardMfuTarget = 0.5;
+
+model::ModelConfig train_bench_config(const TrainBenchOptions& t, model::LayerKind layer) {
+  model::ModelConfig c;
+  c.task = model::parse_task(t.task);
+  c.layer = layer;
+  c.pe = model::parse_pe(t.pe);
+  c.d_model = t.d_model;
+  c.heads = t.heads;
+  c.layers = t.layers;
+  c.k_permutations = t.k_permutations;
+  c.max_len = std::max<int64_t>(256, t.seq_len);  // the peer's --max-len rule
+  c.dropout = 0.1;
+  c.validate();
+  return c;
+}
+
+std::vector<std::pair<std::string, double>> matmul_flops_forward(const model::ModelConfig& cfg, int64_t B,
+                                                                 int64_t S) {
+  const double D = double(cfg.d_model), T = double(B * S), h = double(cfg.d_model / 2);
+  // Bidirectional context statistics are one vector per sequence, so the stats
+  // projection and the CoT MLPs run on B rows; causal ones on every token.
+  const double R = cfg.causal() ? T : double(B);
+  const bool rope_paths = cfg.layer == model::LayerKind::Bet && cfg.pe == model::PosEncoding::Rope;
+  const double P = rope_paths ? double(cfg.k_permutations + 1) : 1.0;
+  const double L = double(cfg.layers);
+  auto lin = [](double rows, double in, double out) { return 2.0 * rows * in * out; };
+
+  std::vector<std::pair<std::string, double>> f;
+  if (cfg.layer == model::LayerKind::Bet) {
+    const double m = double(model::SufficientStatsEncoder::num_stats(cfg.d_model));
+    f.emplace_back("stats: moment/count/beta linears",
+                   L * (lin(T, D, m * h + m + 1) + lin(T, h, 1) * m));
+    f.emplace_back("stats: proj", L * lin(R, 2 * m + 2, D));
+  }
+  f.emplace_back("attn: q, k, v", L * 3 * lin(T, D, D));
+  // QK^T and PV per path: B*H products of [S, hd] x [hd, S] and [S, S] x [S, hd].
+  f.emplace_back(rope_paths ? "attn: QK^T + PV, " + std::to_string(int64_t(P)) + " paths" : "attn: QK^T + PV",
+                 L * P * 2 * (2.0 * double(B) * S * S * D));
+  // The output projection runs per path (model.md: each O is after it).
+  f.emplace_back(rope_paths ? "attn: o, per path" : "attn: o", L * P * lin(T, D, D));
+  if (cfg.layer == model::LayerKind::Bet) {
+    f.emplace_back("cot: entropy + ratio MLPs", L * 2 * (lin(R, D, h) + lin(R, h, 1)));
+    f.emplace_back("cot_gate + stats_gate", L * (lin(T, D + 2, D) + lin(T, D, 1)));
+    if (cfg.pe != model::PosEncoding::None) {
+      const double nh = double(cfg.n_harmonics);
+      f.emplace_back("debias: detector, gate, basis",
+                     L * (lin(T, D, h) + lin(T, h, nh) + lin(T, D, D) + lin(T, 2 * nh, D)));
+    }
+  }
+  f.emplace_back("ffn", L * (lin(T, D, 4 * D) + lin(T, 4 * D, D)));
+  if (cfg.task == model::Task::Classify)
+    f.emplace_back("head", lin(double(B), D, double(cfg.num_classes)));
+  else
+    f.emplace_back("head", lin(T, D, double(cfg.vocab_size)));
+  return f;
+}
+
+double matmul_flops_per_step(const model::ModelConfig& cfg, int64_t B, int64_t S) {
+  double fwd = 0;
+  for (auto& [name, v] : matmul_flops_forward(cfg, B, S)) fwd += v;
+  return 3.0 * fwd;
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+double median(std::vector<double> v) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+std::string load_average() {
+  std::ifstream f("/proc/loadavg");
+  std::string a, b, c;
+  if (!(f >> a >> b >> c)) return "unknown";
+  return a + " " + b + " " + c;
+}
+
+std::string shape_text(const TrainBenchOptions& t) {
+  return "d_model " + std::to_string(t.d_model) + ", " + std::to_string(t.layers) + " layers, " +
+         std::to_string(t.heads) + " heads, seq " + std::to_string(t.seq_len) + ", batch " +
+         std::to_string(t.batch_size) + ", " + t.task + ", pe " + t.pe + ", k " + std::to_string(t.k_permutations);
+}
+
+// ---- our side ----
+
+struct OurResult {
+  std::vector<double> step_s;  // timed steps
+  double final_loss = NAN;
+  int64_t params = 0;
+  int mdl_active = 0;
+};
+
+}  // namespace
+
+TrainSetup::TrainSetup(const model::ModelConfig& c, int64_t B, int64_t S) : cfg(c) {
+  Generator init(mix_key({0, 0x1417}));
+  model = std::make_unique<model::BetModel>(cfg, init);
+  model->train();
+  params = model->trainable_tensors();
+  std::vector<bool> decay;
+  for (auto& p : params) decay.push_back(p.dim() >= 2);
+  opt = std::make_unique<optim::AdamW>(params, optim::AdamWOptions{}, decay);
+
+  // Random full-length sequences, fixed across steps (as the peer's).
+  Generator g(mix_key({0, 0xbe7c}));
+  std::vector<int64_t> ids(size_t(B * S));
+  for (auto& v : ids) v = 3 + int64_t(g.randint(uint64_t(cfg.vocab_size - 3)));
+  this->ids = Tensor::from_vector<int64_t>(ids, {B, S});
+  if (cfg.task == model::Task::Classify) {
+    std::vector<int64_t> y(static_cast<size_t>(B));
+    for (auto& v : y) v = int64_t(g.randint(uint64_t(cfg.num_classes)));
+    targets = Tensor::from_vector<int64_t>(y, {B});
+  } else {
+    std::vector<int64_t> y(size_t(B * S));
+    for (auto& v : y) v = 3 + int64_t(g.randint(uint64_t(cfg.vocab_size - 3)));
+    targets = Tensor::from_vector<int64_t>(y, {B, S});
+  }
+  ctx = model::SeqContext::from_lengths(std::vector<int64_t>(size_t(B), S), S, cfg.causal(), model->dtype());
+  std::vector<int64_t> index(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) index[size_t(b)] = b;
+  ctx.sequence_index = Tensor::from_vector<int64_t>(index, {B});
+  ctx.training = true;
+  ctx.seed = 0;
+  ctx.dropout_offset = &dropout_offset;
+}
+
+TrainSetup::~TrainSetup() = default;
+
+void TrainSetup::begin_step(uint64_t step) {
+  ctx.step = step;
+  dropout_offset = step << 40;
+}
+
+model::MDLLossOutput TrainSetup::step(uint64_t step, PhaseTimes* phases) {
+  begin_step(step);
+  auto t0 = Clock::now();
+  model::ForwardOutput out = model->forward(ids, ctx);
+  auto t1 = Clock::now();
+  model::MDLLossOutput L = model::model_loss(out, targets, ctx, cfg.task, 0.1);
+  auto t2 = Clock::now();
+  if (phases && phases->before_backward) phases->before_backward(L.loss);
+  L.loss.backward();
+  auto t3 = Clock::now();
+  opt->step();
+  auto t4 = Clock::now();
+  opt->zero_grad();
+  auto t5 = Clock::now();
+  if (phases) {
+    auto d = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
+    phases->forward.push_back(d(t0, t1));
+    phases->loss.push_back(d(t1, t2));
+    phases->backward.push_back(d(t2, t3));
+    phases->optimizer.push_back(d(t3, t4));
+    phases->zero_grad.push_back(d(t4, t5));
+  }
+  return L;
+}
+
+namespace {
+
+// ---- the peer ----
+
+struct PeerResult {
+  bool ok = false;
+  std::string error;  // why it is unavailable
+  double ms = NAN, tokens_per_s = NAN;
+  std::string torch;
+};
+
+std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+PeerResult run_peer(const TrainBenchOptions& t, const std::string& layer, int threads) {
+  PeerResult r;
+  const char* py_env = std::getenv("BET_PEER_PYTHON");
+  const std::string py = py_env && *py_env ? py_env : "/usr/bin/python3";
+  std::ostringstream cmd;
+  cmd << "cd " << shell_quote(BET_SOURCE_DIR) << " && " << shell_quote(py) << " bench/peer/train_peer.py"
+      << " --layer " << layer << " --task " << t.task << " --pe " << t.pe << " --d-model " << t.d_model
+      << " --layers " << t.layers << " --heads " << t.heads << " --seq " << t.seq_len << " --batch "
+      << t.batch_size << " --k-permutations " << t.k_permutations << " --steps " << t.steps << " --warmup "
+      << t.warmup << " --threads " << threads << " 2>&1";
+  std::string out;
+  FILE* p = popen(cmd.str().c_str(), "r");
+  if (!p) {
+    r.error = "could not start " + py;
+    return r;
+  }
+  char buf[4096];
+  while (fgets(buf, sizeof buf, p)) out += buf;
+  int rc = pclose(p);
+  // The result is the last line that parses as a JSON object; anything else is noise
+  // (warnings) or, on failure, the reason.
+  std::vector<std::string> lines;
+  std::istringstream in(out);
+  for (std::string l; std::getline(in, l);)
+    if (!l.empty()) lines.push_back(l);
+  for (auto it = lines.rbegin(); it != lines.rend(); ++it) {
+    if (it->front() != '{') continue;
+    try {
+      auto j = nlohmann::json::parse(*it);
+      r.ms = j.at("ms_per_step").get<double>();
+      r.tokens_per_s = j.at("tokens_per_s").get<double>();
+      r.torch = j.value("torch", "");
+      r.ok = true;
+      return r;
+    } catch (const std::exception&) {
+    }
+  }
+  r.error = lines.empty() ? "exit status " + std::to_string(rc) : lines.back();
+  if (r.error.size() > 160) r.error = r.error.substr(0, 157) + "...";
+  return r;
+}
+
+// ---- the table ----
+
+struct LayerRun {
+  std::string layer;
+  model::ModelConfig cfg;
+  OurResult ours;
+  PeerResult peer;
+  bool peer_run = false;
+  std::string error;
+};
+
+Row layer_row(const LayerRun& run, const TrainBenchOptions& t, double peak_gflops) {
+  auto num = [](double v) { return std::isfinite(v) ? Value(v) : Value(); };
+  const double tokens = double(t.batch_size * t.seq_len);
+  const double flops = matmul_flops_per_step(run.cfg, t.batch_size, t.seq_len);
+  const double s = median(run.ours.step_s);
+  const double mfu = flops / s * 1e-9 / peak_gflops;
+  const double mfu_target = run.cfg.layer == model::LayerKind::Standard ? kStandardMfuTarget : NAN;
+  const double speedup = run.peer.ok ? run.peer.ms * 1e-3 / s : NAN;
+
+  std::string status;
+  if (!run.error.empty()) {
+    status = "error: " + run.error;
+  } else {
+    std::vector<std::string> shorts;
+    if (std::isfinite(mfu_target) && !(mfu >= mfu_target)) shorts.push_back("mfu");
+    if (run.peer.ok && !(speedup >= kSpeedupTarget)) shorts.push_back("speedup");
+    status = shorts.empty() ? (run.peer.ok || std::isfinite(mfu_target) ? "pass" : "-") : "short: ";
+    for (size_t i = 0; i < shorts.size(); ++i) status += (i ? ", " : "") + shorts[i];
+  }
+  std::string peer = !run.peer_run ? "not run (--peer)"
+                     : run.peer.ok ? "pytorch " + run.peer.torch + " eager"
+                                   : "unavailable: " + run.peer.error;
+  Row r;
+  r.set("layer", run.layer)
+      .set("params", run.ours.params)
+      .set("tokens/step", int64_t(tokens))
+      .set("ms/step", num(s * 1e3))
+      .set("ms/step min", num(run.ours.step_s.empty()
+                                  ? NAN
+                                  : *std::min_element(run.ours.step_s.begin(), run.ours.step_s.end()) * 1e3))
+      .set("tokens/s", num(tokens / s))
+      .set("matmul GFLOP/step", flops * 1e-9)
+      .set("GFLOP/s", num(flops / s * 1e-9))
+      .set("mfu", num(mfu))
+      .set("mfu target", num(mfu_target))
+      .set("peer", peer)
+      .set("peer ms/step", num(run.peer.ms))
+      .set("peer tokens/s", num(run.peer.tokens_per_s))
+      .set("peer mfu", num(flops / (run.peer.ms * 1e-3) * 1e-9 / peak_gflops))
+      .set("speedup vs peer", num(speedup))
+      .set("speedup target", run.peer.ok ? Value(kSpeedupTarget) : Value())
+      .set("status", status)
+      .set("mdl active", int64_t(run.ours.mdl_active))
+      .set("final loss", num(run.ours.final_loss));
+  return r;
+}
+
+Table flops_table(const std::vector<LayerRun>& runs, const TrainBenchOptions& t) {
+  Table tab;
+  tab.title = "matmul FLOPs per training step (3 x forward)";
+  tab.add_meta("shape", shape_text(t));
+  for (const auto& run : runs) {
+    double total = 0;
+    for (auto& [name, f] : matmul_flops_forward(run.cfg, t.batch_size, t.seq_len)) {
+      total += f;
+      tab.add(Row().set("layer", run.layer).set("component", name).set("GFLOP/step", 3.0 * f * 1e-9));
+    }
+    tab.add(Row().set("layer", run.layer).set("component", "total").set("GFLOP/step", 3.0 * total * 1e-9));
+  }
+  return tab;
+}
+
+}  // namespace
+
+int run_train(const BenchOptions& opts, const TrainBenchOptions& t) {
+  if (!valid_format(opts.format)) {
+    std::cerr << "bench train: unknown format '" << opts.format << "' (md, csv or json)\n";
+    return 2;
+  }
+  if (t.layer != "bet" && t.layer != "standard" && t.layer != "both") {
+    std::cerr << "bench train: --layer must be bet, standard or both\n";
+    return 2;
+  }
+  if (t.steps < 1 || t.warmup < 0 || t.batch_size < 1 || t.seq_len < 1) {
+    std::cerr << "bench train: --steps, --batch-size and --seq-len must be >= 1\n";
+    return 2;
+  }
+  if (opts.threads > 0) cpu::set_num_threads(opts.threads);
+  const int threads = cpu::num_threads();
+  const std::string load_before = load_average();
+
+  TimingPolicy pol = TimingPolicy::from_quick(opts.quick);
+  double peak = 0;
+  for (int width : {256, 512}) {
+    if (width == 512 && !cpu_has_avx512f()) continue;
+    peak = std::max(peak, fma_peak_gflops(0, width, pol));
+  }
+
+  std::vector<LayerRun> runs;
+  for (const char* kind : {"bet", "standard"})
+    if (t.layer == "both" || t.layer == kind) {
+      LayerRun r;
+      r.layer = kind;
+      try {
+        r.cfg = train_bench_config(t, model::parse_layer(kind));
+      } catch (const std::exception& e) {
+        std::cerr << "bench train: " << e.what() << "\n";
+        return 2;
+      }
+      runs.push_back(r);
+    }
+
+  bool failed = false;
+  std::vector<ProfileResult> profiles;
+  for (auto& run : runs) {
+    try {
+      TrainSetup s(run.cfg, t.batch_size, t.seq_len);
+      run.ours.params = 0;
+      for (auto& p : s.params) run.ours.params += p.numel();
+      uint64_t step = 0;
+      for (int i = 0; i < t.warmup; ++i) s.step(step++);
+      // With the peer, half the timed steps run before it and half after, so a change
+      // in machine load during the comparison weighs on both sides alike.
+      auto timed = [&](int n) {
+        for (int i = 0; i < n; ++i) {
+          auto t0 = Clock::now();
+          model::MDLLossOutput L = s.step(step++);
+          run.ours.step_s.push_back(seconds_since(t0));
+          run.ours.final_loss = L.loss.item();
+          run.ours.mdl_active += L.mdl_active ? 1 : 0;
+        }
+      };
+      const int first = t.peer ? (t.steps + 1) / 2 : t.steps;
+      timed(first);
+      if (t.peer) {
+        run.peer_run = true;
+        run.peer = run_peer(t, run.layer, threads);
+        timed(t.steps - first);
+      }
+      if (t.profile) profiles.push_back(profile_training(s, run.layer, t.steps, step));
+    } catch (const std::exception& e) {
+      run.error = e.what();
+      failed = true;
+    }
+  }
+
+  Table main;
+  main.title = "bench train";
+  main.add_meta("cpu", cpu_model_name())
+      .add_meta("threads", int64_t(threads))
+      .add_meta("fma peak GFLOP/s", peak)
+      .add_meta("shape", shape_text(t))
+      .add_meta("step", "forward (dropout on) + MDL loss (beta 0.1) + backward + AdamW step + zero_grad; "
+                        "no clipping (as the peer)")
+      .add_meta("timing", std::to_string(t.warmup) + " warm-up steps, median of " + std::to_string(t.steps) +
+                              " timed steps" + (t.peer ? " (half before the peer, half after)" : ""))
+      .add_meta("mfu", "3 x forward matmul FLOPs (see the FLOP table) / step time / fma peak")
+      .add_meta("targets", "speedup >= 2x PyTorch eager (both layers); mfu >= 0.5 (standard)")
+      .add_meta("load average", load_before + " (start), " + load_average() + " (end)");
+  for (const auto& run : runs) main.add(layer_row(run, t, peak));
+
+  std::vector<Table> tables{main, flops_table(runs, t)};
+  for (auto& p : profiles)
+    for (auto& tab : p.tables) tables.push_back(std::move(tab));
+  int rc = emit(tables, opts);
+  return rc ? rc : (failed ? 1 : 0);
+}
+
+}  // namespace bet::bench

@@ -1,0 +1,214 @@
+#include "bench/bench_train_profile.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <unordered_set>
+
+#include "engine/autograd.h"
+#include "engine/random.h"
+
+namespace bet::bench {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double secs(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+double median(std::vector<double> v) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+struct OpTime {
+  std::string op;
+  double s = 0;
+  int64_t calls = 0;
+};
+
+// Wraps the backward closure of every node reachable from `root` with a timer, keyed
+// by op name and shapes (inputs -> output). The graph is rebuilt each step, so this
+// runs once per step, between forward and backward.
+void instrument_backward(const Tensor& root, std::map<std::string, OpTime>& times) {
+  std::unordered_set<autograd::Node*> seen;
+  std::vector<Tensor> stack{root};
+  while (!stack.empty()) {
+    Tensor t = stack.back();
+    stack.pop_back();
+    const auto& node = t.grad_fn();
+    if (!node || !seen.insert(node.get()).second) continue;
+    std::string key = std::string(node->name) + " ";
+    bool first = true;
+    for (const Tensor& in : node->inputs) {
+      if (!in.defined()) continue;
+      key += (first ? "" : ", ") + shape_str(in.shape());
+      first = false;
+    }
+    key += " -> " + shape_str(t.shape());
+    OpTime* slot = &times[key];
+    slot->op = node->name;
+    node->backward = [orig = std::move(node->backward), slot](const Tensor& g) {
+      auto t0 = Clock::now();
+      std::vector<Tensor> r = orig(g);
+      slot->s += secs(t0, Clock::now());
+      slot->calls++;
+      return r;
+    };
+    for (const Tensor& in : node->inputs)
+      if (in.defined() && in.grad_fn()) stack.push_back(in);
+  }
+}
+
+Table phase_table(const std::string& layer, const PhaseTimes& p) {
+  Table tab;
+  tab.title = "profile " + layer + ": phases of a step (median ms)";
+  const std::pair<const char*, const std::vector<double>*> phases[] = {
+      {"forward", &p.forward}, {"loss", &p.loss}, {"backward", &p.backward},
+      {"adamw step", &p.optimizer}, {"zero_grad", &p.zero_grad}};
+  double total = 0;
+  for (auto& [name, v] : phases) total += median(*v);
+  for (auto& [name, v] : phases)
+    tab.add(Row().set("phase", name).set("ms", median(*v) * 1e3).set("share", median(*v) / total));
+  tab.add(Row().set("phase", "total").set("ms", total * 1e3).set("share", 1.0));
+  return tab;
+}
+
+// Per-op backward time per step: by op name, then the heaviest (op, shapes) entries.
+std::vector<Table> op_tables(const std::string& layer, const std::map<std::string, OpTime>& times, int steps,
+                             double backward_s) {
+  std::map<std::string, OpTime> by_op;
+  double timed = 0;
+  for (auto& [key, t] : times) {
+    auto& o = by_op[t.op];
+    o.op = t.op;
+    o.s += t.s;
+    o.calls += t.calls;
+    timed += t.s;
+  }
+  auto sorted = [](const std::map<std::string, OpTime>& m) {
+    std::vector<std::pair<std::string, OpTime>> v(m.begin(), m.end());
+    std::sort(v.begin(), v.end(), [](auto& a, auto& b) { return a.second.s > b.second.s; });
+    return v;
+  };
+  const double n = double(steps);
+  Table a;
+  a.title = "profile " + layer + ": backward time by op (per step)";
+  a.add_meta("backward ms/step (median)", backward_s * 1e3);
+  a.add_meta("in op closures", timed / n * 1e3);
+  a.add_meta("outside (grad accumulation, graph walk)", backward_s * 1e3 - timed / n * 1e3);
+  for (auto& [name, t] : sorted(by_op))
+    a.add(Row()
+              .set("op", name)
+              .set("calls/step", double(t.calls) / n)
+              .set("ms/step", t.s / n * 1e3)
+              .set("share of backward", t.s / n / backward_s));
+  Table b;
+  b.title = "profile " + layer + ": heaviest backward ops by shape (per step)";
+  int k = 0;
+  for (auto& [key, t] : sorted(times)) {
+    if (k++ == 25) break;
+    b.add(Row()
+              .set("op (input shapes -> output)", key)
+              .set("calls/step", double(t.calls) / n)
+              .set("ms/step", t.s / n * 1e3)
+              .set("share of backward", t.s / n / backward_s));
+  }
+  return {a, b};
+}
+
+// Forward and backward of one module of layer 0 alone, on a random input of its width.
+struct ModuleCase {
+  std::string name;
+  int64_t width;
+  std::function<Tensor(const Tensor&)> run;
+};
+
+Table module_table(TrainSetup& s, const std::string& layer, int steps, uint64_t first_step) {
+  const auto& cfg = s.cfg;
+  const int64_t B = s.ids.size(0), S = s.ids.size(1), D = cfg.d_model;
+  const model::SeqContext& ctx = s.ctx;
+  const Tensor mask = model::attention_mask(ctx);
+  std::vector<ModuleCase> cases;
+  if (cfg.layer == model::LayerKind::Bet) {
+    auto& l = *s.model->bet_layers[0];
+    cases = {
+        {"stats", D, [&](const Tensor& x) { return l.stats->forward(x, ctx).stats; }},
+        {"norm1", D, [&](const Tensor& x) { return l.norm1->forward(x); }},
+        {"attn", D, [&](const Tensor& x) { return l.attn->forward(x, ctx, Tensor(), mask).out; }},
+        {"norm2", D, [&](const Tensor& x) { return l.norm2->forward(x); }},
+        {"cot", D,
+         [&](const Tensor& x) {
+           auto c = l.cot->forward(x, ctx);
+           return add(c.reasoning_entropy, c.optimal_length);
+         }},
+        {"cot_gate", D + 2, [&](const Tensor& x) { return l.cot_gate->forward(x); }},
+        {"stats_gate", D, [&](const Tensor& x) { return l.stats_gate->forward(x); }},
+        {"debias", D, [&](const Tensor& x) { return l.debias->forward(x, ctx).out; }},
+        {"ffn", D, [&](const Tensor& x) { return l.ffn->forward(x, ctx); }},
+        {"norm3", D, [&](const Tensor& x) { return l.norm3->forward(x); }},
+        {"whole layer", D, [&](const Tensor& x) { return l.forward(x, ctx, Tensor(), mask).out; }},
+    };
+  } else {
+    auto& l = *s.model->standard_layers[0];
+    cases = {
+        {"attn", D, [&](const Tensor& x) { return l.attn->forward(x, ctx, Tensor(), mask).out; }},
+        {"norm1", D, [&](const Tensor& x) { return l.norm1->forward(x); }},
+        {"ffn", D, [&](const Tensor& x) { return l.ffn->forward(x, ctx); }},
+        {"norm2", D, [&](const Tensor& x) { return l.norm2->forward(x); }},
+        {"whole layer", D, [&](const Tensor& x) { return l.forward(x, ctx, mask).out; }},
+    };
+  }
+  Table tab;
+  tab.title = "profile " + layer + ": layer 0 modules alone (median ms, forward with grad + backward)";
+  tab.add_meta("note", "each module run on its own random input; 'glue' is the whole layer minus the modules "
+                       "(residual adds, dropout sites, concat, gates' tanh)");
+  Generator g(7);
+  double fsum = 0, bsum = 0;
+  for (auto& c : cases) {
+    Tensor x = g.normal({B, S, c.width}, 0.0, 1.0, s.model->dtype());
+    x.set_requires_grad(true);
+    std::vector<double> fw, bw;
+    for (int i = 0; i < steps + 1; ++i) {
+      s.begin_step(first_step + uint64_t(i));
+      auto t0 = Clock::now();
+      Tensor y = c.run(x);
+      auto t1 = Clock::now();
+      y.backward(Tensor::ones(y.shape(), y.dtype()));
+      auto t2 = Clock::now();
+      x.zero_grad();
+      s.opt->zero_grad();
+      if (i == 0) continue;  // warm-up
+      fw.push_back(secs(t0, t1));
+      bw.push_back(secs(t1, t2));
+    }
+    const double f = median(fw), b = median(bw);
+    if (c.name == "whole layer") {
+      tab.add(Row().set("module", "glue").set("forward ms", (f - fsum) * 1e3).set("backward ms", (b - bsum) * 1e3));
+    } else {
+      fsum += f;
+      bsum += b;
+    }
+    tab.add(Row().set("module", c.name).set("forward ms", f * 1e3).set("backward ms", b * 1e3));
+  }
+  return tab;
+}
+
+}  // namespace
+
+ProfileResult profile_training(TrainSetup& s, const std::string& layer, int steps, uint64_t first_step) {
+  PhaseTimes p;
+  std::map<std::string, OpTime> times;
+  p.before_backward = [&](const Tensor& loss) { instrument_backward(loss, times); };
+  for (int i = 0; i < steps; ++i) s.step(first_step + uint64_t(i), &p);
+  ProfileResult r;
+  r.tables.push_back(phase_table(layer, p));
+  for (auto& t : op_tables(layer, times, steps, median(p.backward))) r.tables.push_back(std::move(t));
+  r.tables.push_back(module_table(s, layer, steps, first_step + uint64_t(steps)));
+  return r;
+}
+
+}  // namespace bet::bench

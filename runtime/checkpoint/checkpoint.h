@@ -1,0 +1,79 @@
+// What a checkpoint holds and how it maps onto a .bet file (bet_format.h).
+//
+// Header JSON:
+//   {"format": "betctl-checkpoint", "format_version": 1, "kind": "training|milestone|production",
+//    "config": {...every ModelConfig field...}, "tokenizer": {...Tokenizer::to_json...},
+//    "training_state": {...}, "metrics": {...}, "card": {...},
+//    "created_at": "2024-05-01T12:00:00Z",
+//    "versions": {"betctl": "0.1.0", "onednn": "2.6.0", "zstd": "1.5.4"}}
+// Tensors: the model's parameters under their state_dict names ("embed.weight", ...,
+// "temperature"), then the optimizer state under "optim.<name>" ("optim.adamw.m.0"), so
+// the two can never collide.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "engine/optim/optimizer.h"
+#include "model/config.h"
+#include "runtime/checkpoint/bet_format.h"
+
+namespace bet::model {
+class BetModel;
+}
+
+namespace bet::runtime {
+
+constexpr const char* kCheckpointFormat = "betctl-checkpoint";
+constexpr int kCheckpointFormatVersion = 1;
+constexpr const char* kOptimPrefix = "optim.";
+
+struct Checkpoint {
+  model::ModelConfig config;
+  nlohmann::json tokenizer = nlohmann::json::object();
+  NamedTensorList weights;   // model.named_parameters(), temperature included
+  optim::StateList optimizer;  // empty for production
+  // Opaque here: step, epoch, batch, RNG offsets, best metrics... written by the trainer.
+  nlohmann::json training_state = nlohmann::json::object();
+  nlohmann::json metrics = nlohmann::json::object();
+  // Model card: name, version, description, created_at, data, metrics.
+  nlohmann::json card = nlohmann::json::object();
+  std::string kind = "training";  // training | milestone | production
+
+  // Filled by load_checkpoint from the header (save_checkpoint stamps its own).
+  std::string created_at;
+  nlohmann::json versions = nlohmann::json::object();
+};
+
+bool is_checkpoint_kind(const std::string& kind);
+
+// Snapshot of a model (and optionally its optimizer) as a checkpoint of `kind`. The
+// tensors alias the live ones: save before the next step, or clone.
+Checkpoint make_checkpoint(const model::BetModel& m, const optim::Optimizer* opt, const nlohmann::json& tokenizer,
+                           const std::string& kind = "training");
+// Copies the weights into `m` (every parameter must be present with its shape and
+// dtype; no unknown names) and, when `opt` is given, the optimizer state. Errors name
+// the tensor; nothing is copied when anything is wrong.
+void apply_checkpoint(const Checkpoint& ck, model::BetModel& m, optim::Optimizer* opt = nullptr);
+
+// The header JSON and tensor list save_checkpoint writes (exposed for tests and for
+// `bench ckpt`, which times encoding without the disk).
+nlohmann::json checkpoint_header(const Checkpoint& ck);
+NamedTensorList checkpoint_tensors(const Checkpoint& ck);
+Checkpoint checkpoint_from_contents(BetContents&& contents, const std::string& file);
+
+// Atomic write (temp, fsync, rename, fsync dir). Errors name the file.
+void save_checkpoint(const std::string& path, const Checkpoint& ck, int zstd_level = 3);
+// Verifies every checksum (bet_format), then the header: format, version, kind, config.
+Checkpoint load_checkpoint(const std::string& path);
+
+// Everything `betctl inspect` prints: kind, config, parameter_count, tensors (name,
+// dtype, shape), sizes (file bytes, raw bytes, raw fp32 bytes, ratio), training_state,
+// metrics, card, created_at, versions. Also reads .safetensors files (by their content).
+nlohmann::json inspect_checkpoint(const std::string& path);
+
+// "2024-05-01T12:00:00Z", now.
+std::string utc_timestamp();
+// {"betctl", "onednn", "zstd"} versions of this build.
+nlohmann::json library_versions();
+
+}  // namespace bet::runtime

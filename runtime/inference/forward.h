@@ -1,0 +1,38 @@
+// The pieces of inference below the request level: one forward over token rows, with
+// what a response needs from each row, and lm text generation.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "model/bet_model.h"
+#include "runtime/inference/predictor.h"
+
+namespace bet::inference {
+
+// What one row (one ensemble member) of a forward yields.
+struct MemberOutput {
+  std::vector<double> logits;  // raw (temperature 1): classify [C]; lm: next token [V]
+  double attention_dispersion = 0;
+  bool has_beta = false;  // last layer is `bet`: its Beta posterior at the last valid position
+  double alpha = 0, beta = 0, posterior_mean = 0, posterior_variance = 0;
+  bool has_cot = false;  // last layer's optimal_length at the last valid position
+  double cot_length = 0;
+};
+
+// Rows x padded length one forward may hold (lm logits are [B, S, V], so less for them).
+int64_t forward_token_budget(const model::BetModel& m);
+
+// One forward over `rows` (each >= 1 token), padded to the longest. With `mc_dropout`
+// the model's dropout sites are on, drawing from the stream keyed by the model's
+// inference seed from offset 0 (so the masks are a function of the rows alone), and
+// the attention relabellings keep their inference keys.
+std::vector<MemberOutput> forward_rows(const model::BetModel& m, const std::vector<const std::vector<int32_t>*>& rows,
+                                       bool mc_dropout);
+
+// Autoregressive sampling for lm models (product.md /v1/generate). Throws InputError
+// for a classifier or a field out of range.
+nlohmann::json generate_text(const LoadedModel& L, const server::GenerateRequest& req);
+
+}  // namespace bet::inference

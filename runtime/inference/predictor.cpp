@@ -1,0 +1,356 @@
+#include "runtime/inference/predictor.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <optional>
+
+#include "engine/autograd.h"
+#include "engine/random.h"
+#include "runtime/checkpoint/checkpoint.h"
+#include "runtime/checkpoint/config_json.h"
+#include "runtime/inference/forward.h"
+#include "runtime/inference/uncertainty.h"
+
+namespace bet::inference {
+
+using nlohmann::json;
+
+namespace {
+
+// Distinct leading tags keep these streams from sharing keys with any other
+// mix_key user (the attention relabellings have their own tags).
+constexpr uint64_t kOrderTag = 0x696e662d6f726472ULL;  // "inf-ordr"
+
+// One request turned into model inputs.
+struct Prepared {
+  std::vector<std::vector<int32_t>> members;  // ids per member (lm: BOS first)
+  bool orderings = false;
+  bool truncated = false;
+  bool want_uncertainty = true;
+  int mc = 0;
+  double temperature = 1.0;
+};
+
+std::vector<int32_t> encode_or_throw(const runtime::Tokenizer& tok, const std::string& text, const char* field) {
+  try {
+    return tok.encode(text);
+  } catch (const std::exception& e) {
+    throw InputError("bad_field", std::string(field) + ": " + e.what());
+  }
+}
+
+Prepared prepare(const LoadedModel& L, const server::PredictRequest& req) {
+  const model::ModelConfig& cfg = L.model->config();
+  const int P = req.permutations.value_or(1);
+  if (P < 1 || P > kMaxMembers)
+    throw InputError("bad_field", "permutations: must be in [1, " + std::to_string(kMaxMembers) + "], got " +
+                                      std::to_string(P));
+  if (req.mc_dropout < 0 || req.mc_dropout > kMaxMembers)
+    throw InputError("bad_field", "mc_dropout: must be in [0, " + std::to_string(kMaxMembers) + "], got " +
+                                      std::to_string(req.mc_dropout));
+  Prepared p;
+  if (req.temperature) {
+    if (!(std::isfinite(*req.temperature) && *req.temperature > 0))
+      throw InputError("bad_field", "temperature: must be a positive number");
+    p.temperature = *req.temperature;
+  } else {
+    p.temperature = L.model->temperature_value();
+  }
+  p.want_uncertainty = req.return_uncertainty;
+  p.mc = req.mc_dropout;
+  p.orderings = P > 1;
+
+  // Units: one per token, or one per chunk; `offsets` delimits them in `tokens`.
+  std::vector<int32_t> tokens;
+  std::vector<size_t> offsets{0};
+  if (!req.chunks.empty()) {
+    for (size_t i = 0; i < req.chunks.size(); ++i) {
+      std::vector<int32_t> c = encode_or_throw(*L.tokenizer, req.chunks[i], "chunks");
+      tokens.insert(tokens.end(), c.begin(), c.end());
+      offsets.push_back(tokens.size());
+    }
+  } else {
+    if (req.text.empty()) throw InputError("empty_text", "text: is empty");
+    tokens = encode_or_throw(*L.tokenizer, req.text, "text");
+    for (size_t i = 1; i <= tokens.size(); ++i) offsets.push_back(i);
+  }
+  if (tokens.empty())
+    throw InputError("empty_text", req.chunks.empty() ? "text: has no tokens" : "chunks: have no tokens");
+
+  // Truncate before ordering, so every member reads the same content. A classifier
+  // keeps the beginning; a language model keeps the end (the context of the next token).
+  const size_t limit = size_t(cfg.causal() ? cfg.max_len - 1 : cfg.max_len);
+  size_t lo = 0, hi = tokens.size();
+  if (tokens.size() > limit) {
+    p.truncated = true;
+    if (cfg.causal())
+      lo = hi - limit;
+    else
+      hi = limit;
+  }
+  std::vector<std::pair<size_t, size_t>> units;  // [begin, end) in tokens, non-empty
+  for (size_t u = 0; u + 1 < offsets.size(); ++u) {
+    const size_t b = std::max(offsets[u], lo), e = std::min(offsets[u + 1], hi);
+    if (b < e) units.emplace_back(b, e);
+  }
+  const int64_t n = int64_t(units.size());
+  const int K = std::max({P, req.mc_dropout, 1});
+  p.members.resize(size_t(K));
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int k = 0; k < K; ++k) {
+    if (p.orderings && k > 0) {
+      order = member_ordering(cfg.inference_seed, k, n);
+    } else {
+      std::iota(order.begin(), order.end(), int64_t(0));
+    }
+    std::vector<int32_t>& ids = p.members[size_t(k)];
+    ids.reserve(hi - lo + 1);
+    if (cfg.causal()) ids.push_back(runtime::kBos);
+    for (int64_t u : order) {
+      auto [b, e] = units[size_t(u)];
+      ids.insert(ids.end(), tokens.begin() + std::ptrdiff_t(b), tokens.begin() + std::ptrdiff_t(e));
+    }
+  }
+  return p;
+}
+
+}  // namespace
+
+std::vector<int64_t> member_ordering(uint64_t inference_seed, int64_t k, int64_t n) {
+  if (k == 0) {
+    std::vector<int64_t> id(static_cast<size_t>(n));
+    std::iota(id.begin(), id.end(), int64_t(0));
+    return id;
+  }
+  Generator g(mix_key({kOrderTag, inference_seed, uint64_t(k), uint64_t(n)}));
+  return g.permutation(n);
+}
+
+namespace {
+
+json error_json(const InputError& e) { return {{"error", {{"code", e.code()}, {"message", e.what()}}}}; }
+
+std::string label_name(const model::ModelConfig& cfg, int64_t c) {
+  return c < int64_t(cfg.labels.size()) ? cfg.labels[size_t(c)] : std::to_string(c);
+}
+
+json respond(const LoadedModel& L, const Prepared& p, const std::vector<MemberOutput>& outs) {
+  const model::ModelConfig& cfg = L.model->config();
+  std::vector<std::vector<double>> probs;
+  probs.reserve(outs.size());
+  for (const auto& o : outs) probs.push_back(softmax(o.logits, p.temperature));
+  const EnsembleSummary s = summarize_members(probs, p.orderings);
+  json r = json::object();
+  if (cfg.task == model::Task::Classify) {
+    r["label"] = label_name(cfg, s.argmax);
+    json pr = json::object();
+    for (size_t c = 0; c < s.pbar.size(); ++c) pr[label_name(cfg, int64_t(c))] = s.pbar[c];
+    r["probabilities"] = std::move(pr);
+  } else {
+    std::vector<int32_t> idx(s.pbar.size());
+    std::iota(idx.begin(), idx.end(), 0);
+    const size_t top = std::min(idx.size(), size_t(kTopTokens));
+    std::partial_sort(idx.begin(), idx.begin() + std::ptrdiff_t(top), idx.end(), [&](int32_t a, int32_t b) {
+      return s.pbar[size_t(a)] > s.pbar[size_t(b)] || (s.pbar[size_t(a)] == s.pbar[size_t(b)] && a < b);
+    });
+    json tops = json::array();
+    for (size_t i = 0; i < top; ++i)
+      tops.push_back({{"id", idx[i]}, {"text", L.tokenizer->decode({idx[i]})}, {"probability", s.pbar[size_t(idx[i])]}});
+    r["label"] = L.tokenizer->decode({int32_t(s.argmax)});
+    r["token_id"] = s.argmax;
+    r["top_tokens"] = std::move(tops);
+  }
+  r["confidence"] = s.confidence;
+  const MemberOutput& m0 = outs[0];
+  if (p.want_uncertainty) {
+    json u = ensemble_json(s);
+    if (m0.has_beta) u["beta"] = beta_json(summarize_beta(m0.alpha, m0.beta, m0.posterior_mean, m0.posterior_variance));
+    r["uncertainty"] = std::move(u);
+    r["attention_dispersion"] = m0.attention_dispersion;
+  }
+  r["cot_length"] = m0.has_cot ? json(m0.cot_length) : json(nullptr);
+  r["truncated"] = p.truncated;
+  return r;
+}
+
+// Answers every prepared request. Deterministic requests share padded forwards (rows
+// sorted by length to cut padding); each Monte Carlo request runs alone.
+std::vector<json> run_prepared(const LoadedModel& L, const std::vector<const Prepared*>& reqs) {
+  std::vector<std::vector<MemberOutput>> outs(reqs.size());
+  std::vector<std::pair<size_t, size_t>> rows;  // (request, member) of the deterministic rows
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    outs[i].resize(reqs[i]->members.size());
+    if (reqs[i]->mc == 0)
+      for (size_t k = 0; k < reqs[i]->members.size(); ++k) rows.emplace_back(i, k);
+  }
+  auto len = [&](const std::pair<size_t, size_t>& r) { return reqs[r.first]->members[r.second].size(); };
+  std::stable_sort(rows.begin(), rows.end(), [&](const auto& a, const auto& b) { return len(a) < len(b); });
+  const int64_t budget = forward_token_budget(*L.model);
+  for (size_t at = 0; at < rows.size();) {
+    // Rows are sorted, so the chunk's padded length is its last row's length.
+    size_t end = at + 1;
+    while (end < rows.size() && int64_t(end + 1 - at) * int64_t(len(rows[end])) <= budget) ++end;
+    std::vector<const std::vector<int32_t>*> ids;
+    for (size_t r = at; r < end; ++r) ids.push_back(&reqs[rows[r].first]->members[rows[r].second]);
+    std::vector<MemberOutput> o = forward_rows(*L.model, ids, false);
+    for (size_t r = at; r < end; ++r) outs[rows[r].first][rows[r].second] = std::move(o[r - at]);
+    at = end;
+  }
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    if (reqs[i]->mc == 0) continue;
+    std::vector<const std::vector<int32_t>*> ids;
+    for (const auto& m : reqs[i]->members) ids.push_back(&m);
+    outs[i] = forward_rows(*L.model, ids, true);
+  }
+  std::vector<json> res;
+  res.reserve(reqs.size());
+  for (size_t i = 0; i < reqs.size(); ++i) res.push_back(respond(L, *reqs[i], outs[i]));
+  return res;
+}
+
+}  // namespace
+
+std::shared_ptr<const LoadedModel> wrap_model(std::shared_ptr<const model::BetModel> m, const json& tokenizer_json,
+                                              const json& card) {
+  BET_CHECK(m != nullptr, "predictor: no model");
+  auto L = std::make_shared<LoadedModel>();
+  L->tokenizer = runtime::Tokenizer::from_json(tokenizer_json);
+  const model::ModelConfig& cfg = m->config();
+  BET_CHECK(L->tokenizer->vocab_size() <= cfg.vocab_size, "predictor: the tokenizer has ", L->tokenizer->vocab_size(),
+            " ids but the model's vocabulary is ", cfg.vocab_size);
+  L->model = std::move(m);
+  const double T = L->model->temperature_value();
+  L->info = {{"task", model::to_string(cfg.task)},
+             {"layer", model::to_string(cfg.layer)},
+             {"config", runtime::config_to_json(cfg)},
+             {"parameter_count", L->model->parameter_count()},
+             {"labels", cfg.labels},
+             {"tokenizer", L->tokenizer->kind()},
+             {"calibration", {{"temperature", T}, {"calibrated", T != 1.0}}},
+             {"card", card.is_object() ? card : json::object()}};
+  L->info["version"] = card.is_object() && card.contains("version") && card["version"].is_string()
+                           ? card["version"].get<std::string>()
+                           : std::string("unversioned");
+  if (card.is_object() && card.contains("name") && card["name"].is_string()) L->info["name"] = card["name"];
+  return L;
+}
+
+std::shared_ptr<const LoadedModel> load_model(const std::string& path) {
+  runtime::Checkpoint ck = runtime::load_checkpoint(path);
+  DType dt = DType::F32;
+  for (const auto& [name, t] : ck.weights)
+    if (name == "embed.weight") dt = t.dtype();
+  Generator g(0);
+  auto m = std::make_shared<model::BetModel>(ck.config, g, dt);
+  runtime::apply_checkpoint(ck, *m);
+  m->eval();
+  std::shared_ptr<const LoadedModel> base;
+  try {
+    base = wrap_model(m, ck.tokenizer, ck.card);
+  } catch (const std::exception& e) {
+    throw Error(path + ": " + e.what());
+  }
+  auto L = std::make_shared<LoadedModel>(*base);
+  L->path = path;
+  L->info["path"] = path;
+  L->info["kind"] = ck.kind;
+  L->info["metrics"] = ck.metrics;
+  L->info["created_at"] = ck.created_at;
+  L->info["versions"] = ck.versions;
+  return L;
+}
+
+ModelPredictor::ModelPredictor(const std::string& path) { reload(path); }
+
+ModelPredictor::ModelPredictor(std::shared_ptr<const LoadedModel> loaded) : loaded_(std::move(loaded)) {
+  BET_CHECK(loaded_ != nullptr, "predictor: no model");
+  path_ = loaded_->path;
+}
+
+std::shared_ptr<const LoadedModel> ModelPredictor::current() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return loaded_;
+}
+
+bool ModelPredictor::ready() { return current() != nullptr; }
+
+json ModelPredictor::model_info() {
+  auto L = current();
+  return L ? L->info : json{{"error", "no model loaded"}};
+}
+
+static std::shared_ptr<const LoadedModel> need(const std::shared_ptr<const LoadedModel>& L) {
+  BET_CHECK(L != nullptr, "predictor: no model loaded");
+  return L;
+}
+
+json ModelPredictor::predict(const server::PredictRequest& req) {
+  auto L = need(current());
+  const Prepared p = prepare(*L, req);
+  return run_prepared(*L, {&p})[0];
+}
+
+std::vector<json> ModelPredictor::predict_batch(const std::vector<server::PredictRequest>& requests) {
+  auto L = need(current());
+  std::vector<json> res(requests.size());
+  std::vector<Prepared> prepared;
+  std::vector<size_t> slot;
+  prepared.reserve(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    try {
+      prepared.push_back(prepare(*L, requests[i]));
+      slot.push_back(i);
+    } catch (const InputError& e) {
+      res[i] = error_json(e);
+    }
+  }
+  std::vector<const Prepared*> ptrs;
+  for (const auto& p : prepared) ptrs.push_back(&p);
+  std::vector<json> answered = run_prepared(*L, ptrs);
+  for (size_t j = 0; j < slot.size(); ++j) res[slot[j]] = std::move(answered[j]);
+  return res;
+}
+
+bool ModelPredictor::can_generate() {
+  auto L = current();
+  return L && L->model->config().causal();
+}
+
+json ModelPredictor::generate(const server::GenerateRequest& req) {
+  auto L = need(current());
+  return generate_text(*L, req);
+}
+
+void ModelPredictor::reload(const std::string& path) {
+  // Built aside: a bad file throws here and the serving model is untouched.
+  std::shared_ptr<const LoadedModel> fresh = load_model(path);
+  std::lock_guard<std::mutex> lock(mu_);
+  loaded_ = std::move(fresh);
+  path_ = path;
+  reload_error_.clear();
+}
+
+bool ModelPredictor::reload() {
+  std::string path;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    path = path_;
+  }
+  try {
+    BET_CHECK(!path.empty(), "predictor: no model file to reload");
+    reload(path);
+    return true;
+  } catch (const std::exception& e) {
+    std::lock_guard<std::mutex> lock(mu_);
+    reload_error_ = e.what();
+    return false;
+  }
+}
+
+std::string ModelPredictor::last_reload_error() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return reload_error_;
+}
+
+}  // namespace bet::inference

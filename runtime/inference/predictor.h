@@ -1,0 +1,109 @@
+// Inference: what `betctl predict` prints and what the server's /v1/predict and
+// /v1/generate answer (product.md "Server", model.md "Uncertainty at inference").
+//
+// A ModelPredictor holds one loaded model (weights once, eval mode, no gradients) and
+// answers requests in batches. Each request is an ensemble of K members, K =
+// max(permutations, mc_dropout, 1):
+//   - member k reads the k-th ordering of the input's units (tokens, or whole chunks when
+//     the request gives "chunks"); member 0 is the original order, member k >= 1 a
+//     permutation drawn from the Philox stream keyed by (inference_seed, k, n units).
+//     Orderings are used only when permutations > 1.
+//   - with mc_dropout > 0 member k also runs with dropout at the model's dropout sites
+//     (everything else as in eval; attention relabellings keep their inference keys)
+//     and the k-th mask of the request's dropout stream, keyed by the model's inference seed.
+// So an answer is a pure function of (model, request): the same alone, in any batch,
+// in any order, on any thread count.
+//
+// Batching: every member of every deterministic request (mc_dropout = 0) goes into one
+// padded forward (split only when it would exceed a token budget); a Monte Carlo request
+// runs its K members as one unpadded [K, n] forward of its own, because the model's
+// dropout stream is shared by the whole batch, so a mask folded beside other requests
+// would depend on them.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "model/bet_model.h"
+#include "runtime/server/predictor.h"
+#include "runtime/tokenizer/tokenizer.h"
+
+namespace bet::inference {
+
+// A request the model cannot answer as given; code() is the API error code:
+// "empty_text" (the server answers 422) or "bad_field" (400).
+class InputError : public std::runtime_error {
+ public:
+  InputError(std::string code, const std::string& message) : std::runtime_error(message), code_(std::move(code)) {}
+  const std::string& code() const { return code_; }
+  int http_status() const { return code_ == "empty_text" ? 422 : 400; }
+
+ private:
+  std::string code_;
+};
+
+constexpr int kMaxMembers = 64;             // bound on permutations and mc_dropout
+constexpr int kTopTokens = 5;               // lm: next-token candidates returned
+constexpr int64_t kForwardTokenBudget = 16384;  // rows x padded length per forward
+
+// The order in which member k reads n units: the identity for k = 0, else a permutation
+// drawn from the Philox stream keyed by (inference_seed, k, n).
+std::vector<int64_t> member_ordering(uint64_t inference_seed, int64_t k, int64_t n);
+
+// A model ready to serve: immutable once built, shared by the requests running on it.
+struct LoadedModel {
+  std::shared_ptr<const model::BetModel> model;
+  std::shared_ptr<const runtime::Tokenizer> tokenizer;
+  std::string path;          // the checkpoint it came from ("" when built in memory)
+  nlohmann::json info;       // GET /v1/model
+};
+
+// Reads a checkpoint and builds the model in its weights' dtype, eval mode. Throws
+// bet::Error naming the file and what is wrong.
+std::shared_ptr<const LoadedModel> load_model(const std::string& checkpoint_path);
+// Wraps a model already in memory (tests, bench). `tokenizer_json` as Tokenizer::to_json.
+std::shared_ptr<const LoadedModel> wrap_model(std::shared_ptr<const model::BetModel> m,
+                                              const nlohmann::json& tokenizer_json, const nlohmann::json& card = {});
+
+class ModelPredictor : public server::Predictor {
+ public:
+  ModelPredictor() = default;  // not ready until reload(path) succeeds
+  explicit ModelPredictor(const std::string& checkpoint_path);
+  explicit ModelPredictor(std::shared_ptr<const LoadedModel> loaded);
+
+  bool ready() override;
+  nlohmann::json model_info() override;
+
+  // One request; throws InputError for input it cannot answer.
+  nlohmann::json predict(const server::PredictRequest& req);
+  // Several requests, answered together and in order. An input the model cannot answer
+  // gets {"error": {"code", "message"}} in its slot (the others are answered), so one
+  // client's bad text never fails the requests batched beside it.
+  std::vector<nlohmann::json> predict_batch(const std::vector<server::PredictRequest>& requests) override;
+
+  bool can_generate() override;
+  // lm models: {"text", "tokens", "cot_budget", "stop"}; throws InputError otherwise.
+  nlohmann::json generate(const server::GenerateRequest& req) override;
+
+  // Loads `path` into a new model and swaps it in; a bad file throws and the old model
+  // keeps serving. Requests already running finish on the model they started with.
+  void reload(const std::string& path);
+  // SIGHUP: reloads the current file; false (old model kept) when that fails.
+  bool reload() override;
+  std::string last_reload_error() const;
+
+  std::shared_ptr<const LoadedModel> current() const;
+
+ private:
+  mutable std::mutex mu_;  // guards the pointers below, never held while computing
+  std::shared_ptr<const LoadedModel> loaded_;
+  std::string path_;
+  std::string reload_error_;
+};
+
+}  // namespace bet::inference

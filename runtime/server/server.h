@@ -1,0 +1,86 @@
+// `betctl serve`: a non-blocking HTTP/1.1 server on one epoll event-loop thread, with
+// inference on a worker thread behind the batching queue. See product.md "Server".
+//
+//   HttpServer server(config, predictor);
+//   server.bind();                       // throws on a bad address or a busy port
+//   install_signal_handlers(server);     // SIGTERM/SIGINT: drain and stop, SIGHUP: reload
+//   server.run();                        // returns after stop() has drained
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "runtime/server/predictor.h"
+#include "runtime/server/prometheus.h"
+
+namespace bet::server {
+
+struct ServerConfig {
+  std::string host = "127.0.0.1";
+  uint16_t port = 8080;  // 0: an ephemeral port, see HttpServer::port()
+
+  // Request limits.
+  size_t max_header_bytes = 16 * 1024;  // -> 431
+  size_t max_body_bytes = 4u << 20;     // --max-body -> 413
+  size_t max_text_bytes = 1u << 20;     // --max-text-bytes -> 422
+  size_t max_batch_items = 64;          // --max-batch-items -> 413
+
+  // Batching queue.
+  size_t max_batch = 32;                       // --max-batch: items per forward pass
+  std::chrono::microseconds max_wait{2000};    // --max-wait-us
+  size_t max_queue_items = 4096;               // beyond: 503
+  int default_mc_dropout = 0;                  // --default-mc-dropout
+
+  // Auth and rate limiting of the /v1 routes and their aliases.
+  std::vector<std::string> api_keys;  // empty: no key needed (see ApiKeys::load_file)
+  double rate_limit = 0;              // requests/s per key (per peer address without keys); 0: off
+
+  // Timeouts (configurable so tests can use short ones).
+  std::chrono::milliseconds header_timeout{10000};  // first byte to end of headers -> 408
+  std::chrono::milliseconds idle_timeout{60000};    // idle keep-alive; also a stalled body or reader
+  std::chrono::milliseconds drain_timeout{30000};   // stop(): longest wait for in-flight work
+
+  size_t max_connections = 10000;
+  std::string version = "0.0.0";  // reported in /openapi.json
+
+  // One line per event worth logging (startup, reload, errors); default: stderr.
+  std::function<void(std::string_view)> log;
+};
+
+class HttpServer {
+ public:
+  HttpServer(ServerConfig config, Predictor& predictor);
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Binds and listens. Throws std::runtime_error naming the address on failure.
+  void bind();
+  uint16_t port() const;  // the bound port (after bind())
+
+  // Runs the event loop on the calling thread until stop() has drained. Binds first if
+  // bind() was not called.
+  void run();
+
+  // Async-signal-safe and thread-safe: stop accepting, finish in-flight requests, close
+  // idle connections, and make run() return.
+  void stop();
+  // Async-signal-safe and thread-safe: call predictor.reload() on a background thread.
+  void request_reload();
+
+  prom::Registry& metrics();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// SIGTERM and SIGINT call server.stop(), SIGHUP server.request_reload(); SIGPIPE is
+// ignored. One server per process.
+void install_signal_handlers(HttpServer& server);
+
+}  // namespace bet::server

@@ -1,0 +1,724 @@
+// Checkpoints: exact round trips of model and optimizer, config JSON, the manager's
+// three kinds (retention, milestones, resume that skips damaged files, production
+// export) and safetensors export/import with rejection of malformed files.
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <iostream>
+#include <sstream>
+
+#include "engine/autograd.h"
+#include "engine/ops.h"
+#include "engine/optim/optimizer.h"
+#include "engine/random.h"
+#include "model/bet_model.h"
+#include "runtime/checkpoint/checkpoint.h"
+#include "runtime/checkpoint/checkpoint_manager.h"
+#include "runtime/checkpoint/config_json.h"
+#include "runtime/checkpoint/safetensors.h"
+#include "runtime/io/atomic_file.h"
+#include "runtime/tokenizer/tokenizer.h"
+
+using namespace bet;
+using namespace bet::runtime;
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+fs::path test_root() { return fs::temp_directory_path() / ("bet_ckpt_test_" + std::to_string(::getpid())); }
+
+// Removes this run's files when the test binary exits.
+struct RemoveTestRoot {
+  ~RemoveTestRoot() {
+    std::error_code ec;
+    fs::remove_all(test_root(), ec);
+  }
+} remove_test_root;
+
+std::string fresh_dir(const std::string& name) {
+  auto dir = test_root() / name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir.string();
+}
+
+model::ModelConfig small_config() {
+  model::ModelConfig c;
+  c.task = model::Task::Classify;
+  c.d_model = 16;
+  c.heads = 2;
+  c.layers = 1;
+  c.max_len = 16;
+  c.k_permutations = 2;
+  c.n_harmonics = 4;
+  c.num_classes = 3;
+  c.dropout = 0.0;
+  c.labels = {"neg", "neutral", "pos"};
+  return c;
+}
+
+// A model and an AdamW that has taken `steps` steps, so moments and step counts are
+// not their initial values.
+struct Trained {
+  std::unique_ptr<model::BetModel> model;
+  std::unique_ptr<optim::AdamW> opt;
+};
+
+void adamw_step(Trained& t) {
+  Tensor loss;
+  for (const Tensor& p : t.model->trainable_tensors()) {
+    Tensor l = add(sum(mul(p, p)), mul(sum(p), 0.3));
+    loss = loss.defined() ? add(loss, l) : l;
+  }
+  loss.backward();
+  t.opt->step();
+  t.opt->zero_grad();
+}
+
+Trained make_trained(uint64_t seed, int steps, const model::ModelConfig& cfg = small_config()) {
+  Generator g(seed);
+  Trained t;
+  t.model = std::make_unique<model::BetModel>(cfg, g);
+  t.opt = std::make_unique<optim::AdamW>(t.model->trainable_tensors());
+  for (int i = 0; i < steps; ++i) adamw_step(t);
+  return t;
+}
+
+bool bytes_equal(const Tensor& a0, const Tensor& b0) {
+  if (a0.dtype() != b0.dtype() || a0.shape() != b0.shape()) return false;
+  Tensor a = a0.contiguous(), b = b0.contiguous();
+  return std::memcmp(a.raw_data(), b.raw_data(), a.nbytes()) == 0;
+}
+
+void check_lists_equal(const NamedTensorList& a, const NamedTensorList& b) {
+  REQUIRE(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    CAPTURE(a[i].first);
+    CHECK(a[i].first == b[i].first);
+    CHECK(bytes_equal(a[i].second, b[i].second));
+  }
+}
+
+Checkpoint checkpoint_of(const Trained& t, int64_t step) {
+  Checkpoint ck = make_checkpoint(*t.model, t.opt.get(), make_byte_tokenizer()->to_json());
+  ck.training_state = {{"step", step}, {"rng", {{"seed", 7}, {"offset", 12345}}}};
+  ck.metrics = {{"val/loss", 0.5}};
+  return ck;
+}
+
+void flip_byte(const std::string& path, size_t at) {
+  std::string bytes = read_file(path);
+  REQUIRE(at < bytes.size());
+  bytes[at] = char(bytes[at] ^ 0x40);
+  atomic_write_file(path, bytes);
+}
+
+doctest::Contains has(const std::string& s) { return doctest::Contains(s.c_str()); }
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// Captures std::cerr for a scope.
+struct CaptureCerr {
+  std::ostringstream s;
+  std::streambuf* old;
+  CaptureCerr() : old(std::cerr.rdbuf(s.rdbuf())) {}
+  ~CaptureCerr() { std::cerr.rdbuf(old); }
+};
+
+uint64_t u64_at(const std::string& s, size_t at) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= uint64_t(uint8_t(s[at + size_t(i)])) << (8 * i);
+  return v;
+}
+
+// A safetensors file from a hand-written header and buffer (for malformed cases).
+std::string raw_safetensors(const std::string& header, const std::string& buffer, int64_t size_override = -1) {
+  std::string out;
+  const uint64_t n = size_override >= 0 ? uint64_t(size_override) : header.size();
+  for (int i = 0; i < 8; ++i) out.push_back(char((n >> (8 * i)) & 0xff));
+  return out + header + buffer;
+}
+
+}  // namespace
+
+TEST_CASE("checkpoint round trip restores weights and optimizer bit for bit, and training continues identically") {
+  const std::string dir = fresh_dir("roundtrip");
+  Trained a = make_trained(1, 2);
+  a.model->set_temperature(1.7);
+  Checkpoint ck = checkpoint_of(a, 2);
+  ck.card = {{"name", "tiny"}};
+  const std::string path = dir + "/a.bet";
+  save_checkpoint(path, ck);
+
+  Checkpoint back = load_checkpoint(path);
+  CHECK(back.kind == "training");
+  CHECK(back.training_state == ck.training_state);
+  CHECK(back.metrics == ck.metrics);
+  CHECK(back.card == ck.card);
+  CHECK(back.tokenizer == ck.tokenizer);
+  CHECK(!back.created_at.empty());
+  CHECK(back.created_at.back() == 'Z');
+  CHECK(back.versions.contains("betctl"));
+  CHECK(back.versions.contains("onednn"));
+  CHECK(back.versions.contains("zstd"));
+  const model::ModelConfig& c = back.config;
+  const model::ModelConfig e = small_config();
+  CHECK(c.task == e.task);
+  CHECK(c.layer == e.layer);
+  CHECK(c.pe == e.pe);
+  CHECK(c.vocab_size == e.vocab_size);
+  CHECK(c.d_model == e.d_model);
+  CHECK(c.heads == e.heads);
+  CHECK(c.layers == e.layers);
+  CHECK(c.max_len == e.max_len);
+  CHECK(c.k_permutations == e.k_permutations);
+  CHECK(c.n_harmonics == e.n_harmonics);
+  CHECK(c.num_classes == e.num_classes);
+  CHECK(c.dropout == e.dropout);
+  CHECK(c.tie_embeddings == e.tie_embeddings);
+  CHECK(c.inference_seed == e.inference_seed);
+  CHECK(c.labels == e.labels);
+
+  // The tensor names in the file: parameters as named, optimizer under "optim.".
+  BetContents raw = read_bet_file(path);
+  size_t n_optim = 0;
+  for (auto& [n, t] : raw.tensors) n_optim += n.rfind("optim.", 0) == 0;
+  CHECK(n_optim == a.opt->state().size());
+  CHECK(raw.tensors.size() == a.model->named_parameters().size() + n_optim);
+
+  // A fresh model with other weights and a fresh optimizer become the saved ones.
+  Trained b = make_trained(99, 0);
+  CHECK(!bytes_equal(b.model->named_parameters()[1].second, a.model->named_parameters()[1].second));
+  apply_checkpoint(back, *b.model, b.opt.get());
+  check_lists_equal(a.model->named_parameters(), b.model->named_parameters());
+  check_lists_equal(a.opt->state(), b.opt->state());
+  CHECK(b.model->temperature_value() == doctest::Approx(1.7));
+  // ... and continue exactly as the original does.
+  adamw_step(a);
+  adamw_step(b);
+  check_lists_equal(a.model->named_parameters(), b.model->named_parameters());
+  check_lists_equal(a.opt->state(), b.opt->state());
+
+  // A model of another shape is refused, naming a tensor, and left untouched.
+  model::ModelConfig other = small_config();
+  other.d_model = 32;
+  Trained o = make_trained(5, 0, other);
+  Tensor before = o.model->named_parameters()[1].second.clone();
+  std::string err = error_of([&] { apply_checkpoint(back, *o.model, o.opt.get()); });
+  CHECK(err.find("has shape") != std::string::npos);
+  CHECK(bytes_equal(before, o.model->named_parameters()[1].second));
+  // Production checkpoints cannot restore an optimizer.
+  Checkpoint no_opt = back;
+  no_opt.optimizer.clear();
+  CHECK_THROWS_WITH_AS(apply_checkpoint(no_opt, *b.model, b.opt.get()), doctest::Contains("optimizer"), Error);
+}
+
+TEST_CASE("load_checkpoint rejects damage, a missing config, an unknown kind and foreign files, naming the file") {
+  const std::string dir = fresh_dir("bad_headers");
+  Trained a = make_trained(3, 1);
+  Checkpoint ck = checkpoint_of(a, 1);
+  const json header = checkpoint_header(ck);
+  const NamedTensorList tensors = checkpoint_tensors(ck);
+
+  auto write_with = [&](const std::string& name, const json& h) {
+    const std::string p = dir + "/" + name;
+    write_bet_file(p, h, tensors);
+    return p;
+  };
+  json no_config = header;
+  no_config.erase("config");
+  std::string p = write_with("noconfig.bet", no_config);
+  CHECK_THROWS_WITH_AS(load_checkpoint(p), has(p + ": header has no model 'config'"), Error);
+
+  json bad_kind = header;
+  bad_kind["kind"] = "snapshot";
+  p = write_with("kind.bet", bad_kind);
+  CHECK_THROWS_WITH_AS(load_checkpoint(p), has(p + ": unknown checkpoint kind 'snapshot'"), Error);
+
+  json foreign = header;
+  foreign.erase("format");
+  p = write_with("foreign.bet", foreign);
+  CHECK_THROWS_WITH_AS(load_checkpoint(p), doctest::Contains("not a betctl checkpoint"), Error);
+
+  json future = header;
+  future["format_version"] = 99;
+  p = write_with("future.bet", future);
+  CHECK_THROWS_WITH_AS(load_checkpoint(p), doctest::Contains("format_version 99"), Error);
+
+  json bad_field = header;
+  bad_field["config"]["heads"] = 3;  // 16 % 3 != 0
+  p = write_with("badcfg.bet", bad_field);
+  CHECK_THROWS_WITH_AS(load_checkpoint(p), has(p), Error);
+
+  p = dir + "/good.bet";
+  save_checkpoint(p, ck);
+  REQUIRE_NOTHROW(load_checkpoint(p));
+  flip_byte(p, read_file(p).size() / 2);
+  CHECK_THROWS_WITH_AS(load_checkpoint(p), has(p), Error);
+
+  Checkpoint weird = ck;
+  weird.kind = "snapshot";
+  CHECK_THROWS_WITH_AS(save_checkpoint(dir + "/w.bet", weird), doctest::Contains("unknown kind"), Error);
+  Checkpoint clash = ck;
+  clash.weights.emplace_back("optim.x", Tensor::zeros({1}));
+  CHECK_THROWS_WITH_AS(save_checkpoint(dir + "/c.bet", clash), doctest::Contains("reserved prefix"), Error);
+}
+
+TEST_CASE("config JSON round trips every field and names the field at fault") {
+  model::ModelConfig c;
+  c.task = model::Task::LM;
+  c.layer = model::LayerKind::Standard;
+  c.pe = model::PosEncoding::Learned;
+  c.vocab_size = 1003;
+  c.d_model = 48;
+  c.heads = 6;
+  c.layers = 5;
+  c.max_len = 77;
+  c.k_permutations = 0;
+  c.n_harmonics = 3;
+  c.num_classes = 7;
+  c.dropout = 0.125;
+  c.tie_embeddings = true;
+  c.inference_seed = (uint64_t(1) << 63) + 5;  // above int64's range
+  c.labels = {"x", "y"};
+  const json j = config_to_json(c);
+  model::ModelConfig r = config_from_json(json::parse(j.dump()));
+  CHECK(r.task == c.task);
+  CHECK(r.layer == c.layer);
+  CHECK(r.pe == c.pe);
+  CHECK(r.vocab_size == c.vocab_size);
+  CHECK(r.d_model == c.d_model);
+  CHECK(r.heads == c.heads);
+  CHECK(r.layers == c.layers);
+  CHECK(r.max_len == c.max_len);
+  CHECK(r.k_permutations == c.k_permutations);
+  CHECK(r.n_harmonics == c.n_harmonics);
+  CHECK(r.num_classes == c.num_classes);
+  CHECK(r.dropout == c.dropout);
+  CHECK(r.tie_embeddings == c.tie_embeddings);
+  CHECK(r.inference_seed == c.inference_seed);
+  CHECK(r.labels == c.labels);
+  CHECK(config_equal(r, c));
+  r.max_len = 78;
+  CHECK(!config_equal(r, c));
+
+  auto with = [&](const char* key, const json& v) {
+    json k = j;
+    k[key] = v;
+    return k;
+  };
+  CHECK_THROWS_WITH_AS(config_from_json(with("d_model", "big"), "run.json"),
+                       doctest::Contains("run.json: config.d_model: expected an integer"), Error);
+  CHECK_THROWS_WITH_AS(config_from_json(with("d_model", 48.5)), doctest::Contains("config.d_model"), Error);
+  CHECK_THROWS_WITH_AS(config_from_json(with("task", "regress")), doctest::Contains("config.task"), Error);
+  CHECK_THROWS_WITH_AS(config_from_json(with("pe", 3)), doctest::Contains("config.pe: expected a string"), Error);
+  CHECK_THROWS_WITH_AS(config_from_json(with("tie_embeddings", 1)), doctest::Contains("config.tie_embeddings"), Error);
+  CHECK_THROWS_WITH_AS(config_from_json(with("labels", json::array({"a", 2}))), doctest::Contains("config.labels[1]"),
+                       Error);
+  CHECK_THROWS_WITH_AS(config_from_json(with("inference_seed", -1)), doctest::Contains("config.inference_seed"), Error);
+  CHECK_THROWS_WITH_AS(config_from_json(with("d_modle", 48)), doctest::Contains("config.d_modle: unknown field"), Error);
+  CHECK_THROWS_WITH_AS(config_from_json(with("heads", 5), "f.json"), doctest::Contains("f.json: config: d_model 48"),
+                       Error);
+  json missing = j;
+  missing.erase("heads");
+  CHECK_THROWS_WITH_AS(config_from_json(missing), doctest::Contains("config.heads: missing"), Error);
+  // A hand-written config may leave out fields (they keep their defaults).
+  model::ModelConfig p = config_from_json(json{{"d_model", 64}, {"layers", 3}}, "cli", true);
+  CHECK(p.d_model == 64);
+  CHECK(p.layers == 3);
+  CHECK(p.heads == model::ModelConfig{}.heads);
+  // Classify labels must name every class.
+  model::ModelConfig cl = small_config();
+  json cj = config_to_json(cl);
+  cj["labels"] = {"a", "b"};
+  CHECK_THROWS_WITH_AS(config_from_json(cj), doctest::Contains("config.labels: 2 names for num_classes 3"), Error);
+  CHECK_THROWS_WITH_AS(config_from_json(json::array()), doctest::Contains("must be a JSON object"), Error);
+}
+
+TEST_CASE("training checkpoints: the newest `keep` remain and latest names the newest") {
+  const std::string out = fresh_dir("retention");
+  Trained a = make_trained(4, 1);
+  CheckpointManager mgr(out, 3);
+  for (int64_t s : {10, 20, 30, 40, 50}) {
+    const std::string p = mgr.save_training(checkpoint_of(a, s), s);
+    CHECK(p == mgr.training_dir() + "/" + step_file_name(s));
+  }
+  std::vector<std::string> names;
+  for (auto& e : fs::directory_iterator(mgr.training_dir())) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  CHECK(names == std::vector<std::string>{"latest", "step-00000030.bet", "step-00000040.bet", "step-00000050.bet"});
+  CHECK(read_file(mgr.training_dir() + "/latest") == "step-00000050.bet\n");
+  CHECK(load_checkpoint(mgr.training_dir() + "/step-00000050.bet").training_state["step"] == 50);
+
+  // A resumed run that saves an earlier step than files left over keeps what it wrote.
+  CheckpointManager one(out, 1);
+  one.save_training(checkpoint_of(a, 35), 35);
+  CHECK(fs::exists(one.training_dir() + "/step-00000035.bet"));
+  CHECK(!fs::exists(one.training_dir() + "/step-00000050.bet"));
+  CHECK(read_file(one.training_dir() + "/latest") == "step-00000035.bet\n");
+
+  CHECK(step_file_name(7) == "step-00000007.bet");
+  CHECK(parse_step_file_name("step-00000007.bet") == 7);
+  CHECK(parse_step_file_name("step-7.bet.tmp.12") == -1);
+  CHECK(parse_step_file_name("latest") == -1);
+  CHECK_THROWS_AS(CheckpointManager(out, 0), Error);
+}
+
+TEST_CASE("milestones improve only on better values, per metric, in either direction") {
+  const std::string out = fresh_dir("milestone");
+  Trained a = make_trained(6, 1);
+  CheckpointManager mgr(out);
+  Checkpoint ck = checkpoint_of(a, 0);
+  ck.optimizer.clear();
+  CHECK(mgr.save_milestone(ck, 1, "loss", 1.0, false));
+  CHECK(!mgr.save_milestone(ck, 2, "loss", 1.5, false));
+  CHECK(mgr.save_milestone(ck, 3, "loss", 0.5, false));
+  CHECK(!mgr.save_milestone(ck, 4, "loss", 0.5, false));  // equal is not better
+  CHECK(!mgr.save_milestone(ck, 5, "loss", std::nan(""), false));
+  CHECK(mgr.save_milestone(ck, 4, "accuracy", 0.5, true));
+  CHECK(!mgr.save_milestone(ck, 5, "accuracy", 0.4, true));
+  CHECK(mgr.save_milestone(ck, 6, "accuracy", 0.6, true));
+  ck.training_state["step"] = 9;
+  CHECK(mgr.save_milestone(ck, "loss", 0.25, false));  // step from training_state
+
+  const std::string ld = mgr.milestone_dir("loss");
+  CHECK(fs::exists(ld + "/step-00000001.bet"));  // milestones are kept
+  CHECK(!fs::exists(ld + "/step-00000002.bet"));
+  CHECK(fs::exists(ld + "/step-00000003.bet"));
+  CHECK(fs::exists(ld + "/step-00000009.bet"));
+  CHECK(read_file(ld + "/latest") == "step-00000009.bet\n");
+  CHECK(mgr.milestone_best("loss")["value"] == 0.25);
+  CHECK(mgr.milestone_best("accuracy")["value"] == 0.6);
+  CHECK(mgr.milestone_best("accuracy")["step"] == 6);
+  CHECK(mgr.milestone_best("f1").is_null());
+  CHECK(read_file(mgr.milestone_dir("accuracy") + "/latest") == "step-00000006.bet\n");
+  CHECK(load_checkpoint(ld + "/step-00000003.bet").kind == "milestone");
+
+  // The state survives a new manager (a resumed run).
+  CheckpointManager again(out);
+  CHECK(!again.save_milestone(ck, 10, "accuracy", 0.55, true));
+  CHECK_THROWS_WITH_AS(again.save_milestone(ck, 10, "accuracy", 0.1, false), doctest::Contains("higher_is_better"),
+                       Error);
+  CHECK_THROWS_AS(again.save_milestone(ck, 10, "../evil", 0.1, false), Error);
+  Checkpoint no_step = ck;
+  no_step.training_state = json::object();
+  CHECK_THROWS_WITH_AS(again.save_milestone(no_step, "f1", 0.1, true), doctest::Contains("'step'"), Error);
+}
+
+TEST_CASE("find_resume skips a damaged latest with a warning and falls back; empty dir means a fresh start") {
+  const std::string out = fresh_dir("resume");
+  CheckpointManager mgr(out, 3);
+  CHECK(mgr.find_resume("auto") == "");
+  CHECK(mgr.find_resume("") == "");
+
+  Trained a = make_trained(8, 1);
+  for (int64_t s : {1, 2, 3}) mgr.save_training(checkpoint_of(a, s), s);
+  const std::string d = mgr.training_dir();
+  Checkpoint got;
+  CHECK(mgr.find_resume("auto", &got) == d + "/step-00000003.bet");
+  CHECK(got.training_state["step"] == 3);
+
+  const std::string newest = d + "/step-00000003.bet";
+  flip_byte(newest, read_file(newest).size() / 2);
+  {
+    CaptureCerr cap;
+    CHECK(mgr.find_resume("auto", &got) == d + "/step-00000002.bet");
+    CHECK(cap.s.str().find(newest) != std::string::npos);
+    CHECK(cap.s.str().find("warning") != std::string::npos);
+  }
+  CHECK(got.training_state["step"] == 2);
+  // An explicit file is used or refused, never replaced by another.
+  CHECK_THROWS_WITH_AS(mgr.find_resume(newest), has(newest), Error);
+  CHECK(mgr.find_resume(d + "/step-00000001.bet") == d + "/step-00000001.bet");
+
+  // latest naming a file that is gone, and a truncated one.
+  atomic_write_file(d + "/latest", "step-00000077.bet\n");
+  const std::string mid = d + "/step-00000002.bet";
+  std::string bytes = read_file(mid);
+  atomic_write_file(mid, bytes.substr(0, bytes.size() - 9));
+  {
+    CaptureCerr cap;
+    CHECK(mgr.find_resume("auto") == d + "/step-00000001.bet");
+    CHECK(cap.s.str().find(mid) != std::string::npos);
+  }
+  flip_byte(d + "/step-00000001.bet", 20);
+  {
+    CaptureCerr cap;
+    CHECK(mgr.find_resume("auto") == "");
+  }
+}
+
+TEST_CASE("export_production strips optimizer and training state, keeps the rest, and needs a semantic version") {
+  const std::string out = fresh_dir("production");
+  Trained a = make_trained(9, 1);
+  CheckpointManager mgr(out);
+  Checkpoint ck = checkpoint_of(a, 5);
+  ck.card = {{"name", "sentiment"}, {"description", "tiny test model"}, {"data", "synthetic"}};
+  const std::string p = mgr.export_production(ck, "1.2.0");
+  CHECK(p == mgr.production_dir() + "/model-1.2.0.bet");
+
+  BetContents raw = read_bet_file(p);
+  for (auto& [n, t] : raw.tensors) CHECK(n.rfind("optim.", 0) != 0);
+  Checkpoint prod = load_checkpoint(p);
+  CHECK(prod.kind == "production");
+  CHECK(prod.optimizer.empty());
+  CHECK(prod.training_state.empty());
+  CHECK(prod.metrics == ck.metrics);
+  CHECK(prod.tokenizer == ck.tokenizer);
+  CHECK(prod.config.labels == small_config().labels);
+  CHECK(prod.card["version"] == "1.2.0");
+  CHECK(prod.card["name"] == "sentiment");
+  CHECK(prod.card["description"] == "tiny test model");
+  CHECK(prod.card["data"] == "synthetic");
+  CHECK(prod.card["metrics"] == ck.metrics);
+  CHECK(prod.card["created_at"].get<std::string>().size() == 20);
+  check_lists_equal(ck.weights, prod.weights);
+  // It serves: a fresh model takes its weights.
+  Trained b = make_trained(10, 0);
+  apply_checkpoint(prod, *b.model);
+  check_lists_equal(a.model->named_parameters(), b.model->named_parameters());
+
+  for (const char* bad : {"1.2", "1", "01.2.3", "1.2.3.4", "v1.2.3", "1.2.x", "", "1.2.3-", "1.2.3-01"}) {
+    CAPTURE(bad);
+    CHECK(!is_semver(bad));
+  }
+  for (const char* good : {"0.0.0", "1.2.3", "10.20.30", "1.0.0-rc.1", "1.0.0-alpha-1+build.5", "2.0.0+sha.abc"}) {
+    CAPTURE(good);
+    CHECK(is_semver(good));
+  }
+  CHECK_THROWS_WITH_AS(mgr.export_production(ck, "1.2"), doctest::Contains("'1.2' is not a semantic version"), Error);
+  CHECK(!fs::exists(mgr.production_dir() + "/model-1.2.bet"));
+  CHECK_THROWS_WITH_AS(mgr.export_production(ck, "1.2.0"), doctest::Contains("already exists"), Error);
+  CHECK_NOTHROW(mgr.export_production(ck, "1.2.0", "", true));
+  const std::string elsewhere = out + "/elsewhere.bet";
+  CHECK(mgr.export_production(ck, "1.3.0-rc.1", elsewhere) == elsewhere);
+  CHECK(load_checkpoint(elsewhere).card["version"] == "1.3.0-rc.1");
+}
+
+TEST_CASE("safetensors: .bet weights -> safetensors -> the same weights bit for bit, in the documented layout") {
+  const std::string dir = fresh_dir("safetensors");
+  Trained a = make_trained(11, 1);
+  save_checkpoint(dir + "/m.bet", checkpoint_of(a, 1));
+  const NamedTensorList weights = load_checkpoint(dir + "/m.bet").weights;
+  const SafetensorsMetadata meta{{"config", config_to_json(small_config()).dump()}, {"note", "héllo"}};
+  const std::string path = dir + "/m.safetensors";
+  export_safetensors(path, weights, meta);
+  auto [back, back_meta] = import_safetensors(path);
+  check_lists_equal(weights, back);
+  CHECK(back_meta == meta);
+
+  // Layout, read by hand against the spec.
+  const std::string bytes = read_file(path);
+  const uint64_t n = u64_at(bytes, 0);
+  CHECK((8 + n) % 8 == 0);
+  REQUIRE(8 + n <= bytes.size());
+  const std::string htext = bytes.substr(8, n);
+  CHECK(htext.front() == '{');
+  CHECK(htext.find_last_not_of(' ') == htext.rfind('}'));  // padding is spaces only
+  json h = json::parse(htext);
+  CHECK(h["__metadata__"]["note"] == "héllo");
+  uint64_t at = 0;
+  for (const auto& [name, t] : weights) {
+    CAPTURE(name);
+    const json& e = h[name];
+    CHECK(e["dtype"] == "F32");
+    CHECK(e["shape"].get<Shape>() == t.shape());
+    CHECK(e["data_offsets"][0] == at);  // in order, no gaps
+    at += t.nbytes();
+    CHECK(e["data_offsets"][1] == at);
+    Tensor c = t.contiguous();
+    CHECK(std::memcmp(bytes.data() + 8 + n + e["data_offsets"][0].get<uint64_t>(), c.raw_data(), c.nbytes()) == 0);
+  }
+  CHECK(8 + n + at == bytes.size());
+
+  // Every supported dtype, scalars, empty tensors and non-contiguous views.
+  Generator g(2);
+  NamedTensorList mixed{{"f64", g.uniform({3, 2}, -1, 1, DType::F64)},
+                        {"i32", Tensor::from_vector<int32_t>({1, -2, 3}, {3})},
+                        {"i64", Tensor::from_vector<int64_t>({1LL << 40, -5}, {2, 1})},
+                        {"scalar", Tensor::scalar(2.5)},
+                        {"empty", Tensor::zeros({0, 4})},
+                        {"t", transpose(g.uniform({2, 3}), 0, 1)}};
+  const std::string m = encode_safetensors(mixed);
+  CHECK(m.size() % 8 == 0);
+  SafetensorsContents mb = decode_safetensors(m, "mixed");
+  std::map<std::string, Tensor> by;
+  for (auto& [k, t] : mb.tensors) by[k] = t;
+  for (auto& [k, t] : mixed) {
+    CAPTURE(k);
+    CHECK(bytes_equal(t, by.at(k)));
+  }
+  CHECK(mb.metadata.empty());
+  CHECK(json::parse(m.substr(8, u64_at(m, 0)))["i64"]["dtype"] == "I64");
+}
+
+TEST_CASE("safetensors: malformed files are rejected with errors naming the file and tensor") {
+  const std::string buf(16, '\0');  // room for 4 f32
+  auto err = [&](const std::string& bytes) {
+    return error_of([&] { decode_safetensors(bytes, "w.safetensors"); });
+  };
+  const std::string ok = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                         R"("b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})";
+  REQUIRE(err(raw_safetensors(ok, buf)).empty());
+
+  CHECK(err("short").find("w.safetensors") != std::string::npos);
+  CHECK(err(raw_safetensors(ok, buf, int64_t(ok.size() + 17))).find("header size") != std::string::npos);
+  CHECK(err(raw_safetensors(ok, buf, int64_t(1) << 50)).find("too large") != std::string::npos);
+  CHECK(err(raw_safetensors(ok, buf.substr(0, 12))).find("tensor 'b'") != std::string::npos);  // truncated
+  CHECK(err(raw_safetensors(ok, buf + "xx")).find("past the last tensor") != std::string::npos);
+  CHECK(err(raw_safetensors("[1,2]", "")).find("header does not start") != std::string::npos);
+  CHECK(err(raw_safetensors("{\"a\":", "")).find("not valid JSON") != std::string::npos);
+
+  auto two = [&](const std::string& a_off, const std::string& b_off, const std::string& b_dtype = "F32",
+                 const std::string& b_shape = "[2]") {
+    return raw_safetensors(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":)" + a_off + R"(},"b":{"dtype":")" +
+                               b_dtype + R"(","shape":)" + b_shape + R"(,"data_offsets":)" + b_off + "}}",
+                           buf);
+  };
+  std::string e = err(two("[0,8]", "[4,12]"));
+  CHECK(e.find("overlap") != std::string::npos);
+  CHECK(e.find("'a'") != std::string::npos);
+  CHECK(e.find("'b'") != std::string::npos);
+  CHECK(err(two("[0,8]", "[12,20]")).find("tensor 'b'") != std::string::npos);     // past the buffer
+  CHECK(err(two("[0,8]", "[0,8]")).find("overlap") != std::string::npos);        // same bytes twice
+  CHECK(err(two("[0,8]", "[8,16]", "Q8")).find("tensor 'b': dtype 'Q8'") != std::string::npos);
+  CHECK(err(two("[0,8]", "[8,16]", "F32", "[3]")).find("tensor 'b': 8 bytes do not match") != std::string::npos);
+  CHECK(err(two("[0,8]", "[8,16]", "F32", "[-2]")).find("tensor 'b'") != std::string::npos);
+  CHECK(err(two("[0,8]", "[16,8]")).find("end before") != std::string::npos);
+  CHECK(err(two("[0,8]", "[8]")).find("tensor 'b': data_offsets") != std::string::npos);
+  std::string gap = raw_safetensors(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                                    R"("b":{"dtype":"F32","shape":[1],"data_offsets":[12,16]}})",
+                                    buf);
+  CHECK(err(gap).find("gap") != std::string::npos);
+  std::string dup = raw_safetensors(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                                    R"("a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
+                                    buf);
+  CHECK(err(dup).find("'a' twice") != std::string::npos);
+  std::string meta = raw_safetensors(R"({"__metadata__":{"k":1},"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", buf);
+  CHECK(err(meta).find("__metadata__ 'k'") != std::string::npos);
+  std::string extra = raw_safetensors(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16],"x":1}})", buf);
+  CHECK(err(extra).find("unknown field 'x'") != std::string::npos);
+
+  // Every truncation of a real file is rejected, never read past its end.
+  const std::string good = encode_safetensors({{"w", Tensor::ones({3, 5})}, {"b", Tensor::zeros({5})}}, {{"k", "v"}});
+  for (size_t len = 0; len < good.size(); ++len) {
+    CAPTURE(len);
+    CHECK_THROWS_AS(decode_safetensors(good.substr(0, len), "t"), Error);
+  }
+  CHECK_THROWS_WITH_AS(import_safetensors("/nonexistent/x.safetensors"), doctest::Contains("/nonexistent/x.safetensors"),
+                       Error);
+}
+
+TEST_CASE("safetensors checkpoints: export with config and tokenizer, import rebuilds the model; PyTorch files need --config") {
+  const std::string dir = fresh_dir("st_ckpt");
+  Trained a = make_trained(12, 1);
+  a.model->set_temperature(0.8);
+  Checkpoint ck = checkpoint_of(a, 1);
+  ck.card = {{"name", "st"}};
+  const std::string path = dir + "/m.safetensors";
+  export_checkpoint_safetensors(path, ck);
+  auto [tensors, meta] = import_safetensors(path);
+  for (auto& [n, t] : tensors) CHECK(n.rfind("optim.", 0) != 0);
+  CHECK(meta.at("format") == "betctl");
+
+  Checkpoint back = import_checkpoint_safetensors(path);
+  CHECK(back.kind == "production");
+  CHECK(config_equal(back.config, ck.config));
+  CHECK(back.tokenizer == ck.tokenizer);
+  CHECK(back.card == ck.card);
+  check_lists_equal(ck.weights, back.weights);
+  save_checkpoint(dir + "/rebuilt.bet", back);
+  Trained b = make_trained(13, 0);
+  apply_checkpoint(load_checkpoint(dir + "/rebuilt.bet"), *b.model);
+  check_lists_equal(a.model->named_parameters(), b.model->named_parameters());
+
+  // A file as PyTorch writes it: bare state_dict, no metadata, no temperature, f16 and
+  // f64 weights.
+  NamedTensorList torch_like;
+  for (auto& [n, t] : ck.weights) {
+    if (n == "temperature") continue;
+    if (n == "head.bias") {
+      Tensor h = Tensor::empty({3}, DType::F16);
+      uint16_t* p = static_cast<uint16_t*>(h.raw_data());
+      p[0] = 0x3C00;  // 1.0
+      p[1] = 0xC000;  // -2.0
+      p[2] = 0x0001;  // 2^-24, the smallest subnormal
+      torch_like.emplace_back(n, h);
+    } else if (n == "head.weight") {
+      torch_like.emplace_back(n, t.to(DType::F64));
+    } else {
+      torch_like.emplace_back(n, t);
+    }
+  }
+  const std::string tp = dir + "/torch.safetensors";
+  export_safetensors(tp, torch_like);
+  CHECK_THROWS_WITH_AS(import_checkpoint_safetensors(tp), doctest::Contains("pass --config"), Error);
+  const json cfg = config_to_json(small_config());
+  Checkpoint imp = import_checkpoint_safetensors(tp, &cfg);
+  CHECK(imp.tokenizer["kind"] == "byte");  // vocab 259
+  std::map<std::string, Tensor> by;
+  for (auto& [n, t] : imp.weights) by[n] = t;
+  CHECK(by.at("temperature").item() == 1.0);
+  CHECK(by.at("head.bias").dtype() == DType::F32);
+  const float* hb = by.at("head.bias").data<float>();
+  CHECK(hb[0] == 1.0f);
+  CHECK(hb[1] == -2.0f);
+  CHECK(hb[2] == std::ldexp(1.0f, -24));
+  Tensor hw = by.at("head.weight");
+  CHECK(hw.dtype() == DType::F32);
+  CHECK(bytes_equal(hw, a.model->head->weight));  // f32 -> f64 -> f32 is exact
+
+  // A config that does not fit the tensors fails naming the tensor.
+  json wrong = cfg;
+  wrong["num_classes"] = 4;
+  wrong["labels"] = json::array();
+  CHECK_THROWS_WITH_AS(import_checkpoint_safetensors(tp, &wrong), doctest::Contains("'head.weight' has shape"), Error);
+  NamedTensorList extra = torch_like;
+  extra.emplace_back("stray.weight", Tensor::zeros({2}));
+  export_safetensors(tp, extra);
+  CHECK_THROWS_WITH_AS(import_checkpoint_safetensors(tp, &cfg), doctest::Contains("'stray.weight' is not a parameter"),
+                       Error);
+
+  json info = inspect_checkpoint(path);
+  CHECK(info["format"] == "safetensors");
+  CHECK(info["config"] == config_to_json(ck.config));
+}
+
+TEST_CASE("inspect_checkpoint describes a .bet file") {
+  const std::string dir = fresh_dir("inspect");
+  Trained a = make_trained(14, 1);
+  Checkpoint ck = checkpoint_of(a, 1);
+  ck.card = {{"name", "x"}};
+  save_checkpoint(dir + "/i.bet", ck);
+  json info = inspect_checkpoint(dir + "/i.bet");
+  CHECK(info["kind"] == "training");
+  CHECK(info["config"] == config_to_json(small_config()));
+  CHECK(info["parameter_count"] == a.model->parameter_count());
+  CHECK(info["tensors"].size() == ck.weights.size() + ck.optimizer.size());
+  CHECK(info["tensors"][0]["name"] == ck.weights[0].first);
+  CHECK(info["tensors"][0]["shape"] == ck.weights[0].second.shape());
+  CHECK(info["sizes"]["file_bytes"] == fs::file_size(dir + "/i.bet"));
+  int64_t fp32 = 0;
+  for (auto& [n, t] : ck.weights) fp32 += 4 * t.numel();
+  for (auto& [n, t] : ck.optimizer) fp32 += 4 * t.numel();
+  CHECK(info["sizes"]["raw_fp32_bytes"] == fp32);
+  CHECK(info["training_state"] == ck.training_state);
+  CHECK(info["metrics"] == ck.metrics);
+  CHECK(info["card"] == ck.card);
+  CHECK(info["versions"]["betctl"].is_string());
+}

@@ -1,0 +1,535 @@
+// Inference: the uncertainty decomposition on hand-computable cases, then a small
+// randomly initialised model saved to a checkpoint and served by ModelPredictor:
+// normalised outputs, batch independence, member orderings (invariance where the model
+// is exchangeable, dispersion where it is not, chunks moved whole), Monte Carlo dropout,
+// truncation, temperature, input errors, thread counts, reload and lm generation.
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+
+#include "engine/autograd.h"
+#include "engine/random.h"
+#include "kernels/cpu/threads.h"
+#include "model/bet_model.h"
+#include "runtime/checkpoint/checkpoint.h"
+#include "runtime/inference/predictor.h"
+#include "runtime/inference/uncertainty.h"
+#include "runtime/tokenizer/tokenizer.h"
+
+using namespace bet;
+using namespace bet::inference;
+using nlohmann::json;
+namespace fs = std::filesystem;
+using server::PredictRequest;
+
+namespace {
+
+// ---------------------------------------------------------------- helpers
+
+std::vector<double> random_distribution(Generator& g, size_t C) {
+  std::vector<double> p(C);
+  double z = 0;
+  for (auto& v : p) z += (v = -std::log(1.0 - g.uniform({1}, 0, 1, DType::F64).item()));  // Dirichlet(1)
+  for (auto& v : p) v /= z;
+  return p;
+}
+
+std::string tmp_path(const std::string& name) {
+  auto dir = fs::temp_directory_path() / ("bet_infer_test_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  return (dir / name).string();
+}
+
+model::ModelConfig small_config(model::Task task = model::Task::Classify, model::PosEncoding pe = model::PosEncoding::Rope,
+                                model::LayerKind layer = model::LayerKind::Bet, double dropout = 0.1) {
+  model::ModelConfig c;
+  c.task = task;
+  c.layer = layer;
+  c.pe = pe;
+  c.vocab_size = 259;  // byte tokenizer
+  c.d_model = 16;
+  c.heads = 2;
+  c.layers = 2;
+  c.max_len = 24;
+  c.k_permutations = 2;
+  c.n_harmonics = 3;
+  c.dropout = dropout;
+  if (task == model::Task::Classify) {
+    c.num_classes = 3;
+    c.labels = {"neg", "neutral", "pos"};
+  }
+  return c;
+}
+
+// Saves a freshly initialised model (weights drawn from `seed`) and returns the path.
+// The random init leaves a classifier nearly uniform, so the head is scaled up to
+// make the outputs depend visibly on the input.
+std::string save_model(const model::ModelConfig& cfg, uint64_t seed, const std::string& name, DType dt = DType::F32) {
+  Generator g(seed);
+  model::BetModel m(cfg, g, dt);
+  {
+    autograd::NoGradGuard ng;
+    if (m.head) m.head->weight.copy_(mul(m.head->weight, 8.0));
+  }
+  const std::string path = tmp_path(name);
+  runtime::save_checkpoint(path, runtime::make_checkpoint(m, nullptr, runtime::make_byte_tokenizer()->to_json(), "production"));
+  return path;
+}
+
+PredictRequest text_req(const std::string& text, int perms = 1, int mc = 0) {
+  PredictRequest r;
+  r.text = text;
+  r.permutations = perms;
+  r.mc_dropout = mc;
+  return r;
+}
+
+// Largest absolute difference between two JSON values of the same structure (numbers
+// compared numerically, everything else exactly); infinity when the structures differ.
+double json_diff(const json& a, const json& b) {
+  if (a.is_number() && b.is_number()) return std::fabs(a.get<double>() - b.get<double>());
+  if (a.type() != b.type()) return INFINITY;
+  if (a.is_object()) {
+    if (a.size() != b.size()) return INFINITY;
+    double d = 0;
+    for (auto it = a.begin(); it != a.end(); ++it) {
+      if (!b.contains(it.key())) return INFINITY;
+      d = std::max(d, json_diff(it.value(), b[it.key()]));
+    }
+    return d;
+  }
+  if (a.is_array()) {
+    if (a.size() != b.size()) return INFINITY;
+    double d = 0;
+    for (size_t i = 0; i < a.size(); ++i) d = std::max(d, json_diff(a[i], b[i]));
+    return d;
+  }
+  return a == b ? 0.0 : INFINITY;
+}
+
+std::vector<double> probs_of(const json& r, const std::vector<std::string>& labels) {
+  std::vector<double> p;
+  for (const auto& l : labels) p.push_back(r["probabilities"][l].get<double>());
+  return p;
+}
+
+std::string code_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const InputError& e) {
+    return e.code();
+  }
+  return "";
+}
+
+// A byte string of length n with varied content.
+std::string text_of(size_t n, int salt = 0) {
+  std::string s;
+  for (size_t i = 0; i < n; ++i) s.push_back(char('a' + (i * 7 + size_t(salt) * 3 + i * i) % 26));
+  return s;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- the decomposition
+
+TEST_CASE("entropy and softmax") {
+  CHECK(entropy({1.0, 0.0, 0.0}) == 0.0);
+  CHECK(entropy({0.25, 0.25, 0.25, 0.25}) == doctest::Approx(std::log(4.0)).epsilon(1e-14));
+  CHECK(entropy({0.5, 0.5}) == doctest::Approx(std::log(2.0)).epsilon(1e-14));
+  auto p = softmax({1000.0, 1000.0, -1000.0});  // no overflow
+  CHECK(p[0] == doctest::Approx(0.5));
+  CHECK(p[2] == 0.0);
+  auto q = softmax({0.3, -1.2, 2.0}, 2.5), r = softmax({0.3 / 2.5, -1.2 / 2.5, 2.0 / 2.5});
+  double s = 0;
+  for (size_t i = 0; i < 3; ++i) {
+    CHECK(q[i] == doctest::Approx(r[i]).epsilon(1e-14));
+    s += q[i];
+  }
+  CHECK(s == doctest::Approx(1.0).epsilon(1e-14));
+  CHECK(std::log(r[0] / r[1]) == doctest::Approx((0.3 + 1.2) / 2.5).epsilon(1e-12));
+}
+
+TEST_CASE("identical members carry no epistemic uncertainty") {
+  const std::vector<double> p = {0.7, 0.2, 0.1};
+  for (int K : {1, 2, 5}) {
+    EnsembleSummary s = summarize_members(std::vector<std::vector<double>>(size_t(K), p), true);
+    CHECK(s.members == K);
+    CHECK(s.epistemic == 0.0);
+    CHECK(s.total == doctest::Approx(entropy(p)).epsilon(1e-14));
+    CHECK(s.aleatoric == doctest::Approx(entropy(p)).epsilon(1e-14));
+    CHECK(s.argmax == 0);
+    CHECK(s.confidence == doctest::Approx(0.7));
+    if (K == 1)
+      CHECK(!s.order_dispersion.has_value());
+    else
+      CHECK(*s.order_dispersion == doctest::Approx(0.0).epsilon(1e-15));
+  }
+}
+
+TEST_CASE("two opposite confident members: high epistemic, low aleatoric") {
+  EnsembleSummary s = summarize_members({{0.99, 0.01}, {0.01, 0.99}}, true);
+  const double h = -(0.99 * std::log(0.99) + 0.01 * std::log(0.01));
+  CHECK(s.pbar[0] == doctest::Approx(0.5));
+  CHECK(s.total == doctest::Approx(std::log(2.0)).epsilon(1e-12));
+  CHECK(s.aleatoric == doctest::Approx(h).epsilon(1e-12));
+  CHECK(s.epistemic == doctest::Approx(std::log(2.0) - h).epsilon(1e-12));
+  CHECK(s.epistemic > 10 * s.aleatoric);
+  CHECK(*s.order_dispersion == doctest::Approx(0.49).epsilon(1e-12));  // population std of {0.99, 0.01}
+  // Without orderings there is no order dispersion to report.
+  CHECK(!summarize_members({{0.99, 0.01}, {0.01, 0.99}}, false).order_dispersion.has_value());
+}
+
+TEST_CASE("order dispersion is the population std of the members' probability of argmax pbar") {
+  // pbar = (0.5, 0.5 - ...) : class 1 wins on average although member 0 prefers class 0.
+  EnsembleSummary s = summarize_members({{0.6, 0.4}, {0.2, 0.8}, {0.3, 0.7}}, true);
+  CHECK(s.argmax == 1);
+  const double mu = (0.4 + 0.8 + 0.7) / 3;
+  const double sd = std::sqrt(((0.4 - mu) * (0.4 - mu) + (0.8 - mu) * (0.8 - mu) + (0.7 - mu) * (0.7 - mu)) / 3);
+  CHECK(*s.order_dispersion == doctest::Approx(sd).epsilon(1e-12));
+  CHECK(s.confidence == doctest::Approx(mu).epsilon(1e-12));
+}
+
+TEST_CASE("total = aleatoric + epistemic, epistemic >= 0, on random ensembles") {
+  Generator g(7);
+  for (int trial = 0; trial < 50; ++trial) {
+    const size_t K = 1 + size_t(g.randint(6)), C = 2 + size_t(g.randint(5));
+    std::vector<std::vector<double>> m;
+    for (size_t k = 0; k < K; ++k) m.push_back(random_distribution(g, C));
+    EnsembleSummary s = summarize_members(m, true);
+    CHECK(s.epistemic >= 0.0);
+    CHECK(s.total == doctest::Approx(s.aleatoric + s.epistemic).epsilon(1e-12));
+    double sum = 0;
+    for (double v : s.pbar) sum += v;
+    CHECK(sum == doctest::Approx(1.0).epsilon(1e-12));
+  }
+}
+
+TEST_CASE("beta summary and JSON field names") {
+  BetaSummary b = summarize_beta(3.0, 1.0, 0.75, 3.0 / (16.0 * 5.0));
+  CHECK(b.epistemic == b.posterior_variance);
+  CHECK(b.aleatoric == doctest::Approx(0.75 * 0.25));
+  json j = beta_json(b);
+  for (const char* k : {"alpha", "beta", "posterior_mean", "posterior_variance", "epistemic", "aleatoric"})
+    CHECK(j.contains(k));
+  json e = ensemble_json(summarize_members({{0.5, 0.5}}, false));
+  CHECK(e["order_dispersion"].is_null());
+  CHECK(e["members"] == 1);
+  for (const char* k : {"total", "aleatoric", "epistemic"}) CHECK(e[k].is_number());
+}
+
+// ---------------------------------------------------------------- a model behind the predictor
+
+TEST_CASE("classify responses: fields, normalisation, beta and cot for bet layers only") {
+  for (auto layer : {model::LayerKind::Bet, model::LayerKind::Standard}) {
+    auto cfg = small_config(model::Task::Classify, model::PosEncoding::Rope, layer);
+    ModelPredictor pred(save_model(cfg, 3, "fields.bet"));
+    CHECK(pred.ready());
+    CHECK(!pred.can_generate());
+    CHECK(pred.model_info()["task"] == "classify");
+    for (int K : {1, 3}) {
+      json r = pred.predict(text_req("the quick brown fox", K));
+      auto p = probs_of(r, cfg.labels);
+      double sum = 0, mx = 0;
+      size_t arg = 0;
+      for (size_t i = 0; i < p.size(); ++i) {
+        sum += p[i];
+        if (p[i] > mx) mx = p[i], arg = i;
+      }
+      CHECK(sum == doctest::Approx(1.0).epsilon(1e-9));
+      CHECK(r["label"] == cfg.labels[arg]);
+      CHECK(r["confidence"].get<double>() == doctest::Approx(mx).epsilon(1e-12));
+      CHECK(r["truncated"] == false);
+      const json& u = r["uncertainty"];
+      CHECK(u["members"] == K);
+      CHECK(u["total"].get<double>() == doctest::Approx(u["aleatoric"].get<double>() + u["epistemic"].get<double>()));
+      CHECK(u["total"].get<double>() == doctest::Approx(entropy(p)).epsilon(1e-9));
+      CHECK(r["attention_dispersion"].is_number());
+      if (K == 1) {
+        CHECK(u["epistemic"] == 0.0);
+        CHECK(u["order_dispersion"].is_null());
+      } else {
+        CHECK(u["order_dispersion"].is_number());
+      }
+      if (layer == model::LayerKind::Bet) {
+        const json& b = u["beta"];
+        const double a = b["alpha"], bb = b["beta"], mu = b["posterior_mean"];
+        // bidirectional: alpha + beta = alpha0 + beta0 + n, with priors initialised to 1
+        CHECK(a + bb == doctest::Approx(2.0 + 19.0).epsilon(1e-5));
+        CHECK(mu == doctest::Approx(a / (a + bb)).epsilon(1e-5));
+        CHECK(b["epistemic"] == b["posterior_variance"]);
+        CHECK(b["aleatoric"].get<double>() == doctest::Approx(mu * (1 - mu)));
+        CHECK(r["cot_length"].get<double>() >= 1.0);
+      } else {
+        CHECK(!u.contains("beta"));
+        CHECK(r["cot_length"].is_null());
+      }
+      PredictRequest quiet = text_req("the quick brown fox", K);
+      quiet.return_uncertainty = false;
+      json q = pred.predict(quiet);
+      CHECK(!q.contains("uncertainty"));
+      CHECK(json_diff(q["probabilities"], r["probabilities"]) == 0.0);
+    }
+  }
+}
+
+TEST_CASE("a request gives the same answer alone and in any batch") {
+  auto cfg = small_config();
+  ModelPredictor pred(save_model(cfg, 5, "batch.bet"));
+  std::vector<PredictRequest> reqs = {text_req(text_of(3)), text_req(text_of(17, 1), 3), text_req(text_of(9, 2), 1, 3),
+                                      text_req(text_of(24, 3), 4, 2), text_req(text_of(1, 4)), text_req(text_of(12, 5), 2)};
+  PredictRequest chunked;
+  chunked.chunks = {"abc", "de", "fghij"};
+  chunked.permutations = 3;
+  reqs.push_back(chunked);
+  std::vector<json> alone;
+  for (const auto& r : reqs) alone.push_back(pred.predict(r));
+  std::vector<json> together = pred.predict_batch(reqs);
+  REQUIRE(together.size() == reqs.size());
+  for (size_t i = 0; i < reqs.size(); ++i) CHECK(json_diff(alone[i], together[i]) < 1e-6);
+  // Reversed order, and each request beside a copy of itself.
+  std::vector<PredictRequest> rev(reqs.rbegin(), reqs.rend());
+  std::vector<json> back = pred.predict_batch(rev);
+  for (size_t i = 0; i < reqs.size(); ++i) CHECK(json_diff(alone[i], back[reqs.size() - 1 - i]) < 1e-6);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    auto two = pred.predict_batch({reqs[i], reqs[(i + 1) % reqs.size()]});
+    CHECK(json_diff(alone[i], two[0]) < 1e-6);
+  }
+}
+
+TEST_CASE("orderings: invariance without positions, dispersion with rope, members read the drawn orders") {
+  const std::string text = text_of(14, 7);
+  SUBCASE("bidirectional pe=none is exchangeable: the K orderings agree") {
+    auto cfg = small_config(model::Task::Classify, model::PosEncoding::None);
+    ModelPredictor pred(save_model(cfg, 11, "none.bet"));
+    json one = pred.predict(text_req(text, 1)), many = pred.predict(text_req(text, 6));
+    CHECK(many["uncertainty"]["members"] == 6);
+    CHECK(many["uncertainty"]["order_dispersion"].get<double>() < 1e-6);
+    CHECK(many["uncertainty"]["epistemic"].get<double>() < 1e-6);
+    CHECK(json_diff(one["probabilities"], many["probabilities"]) < 1e-6);
+  }
+  SUBCASE("rope sees order: dispersion > 0, and each member is the drawn ordering of the tokens") {
+    auto cfg = small_config();
+    ModelPredictor pred(save_model(cfg, 11, "rope.bet"));
+    const int K = 5;
+    json many = pred.predict(text_req(text, K));
+    CHECK(many["uncertainty"]["order_dispersion"].get<double>() > 1e-4);
+    CHECK(many["uncertainty"]["epistemic"].get<double>() > 0.0);
+    // pbar is the mean of single predictions of the permuted texts.
+    std::vector<double> pbar(3, 0.0);
+    for (int k = 0; k < K; ++k) {
+      auto order = member_ordering(cfg.inference_seed, k, int64_t(text.size()));
+      std::string t;
+      for (int64_t i : order) t.push_back(text[size_t(i)]);
+      if (k > 0) CHECK(t != text);
+      auto p = probs_of(pred.predict(text_req(t)), cfg.labels);
+      for (size_t c = 0; c < 3; ++c) pbar[c] += p[c] / K;
+    }
+    auto got = probs_of(many, cfg.labels);
+    for (size_t c = 0; c < 3; ++c) CHECK(got[c] == doctest::Approx(pbar[c]).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("chunks are permuted as whole chunks") {
+  auto cfg = small_config();
+  ModelPredictor pred(save_model(cfg, 13, "chunks.bet"));
+  const std::vector<std::string> chunks = {"aaaa", "bcdefg", "xyz", "", "qq"};
+  const std::vector<std::string> nonempty = {"aaaa", "bcdefg", "xyz", "qq"};
+  PredictRequest r;
+  r.chunks = chunks;
+  const int K = 6;
+  r.permutations = K;
+  json got = pred.predict(r);
+  std::vector<std::vector<double>> members;
+  for (int k = 0; k < K; ++k) {
+    auto order = member_ordering(cfg.inference_seed, k, int64_t(nonempty.size()));
+    std::string t;
+    for (int64_t i : order) t += nonempty[size_t(i)];
+    members.push_back(probs_of(pred.predict(text_req(t)), cfg.labels));
+  }
+  EnsembleSummary want = summarize_members(members, true);
+  auto p = probs_of(got, cfg.labels);
+  for (size_t c = 0; c < 3; ++c) CHECK(p[c] == doctest::Approx(want.pbar[c]).epsilon(1e-5));
+  CHECK(got["uncertainty"]["order_dispersion"].get<double>() == doctest::Approx(*want.order_dispersion).epsilon(1e-4));
+  CHECK(got["uncertainty"]["epistemic"].get<double>() == doctest::Approx(want.epistemic).epsilon(1e-3));
+  // The chunk request without permutations reads the chunks in the given order.
+  r.permutations = 1;
+  CHECK(json_diff(pred.predict(r)["probabilities"], pred.predict(text_req("aaaabcdefgxyzqq"))["probabilities"]) < 1e-6);
+}
+
+TEST_CASE("Monte Carlo dropout: members differ, answers repeat") {
+  auto cfg = small_config(model::Task::Classify, model::PosEncoding::Rope, model::LayerKind::Bet, 0.3);
+  ModelPredictor pred(save_model(cfg, 17, "mc.bet"));
+  const std::string text = text_of(11, 3);
+  json det = pred.predict(text_req(text));
+  json a = pred.predict(text_req(text, 1, 4)), b = pred.predict(text_req(text, 1, 4));
+  CHECK(a["uncertainty"]["members"] == 4);
+  CHECK(a["uncertainty"]["epistemic"].get<double>() > 1e-6);
+  CHECK(a["uncertainty"]["order_dispersion"].is_null());  // masks, not orderings
+  CHECK(json_diff(a, b) == 0.0);
+  CHECK(json_diff(a["probabilities"], det["probabilities"]) > 1e-6);
+  // Both: K = max(permutations, mc_dropout).
+  json both = pred.predict(text_req(text, 3, 5));
+  CHECK(both["uncertainty"]["members"] == 5);
+  CHECK(both["uncertainty"]["order_dispersion"].is_number());
+  // Without dropout in the model, the masks change nothing.
+  auto cfg0 = small_config(model::Task::Classify, model::PosEncoding::Rope, model::LayerKind::Bet, 0.0);
+  ModelPredictor pred0(save_model(cfg0, 17, "mc0.bet"));
+  json z = pred0.predict(text_req(text, 1, 4));
+  CHECK(z["uncertainty"]["epistemic"].get<double>() < 1e-9);
+  CHECK(json_diff(z["probabilities"], pred0.predict(text_req(text))["probabilities"]) < 1e-6);
+}
+
+TEST_CASE("truncation keeps the first max_len tokens and says so") {
+  auto cfg = small_config();
+  ModelPredictor pred(save_model(cfg, 19, "trunc.bet"));
+  const std::string long_text = text_of(40, 1);
+  json r = pred.predict(text_req(long_text));
+  CHECK(r["truncated"] == true);
+  json head = pred.predict(text_req(long_text.substr(0, size_t(cfg.max_len))));
+  CHECK(head["truncated"] == false);
+  CHECK(json_diff(r["probabilities"], head["probabilities"]) < 1e-6);
+  CHECK(pred.predict(text_req(text_of(size_t(cfg.max_len))))["truncated"] == false);
+}
+
+TEST_CASE("temperature override divides the logits") {
+  auto cfg = small_config();
+  ModelPredictor pred(save_model(cfg, 23, "temp.bet"));
+  PredictRequest r = text_req("calibrate me");
+  auto p1 = probs_of(pred.predict(r), cfg.labels);
+  r.temperature = 2.5;
+  auto p2 = probs_of(pred.predict(r), cfg.labels);
+  CHECK(std::log(p2[0] / p2[1]) == doctest::Approx(std::log(p1[0] / p1[1]) / 2.5).epsilon(1e-6));
+  CHECK(std::log(p2[2] / p2[1]) == doctest::Approx(std::log(p1[2] / p1[1]) / 2.5).epsilon(1e-6));
+}
+
+TEST_CASE("input errors: empty text, fields out of range; a bad item does not fail its batch") {
+  auto cfg = small_config();
+  ModelPredictor pred(save_model(cfg, 29, "errors.bet"));
+  CHECK(code_of([&] { pred.predict(text_req("")); }) == "empty_text");
+  PredictRequest empty_chunks;
+  empty_chunks.chunks = {"", ""};
+  CHECK(code_of([&] { pred.predict(empty_chunks); }) == "empty_text");
+  CHECK(code_of([&] { pred.predict(text_req("x", 0)); }) == "bad_field");
+  CHECK(code_of([&] { pred.predict(text_req("x", kMaxMembers + 1)); }) == "bad_field");
+  CHECK(code_of([&] { pred.predict(text_req("x", 1, -1)); }) == "bad_field");
+  CHECK(code_of([&] { pred.predict(text_req("x", 1, kMaxMembers + 1)); }) == "bad_field");
+  PredictRequest bad_t = text_req("x");
+  bad_t.temperature = 0.0;
+  CHECK(code_of([&] { pred.predict(bad_t); }) == "bad_field");
+  try {
+    pred.predict(text_req(""));
+  } catch (const InputError& e) {
+    CHECK(e.http_status() == 422);
+  }
+  CHECK(code_of([&] { pred.predict(text_req("x", kMaxMembers, kMaxMembers)); }) == "");
+
+  auto out = pred.predict_batch({text_req("good one"), text_req(""), text_req("x", 99), text_req("another")});
+  REQUIRE(out.size() == 4);
+  CHECK(out[1]["error"]["code"] == "empty_text");
+  CHECK(out[2]["error"]["code"] == "bad_field");
+  CHECK(json_diff(out[0], pred.predict(text_req("good one"))) < 1e-6);
+  CHECK(json_diff(out[3], pred.predict(text_req("another"))) < 1e-6);
+}
+
+TEST_CASE("answers do not depend on the thread count") {
+  auto cfg = small_config(model::Task::Classify, model::PosEncoding::Rope, model::LayerKind::Bet, 0.2);
+  ModelPredictor pred(save_model(cfg, 31, "threads.bet"));
+  std::vector<PredictRequest> reqs = {text_req(text_of(20), 3), text_req(text_of(7, 2), 1, 3), text_req(text_of(24, 9))};
+  const int saved = kernels::cpu::num_threads();
+  kernels::cpu::set_num_threads(1);
+  auto one = pred.predict_batch(reqs);
+  kernels::cpu::set_num_threads(std::max(2, saved));
+  auto many = pred.predict_batch(reqs);
+  kernels::cpu::set_num_threads(saved);
+  for (size_t i = 0; i < reqs.size(); ++i) CHECK(json_diff(one[i], many[i]) < 1e-6);
+}
+
+TEST_CASE("reload swaps the model; a bad file keeps the old one") {
+  auto cfg = small_config();
+  const std::string a = save_model(cfg, 37, "reload_a.bet"), b = save_model(cfg, 41, "reload_b.bet");
+  ModelPredictor pred(a);
+  const PredictRequest r = text_req("reload test");
+  json before = pred.predict(r);
+  CHECK_THROWS(pred.reload(tmp_path("does_not_exist.bet")));
+  CHECK(json_diff(pred.predict(r), before) == 0.0);
+  pred.reload(b);
+  json after = pred.predict(r);
+  CHECK(json_diff(after, before) > 1e-6);
+  CHECK(json_diff(after, ModelPredictor(b).predict(r)) == 0.0);
+  // SIGHUP path: the file is damaged on disk, the reload fails, the model keeps serving.
+  {
+    std::fstream f(b, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(100);
+    f.put('\x7f');
+    f.put('\x01');
+  }
+  CHECK(pred.reload() == false);
+  CHECK(!pred.last_reload_error().empty());
+  CHECK(json_diff(pred.predict(r), after) == 0.0);
+  ModelPredictor none;
+  CHECK(!none.ready());
+}
+
+TEST_CASE("lm: next-token distribution, uncertainty and generation") {
+  auto cfg = small_config(model::Task::LM);
+  ModelPredictor pred(save_model(cfg, 43, "lm.bet"));
+  CHECK(pred.can_generate());
+  json r = pred.predict(text_req("hello", 3));
+  REQUIRE(r["top_tokens"].size() == size_t(kTopTokens));
+  double prev = 1.0;
+  for (const auto& t : r["top_tokens"]) {
+    CHECK(t["probability"].get<double>() <= prev);
+    prev = t["probability"].get<double>();
+  }
+  CHECK(r["confidence"] == r["top_tokens"][0]["probability"]);
+  CHECK(r["token_id"] == r["top_tokens"][0]["id"]);
+  CHECK(r["uncertainty"]["members"] == 3);
+  CHECK(r["uncertainty"]["beta"].is_object());
+  CHECK(r["cot_length"].get<double>() >= 1.0);
+  // The next token depends on the end of a long prompt, which is what truncation keeps.
+  const std::string long_text = text_of(60, 5);
+  json lt = pred.predict(text_req(long_text));
+  CHECK(lt["truncated"] == true);
+  json tail = pred.predict(text_req(long_text.substr(long_text.size() - size_t(cfg.max_len - 1))));
+  CHECK(tail["truncated"] == false);
+  CHECK(json_diff(lt["top_tokens"], tail["top_tokens"]) < 1e-6);
+
+  server::GenerateRequest g;
+  g.prompt = "once";
+  g.max_tokens = 6;
+  g.seed = 5;
+  json x = pred.generate(g), y = pred.generate(g);
+  CHECK(x == y);
+  CHECK(x["tokens"].get<int>() <= 6);
+  CHECK(x["cot_budget"].is_null());
+  g.temperature = 0.0;  // greedy
+  g.top_k = 3;
+  json greedy = pred.generate(g);
+  g.seed = 99;
+  CHECK(pred.generate(g) == greedy);  // the seed does not matter without sampling
+  server::GenerateRequest c;
+  c.prompt = "once";
+  c.cot_auto = true;
+  c.top_p = 0.9;
+  json cot = pred.generate(c);
+  const double len = pred.predict(text_req("once"))["cot_length"];
+  CHECK(cot["cot_budget"] == int(std::clamp(std::round(len), 1.0, 512.0)));
+  CHECK(cot["tokens"].get<int>() <= cot["cot_budget"].get<int>());
+
+  server::GenerateRequest bad;
+  bad.prompt = "x";
+  bad.top_p = 0.0;
+  CHECK(code_of([&] { pred.generate(bad); }) == "bad_field");
+  ModelPredictor clf(save_model(small_config(), 3, "clf_gen.bet"));
+  CHECK(code_of([&] { clf.generate(g); }) == "bad_field");
+  auto std_cfg = small_config(model::Task::LM, model::PosEncoding::Rope, model::LayerKind::Standard);
+  ModelPredictor std_lm(save_model(std_cfg, 3, "std_lm.bet"));
+  CHECK(code_of([&] { std_lm.generate(c); }) == "bad_field");
+}

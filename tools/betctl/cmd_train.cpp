@@ -1,0 +1,86 @@
+// `betctl train`: flags -> TrainConfig -> runtime::train.
+#include <cstdio>
+#include <iostream>
+#include <memory>
+
+#include "runtime/train/trainer.h"
+#include "tools/betctl/commands.h"
+
+namespace betctl {
+
+void add_train_command(CLI::App& app, Registry& registry) {
+  auto* cmd = app.add_subcommand("train", "Train a model (default: the built-in Bernoulli task)");
+  auto c = std::make_shared<bet::runtime::TrainConfig>();
+  auto layer = std::make_shared<std::string>("bet");
+  auto pe = std::make_shared<std::string>("rope");
+  auto& m = c->model;
+  cmd->add_option("--task", c->task, "classify | lm (default: lm for synthetic, classify for --data)")
+      ->check(CLI::IsMember({"classify", "lm"}));
+  cmd->add_option("--data", c->data, "training data: JSONL {text,label}, CSV/TSV with a header, or plain text (lm)");
+  cmd->add_option("--val", c->val, "validation file (default: --val-split of the data)");
+  cmd->add_option("--val-split", c->val_split, "fraction of --data held out for validation")->check(CLI::Range(0.0, 0.9));
+  cmd->add_option("--synthetic", c->synthetic, "bernoulli | categorical (default when no --data: bernoulli)")
+      ->check(CLI::IsMember({"bernoulli", "categorical"}));
+  cmd->add_option("--seq-len", c->seq_len, "synthetic: outcomes per sequence")->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--categories", c->categories, "synthetic categorical: outcomes")->check(CLI::Range(2, 250));
+  cmd->add_option("--tokenizer", c->tokenizer, "byte | spm:FILE | spm-train:VOCAB");
+  cmd->add_option("--layer", *layer, "bet | standard")->check(CLI::IsMember({"bet", "standard"}));
+  cmd->add_option("--d-model", m.d_model, "model width")->check(CLI::Range(2, 1 << 16));
+  cmd->add_option("--heads", m.heads, "attention heads")->check(CLI::Range(1, 1024));
+  cmd->add_option("--layers", m.layers, "layers")->check(CLI::Range(1, 1024));
+  cmd->add_option("--k-permutations", m.k_permutations, "attention permutation paths (0: off)")->check(CLI::Range(0, 64));
+  cmd->add_option("--pe", *pe, "rope | sinusoidal | learned | none")
+      ->check(CLI::IsMember({"rope", "sinusoidal", "learned", "none"}));
+  cmd->add_option("--max-len", m.max_len, "maximum sequence length")->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--dropout", m.dropout, "dropout rate")->check(CLI::Range(0.0, 0.99));
+  cmd->add_flag("--tie-embeddings", m.tie_embeddings, "lm: tie the head to the embedding");
+  cmd->add_option("--epochs", c->epochs, "epochs (data only)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--steps", c->steps, "optimizer steps")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--batch-size", c->batch_size, "sequences per step")->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--lr", c->lr, "peak learning rate")->check(CLI::PositiveNumber);
+  cmd->add_option("--warmup", c->warmup, "linear warmup steps before cosine decay")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--weight-decay", c->weight_decay, "AdamW decoupled weight decay")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--clip", c->clip, "global gradient-norm clip (0: off)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--seed", c->seed, "seed of everything random");
+  cmd->add_option("--mdl-beta", c->mdl_beta, "MDL penalty weight (0: plain cross-entropy)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--out", c->out, "run directory (checkpoints, logs)");
+  cmd->add_option("--checkpoint-every", c->checkpoint_every, "training checkpoint every N steps")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--keep", c->keep, "training checkpoints kept")->check(CLI::Range(1, 1000));
+  cmd->add_option("--resume", c->resume, "auto | FILE");
+  cmd->add_option("--device", c->device, "cpu | cuda[:N]");
+  cmd->add_option("--threads", c->threads, "threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--log-dir", c->log_dir, "TensorBoard and JSONL logs (default OUT/logs)");
+  cmd->add_option("--text-field", c->text_field, "JSON/CSV field holding the text");
+  cmd->add_option("--label-field", c->label_field, "JSON/CSV field holding the label");
+  cmd->add_option("--positive-label", c->positive_label, "label F1 is computed for (two classes)");
+  cmd->add_flag("--skip-bad", c->skip_bad, "skip and count malformed records instead of stopping");
+  cmd->add_option("--eval-every", c->eval_every, "validate every N steps (default: every epoch)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--early-stop", c->early_stop, "METRIC:PATIENCE, e.g. loss:3");
+  cmd->add_option("--log-every", c->log_every, "steps between log lines")->check(CLI::Range(1, 1 << 30));
+  cmd->add_flag("--json", c->json, "print the result as JSON on stdout");
+  cmd->add_flag("--quiet", c->quiet, "no progress output");
+  cmd->callback([&registry, c, layer, pe] {
+    registry.selected = [c, layer, pe] {
+      c->model.layer = bet::model::parse_layer(*layer);
+      c->model.pe = bet::model::parse_pe(*pe);
+      auto res = bet::runtime::train(*c);
+      if (c->json) {
+        std::cout << res.summary.dump(2) << std::endl;
+      } else {
+        const auto& mt = res.summary["metrics"];
+        std::printf("trained %s %s model: %lld steps in %.1f s (%.0f tokens/s)\n",
+                    res.summary["layer"].get<std::string>().c_str(), res.summary["task"].get<std::string>().c_str(),
+                    static_cast<long long>(res.summary["steps"].get<int64_t>()), res.summary["seconds"].get<double>(),
+                    res.summary["tokens_per_s"].get<double>());
+        for (auto it = mt.begin(); it != mt.end(); ++it)
+          if (it.value().is_number()) std::printf("  %-28s %.6f\n", it.key().c_str(), it.value().get<double>());
+        std::printf("checkpoint: %s\n", res.summary["checkpoint"].get<std::string>().c_str());
+      }
+      return res.exit_code;
+    };
+  });
+}
+
+}  // namespace betctl
