@@ -24,6 +24,10 @@ struct SeqContext {
   // each dropout site advances *offset by the elements it used, so sites never share
   // random numbers and a step is reproducible. `step` keys the training relabellings.
   bool training = false;
+  // Monte Carlo dropout at inference: dropout sites active while everything else
+  // (relabelling keys included) stays in inference mode.
+  bool mc_dropout = false;
+  bool dropout_active() const { return training || mc_dropout; }
   uint64_t seed = 0;
   uint64_t step = 0;
   uint64_t* dropout_offset = nullptr;

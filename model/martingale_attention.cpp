@@ -8,7 +8,7 @@
 namespace bet::model {
 
 Tensor site_dropout(const Tensor& x, double p, const SeqContext& ctx) {
-  if (!ctx.training || p <= 0.0) return x;
+  if (!ctx.dropout_active() || p <= 0.0) return x;
   BET_CHECK(ctx.dropout_offset != nullptr,
             "dropout: a training context needs dropout_offset (sites would share random numbers)");
   const uint64_t off = *ctx.dropout_offset;

@@ -350,6 +350,21 @@ TEST_CASE("fast paths agree with a naive loop at parallel sizes") {
   }
 }
 
+TEST_CASE("transposed operands (tiled walk) give the same values as contiguous ones") {
+  Generator g(6);
+  for (DType dt : {DType::F32, DType::F64}) {
+    Tensor x = g.uniform({3, 70, 45}, -1, 1, dt), y = g.uniform({3, 45, 70}, -1, 1, dt);
+    Tensor xt = transpose(x, 1, 2), xtc = xt.contiguous();
+    CHECK(max_abs_diff(add(xt, y), add(xtc, y)) == 0.0);
+    CHECK(max_abs_diff(mul(y, xt), mul(y, xtc)) == 0.0);
+    CHECK(max_abs_diff(sub(xt, xt), Tensor::zeros({3, 45, 70}, dt)) == 0.0);
+    CHECK(max_abs_diff(exp(xt), exp(xtc)) == 0.0);
+    CHECK(max_abs_diff(gelu(xt), gelu(xtc)) == 0.0);
+    Tensor row = g.uniform({70}, -1, 1, dt);
+    CHECK(max_abs_diff(add(xt, row), add(xtc, row)) == 0.0);
+  }
+}
+
 TEST_CASE("dtype rules: mixed floats are an error naming op and dtypes; ints do the cheap ops") {
   Tensor f = Tensor::ones({2}, DType::F32), d = Tensor::ones({2}, DType::F64);
   CHECK_THROWS_WITH_AS(add(f, d), doctest::Contains("add: dtypes differ: f32"), Error);
@@ -364,6 +379,8 @@ TEST_CASE("dtype rules: mixed floats are an error naming op and dtypes; ints do 
   CHECK(mul(i, 2.0).to_vector<int64_t>() == std::vector<int64_t>{2, -4, 6});
   CHECK(maximum(i, j).to_vector<int64_t>() == std::vector<int64_t>{4, 5, 3});
   CHECK(abs(i).to_vector<int64_t>() == std::vector<int64_t>{1, 2, 3});
+  CHECK(clamp(i, -1.5, INFINITY).to_vector<int64_t>() == std::vector<int64_t>{1, -1, 3});
+  CHECK(relu(i).to_vector<int64_t>() == std::vector<int64_t>{1, 0, 3});
   CHECK_THROWS_WITH_AS(div(i, j), doctest::Contains("div"), Error);
   CHECK_THROWS_WITH_AS(exp(i), doctest::Contains("exp"), Error);
   CHECK_THROWS_WITH_AS(add(i, 0.5), doctest::Contains("add"), Error);

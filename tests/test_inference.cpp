@@ -7,6 +7,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -18,6 +19,7 @@
 #include "kernels/cpu/threads.h"
 #include "model/bet_model.h"
 #include "runtime/checkpoint/checkpoint.h"
+#include "runtime/inference/forward.h"
 #include "runtime/inference/predictor.h"
 #include "runtime/inference/uncertainty.h"
 #include "runtime/tokenizer/tokenizer.h"
@@ -90,10 +92,14 @@ PredictRequest text_req(const std::string& text, int perms = 1, int mc = 0) {
   return r;
 }
 
-// Largest absolute difference between two JSON values of the same structure (numbers
-// compared numerically, everything else exactly); infinity when the structures differ.
+// Largest difference between two JSON values of the same structure, relative for
+// numbers above 1 (alpha and beta grow with the length; float32 keeps ~7 digits), exact
+// for everything else; infinity when the structures differ.
 double json_diff(const json& a, const json& b) {
-  if (a.is_number() && b.is_number()) return std::fabs(a.get<double>() - b.get<double>());
+  if (a.is_number() && b.is_number()) {
+    const double x = a.get<double>(), y = b.get<double>();
+    return std::fabs(x - y) / std::max({1.0, std::fabs(x), std::fabs(y)});
+  }
   if (a.type() != b.type()) return INFINITY;
   if (a.is_object()) {
     if (a.size() != b.size()) return INFINITY;
@@ -209,6 +215,12 @@ TEST_CASE("total = aleatoric + epistemic, epistemic >= 0, on random ensembles") 
     for (double v : s.pbar) sum += v;
     CHECK(sum == doctest::Approx(1.0).epsilon(1e-12));
   }
+}
+
+TEST_CASE("utf8_safe keeps valid text and replaces stray bytes") {
+  CHECK(utf8_safe("caf\xC3\xA9") == "caf\xC3\xA9");
+  CHECK(utf8_safe("a\xC3") == "a\xEF\xBF\xBD");
+  CHECK(utf8_safe("\xFF\xE2\x82\xACx") == "\xEF\xBF\xBD\xE2\x82\xACx");
 }
 
 TEST_CASE("beta summary and JSON field names") {
@@ -493,6 +505,7 @@ TEST_CASE("lm: next-token distribution, uncertainty and generation") {
   CHECK(r["uncertainty"]["members"] == 3);
   CHECK(r["uncertainty"]["beta"].is_object());
   CHECK(r["cot_length"].get<double>() >= 1.0);
+  CHECK_NOTHROW(r.dump());  // token texts are valid UTF-8 even for bytes >= 0x80
   // The next token depends on the end of a long prompt, which is what truncation keeps.
   const std::string long_text = text_of(60, 5);
   json lt = pred.predict(text_req(long_text));
@@ -507,6 +520,7 @@ TEST_CASE("lm: next-token distribution, uncertainty and generation") {
   g.seed = 5;
   json x = pred.generate(g), y = pred.generate(g);
   CHECK(x == y);
+  CHECK_NOTHROW(x.dump());
   CHECK(x["tokens"].get<int>() <= 6);
   CHECK(x["cot_budget"].is_null());
   g.temperature = 0.0;  // greedy

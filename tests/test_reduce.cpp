@@ -208,6 +208,58 @@ TEST_CASE("sum kernels agree with a naive sum at parallel sizes and layouts") {
   }
 }
 
+TEST_CASE("max, argmax and cumsum kernels agree with naive loops across blocks and strips") {
+  Generator g(11);
+  // Integer values in [-20, 20]: many ties, so the first-index rule is exercised
+  // across the row blocks and strips.
+  auto ints = [&](const Shape& s, DType dt) {
+    auto v = g.uniform(s, -20.5, 20.5, DType::F64).to_vector<double>();
+    for (double& x : v) x = std::round(x);
+    return Tensor::from_vector<double>(v, s).to(dt);
+  };
+  for (DType dt : {DType::F32, DType::F64}) {
+    for (auto [shape, dim] : std::vector<std::pair<Shape, int64_t>>{
+             {{37, 1000}, 1}, {{3, 1500}, 0}, {{5, 7, 1100}, 1}, {{9, 333}, 1}, {{2, 3000, 3}, 1}}) {
+      CAPTURE(shape_str(shape));
+      Tensor x = ints(shape, dt);
+      auto v = x.to_vector<double>();
+      int64_t outer = 1, n = shape[size_t(dim)], inner = 1;
+      for (int64_t d = 0; d < dim; ++d) outer *= shape[size_t(d)];
+      for (size_t d = size_t(dim) + 1; d < shape.size(); ++d) inner *= shape[d];
+      auto mv = max(x, dim).to_vector<double>();
+      auto mi = argmax(x, dim).to_vector<int64_t>();
+      auto cs = cumsum(x, dim).to_vector<double>();
+      bool max_ok = true, cum_ok = true;
+      for (int64_t o = 0; o < outer; ++o)
+        for (int64_t j = 0; j < inner; ++j) {
+          double best = v[size_t(o * n * inner + j)], run = 0;
+          int64_t bi = 0;
+          for (int64_t r = 0; r < n; ++r) {
+            double e = v[size_t((o * n + r) * inner + j)];
+            if (e > best) best = e, bi = r;
+            run += e;
+            cum_ok &= cs[size_t((o * n + r) * inner + j)] == run;  // small integers: exact
+          }
+          max_ok &= mv[size_t(o * inner + j)] == best && mi[size_t(o * inner + j)] == bi;
+        }
+      CHECK(max_ok);
+      CHECK(cum_ok);
+    }
+  }
+  // NaN is the maximum, at its first position, as in torch.
+  double nan = std::nan("");
+  Tensor xn = Tensor::from_vector<double>({1, nan, 7, nan, 2, 3, 9, 4}, {2, 4});
+  auto v = max(xn, 1).to_vector<double>();
+  CHECK(std::isnan(v[0]));
+  CHECK(v[1] == 9);
+  CHECK(argmax(xn, 1).to_vector<int64_t>() == std::vector<int64_t>{1, 2});
+  CHECK(argmax(transpose(xn, 0, 1), 0).to_vector<int64_t>() == std::vector<int64_t>{1, 2});
+  std::vector<float> longrow(700, 1.f);
+  longrow[600] = std::nanf("");
+  longrow[650] = std::nanf("");
+  CHECK(argmax(Tensor::from_vector<float>(longrow, {700}), 0).item() == 600.0);
+}
+
 TEST_CASE("a sum does not depend on the thread count") {
   Generator g(9);
   Tensor x = g.uniform({7, 100003}, -1, 1, DType::F32);

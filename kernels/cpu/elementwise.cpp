@@ -1,7 +1,9 @@
 #include "kernels/cpu/elementwise.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include "kernels/cpu/strided.h"
 
@@ -179,7 +181,9 @@ void unary_int(UnaryOp op, const Tensor& a, const Tensor& out, double p0, double
       return unary_loop<T>(a, out, [s](T x) { return T(s - x); });
     }
     case UnaryOp::Clamp: {
-      T lo = T(std::ceil(p0)), hi = T(std::floor(p1));
+      // Bounds outside T's range (e.g. +-inf) saturate instead of overflowing the cast.
+      const double tmin = double(std::numeric_limits<T>::min()), tmax = double(std::numeric_limits<T>::max());
+      const T lo = T(std::clamp(std::ceil(p0), tmin, tmax)), hi = T(std::clamp(std::floor(p1), tmin, tmax));
       return unary_loop<T>(a, out, [lo, hi](T x) { return x < lo ? lo : (x > hi ? hi : x); });
     }
     default: fail("elementwise: this op does not support integer tensors (", dtype_name(a.dtype()), ")");

@@ -77,8 +77,10 @@ BET_VINLINE T vexp(T x) { return std::exp(x); }
 template <>
 BET_VINLINE float vexp(float x) {
   // exp(x) = 2^n * exp(r), |r| <= ln2/2; the scale 2^n is applied in two halves so
-  // that results near overflow and in the denormal range stay exact.
-  const float xc = vm::blend(x < -104.f, -104.f, vm::blend(x > 89.f, 89.f, x));
+  // that results up to overflow stay exact. Below -87.33 the result is flushed to 0
+  // rather than computed as a denormal (denormal arithmetic can take microcode
+  // assists, e.g. for masked softmax logits).
+  const float xc = vm::blend(x < -87.33f, -87.33f, vm::blend(x > 89.f, 89.f, x));
   int32_t ni;
   const float n = vm::round_magic(xc * 1.44269504088896341f, &ni);
   float r = std::fma(n, -0.693359375f, xc);
@@ -92,7 +94,7 @@ BET_VINLINE float vexp(float x) {
   p = std::fma(p * r, r, r + 1.f);
   // A NaN x leaves garbage in ni, but p is NaN and so is the product.
   const int32_t h = ni >> 1;
-  return p * vm::pow2i(h) * vm::pow2i(ni - h);
+  return vm::blend(x < -87.33f, 0.f, p * vm::pow2i(h) * vm::pow2i(ni - h));
 }
 
 // log(1 + t) for t in [0, 1], as 2 atanh(s) with s = t / (2 + t) <= 1/3: a short odd

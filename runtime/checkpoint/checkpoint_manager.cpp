@@ -99,6 +99,12 @@ std::string CheckpointManager::save_training(const Checkpoint& ck, int64_t step)
     if (ec) std::cerr << "warning: " << (fs::path(dir) / n).string() << ": cannot delete old checkpoint: "
                       << ec.message() << "\n";
   }
+  // Temporaries of a writer that crashed mid-write (atomic_write_file names them
+  // "<file>.tmp.<pid>"); ours is gone by now, and one run owns this directory.
+  static const std::regex tmp_re("step-[0-9]+\\.bet\\.tmp\\.[0-9]+");
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (std::regex_match(e.path().filename().string(), tmp_re)) fs::remove(e.path(), ec);
   fsync_dir(dir);
   return path;
 }

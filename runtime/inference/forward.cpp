@@ -13,6 +13,23 @@ constexpr uint64_t kDropoutTag = 0x696e662d64726f70ULL;  // "inf-drop"
 constexpr int64_t kLogitBudget = int64_t(1) << 25;     // lm logits per forward (128 MiB of f32)
 }  // namespace
 
+std::string utf8_safe(std::string_view s) {
+  if (runtime::is_valid_utf8(s)) return std::string(s);
+  std::string out;
+  for (size_t i = 0; i < s.size();) {
+    const uint8_t c = uint8_t(s[i]);
+    const size_t len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+    if (len > 0 && i + len <= s.size() && runtime::is_valid_utf8(s.substr(i, len))) {
+      out.append(s.substr(i, len));
+      i += len;
+    } else {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    }
+  }
+  return out;
+}
+
 int64_t forward_token_budget(const model::BetModel& m) {
   const model::ModelConfig& cfg = m.config();
   if (cfg.task == model::Task::Classify) return kForwardTokenBudget;
@@ -43,19 +60,11 @@ std::vector<MemberOutput> forward_rows(const model::BetModel& m, const std::vect
   model::SeqContext ctx = model::SeqContext::from_lengths(lengths, S, cfg.causal(), m.dtype());
   model::ForwardOptions opt;
   opt.temperature = 1.0;  // raw logits: each request applies its own temperature
-  std::vector<Tensor> perm;
   uint64_t offset = 0;
   if (mc_dropout && cfg.dropout > 0) {
-    // Dropout needs a training context, which would also switch the attention
-    // relabellings to their training keys; drawing them here, before the switch, keeps
-    // the inference ones.
-    perm.resize(size_t(cfg.layers));
-    for (size_t i = 0; i < m.bet_layers.size(); ++i) {
-      const auto& a = *m.bet_layers[i]->attn;
-      if (a.use_rope && a.k_paths > 0) perm[i] = a.relabellings(ctx);
-    }
-    opt.perm_ids = &perm;
-    ctx.training = true;
+    // Dropout sites on; the relabellings keep their inference keys (only `training`
+    // switches them), so member k differs from the deterministic answer by its mask alone.
+    ctx.mc_dropout = true;
     ctx.seed = mix_key({kDropoutTag, cfg.inference_seed});
     ctx.dropout_offset = &offset;
   }

@@ -2,6 +2,8 @@
 // what a response needs from each row, and lm text generation.
 #pragma once
 #include <cstdint>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -30,6 +32,10 @@ int64_t forward_token_budget(const model::BetModel& m);
 // the attention relabellings keep their inference keys.
 std::vector<MemberOutput> forward_rows(const model::BetModel& m, const std::vector<const std::vector<int32_t>*>& rows,
                                        bool mc_dropout);
+
+// `s` with every byte that is not part of a valid UTF-8 sequence replaced by U+FFFD:
+// a byte-level model's token or text may end inside a character, and JSON needs UTF-8.
+std::string utf8_safe(std::string_view s);
 
 // Autoregressive sampling for lm models (product.md /v1/generate). Throws InputError
 // for a classifier or a field out of range.

@@ -107,7 +107,7 @@ nlohmann::json generate_text(const LoadedModel& L, const server::GenerateRequest
     out.push_back(tok);
     seq.push_back(tok);
   }
-  nlohmann::json j = {{"text", L.tokenizer->decode(out)}, {"tokens", out.size()}, {"stop", stop}};
+  nlohmann::json j = {{"text", utf8_safe(L.tokenizer->decode(out))}, {"tokens", out.size()}, {"stop", stop}};
   j["cot_budget"] = req.cot_auto ? nlohmann::json(budget) : nlohmann::json(nullptr);
   return j;
 }

@@ -156,8 +156,8 @@ json respond(const LoadedModel& L, const Prepared& p, const std::vector<MemberOu
     });
     json tops = json::array();
     for (size_t i = 0; i < top; ++i)
-      tops.push_back({{"id", idx[i]}, {"text", L.tokenizer->decode({idx[i]})}, {"probability", s.pbar[size_t(idx[i])]}});
-    r["label"] = L.tokenizer->decode({int32_t(s.argmax)});
+      tops.push_back({{"id", idx[i]}, {"text", utf8_safe(L.tokenizer->decode({idx[i]}))}, {"probability", s.pbar[size_t(idx[i])]}});
+    r["label"] = utf8_safe(L.tokenizer->decode({int32_t(s.argmax)}));
     r["token_id"] = s.argmax;
     r["top_tokens"] = std::move(tops);
   }

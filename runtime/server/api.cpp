@@ -33,8 +33,11 @@ bool get_int(const json& body, const char* name, int64_t lo, int64_t hi, std::op
   // 3.0 is a float in JSON terms; an integer field takes only integers.
   if (!v->is_number_integer())
     return bad(err, std::string("field '") + name + "' must be an integer");
-  if (v->is_number_unsigned() ? v->get<uint64_t>() > static_cast<uint64_t>(hi)
-                              : (v->get<int64_t>() < lo || v->get<int64_t>() > hi))
+  // Unsigned values past INT64_MAX must not wrap into range.
+  bool out_of_range = v->is_number_unsigned() ? v->get<uint64_t>() > static_cast<uint64_t>(hi) ||
+                                                    static_cast<int64_t>(v->get<uint64_t>()) < lo
+                                              : (v->get<int64_t>() < lo || v->get<int64_t>() > hi);
+  if (out_of_range)
     return bad(err, std::string("field '") + name + "' must be between " + std::to_string(lo) + " and " +
                         std::to_string(hi));
   *out = v->get<int64_t>();

@@ -91,8 +91,12 @@ void append_number(std::string& out, double v) {
   } else if (std::isinf(v)) {
     out.append(v > 0 ? "+Inf" : "-Inf");
   } else {
+    // Shortest round-trip digits; plain notation in the everyday range ("0.0005",
+    // not "5e-04"), which is what people grep for in bucket bounds.
     char buf[64];
-    auto r = std::to_chars(buf, buf + sizeof buf, v);
+    double a = std::fabs(v);
+    auto r = (a == 0 || (a >= 1e-6 && a < 1e15)) ? std::to_chars(buf, buf + sizeof buf, v, std::chars_format::fixed)
+                                                 : std::to_chars(buf, buf + sizeof buf, v);
     out.append(buf, static_cast<size_t>(r.ptr - buf));
   }
 }
@@ -186,10 +190,10 @@ Histogram& Registry::histogram(std::string_view name, std::string_view help, con
   return *s.histogram;
 }
 
-void Registry::remove_series(std::string_view name) {
+void Registry::remove_family(std::string_view name) {
   std::lock_guard lock(mu_);
   auto it = families_.find(name);
-  if (it != families_.end()) it->second.series.clear();
+  if (it != families_.end()) families_.erase(it);
 }
 
 void Registry::write(std::string& out) const {

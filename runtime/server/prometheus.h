@@ -62,14 +62,15 @@ class Registry {
   // Returns the series with these labels, creating the family and the series on first
   // use. A name reused with another type or label set throws std::invalid_argument, as
   // does an invalid metric or label name. References stay valid for the registry's life
-  // (except after remove_series on that family).
+  // (except after remove_family).
   Counter& counter(std::string_view name, std::string_view help, const Labels& labels = {});
   Gauge& gauge(std::string_view name, std::string_view help, const Labels& labels = {});
   Histogram& histogram(std::string_view name, std::string_view help, const std::vector<double>& buckets,
                        const Labels& labels = {});
 
-  // Drops every series of a family (e.g. an info gauge whose labels changed on reload).
-  void remove_series(std::string_view name);
+  // Drops a family with all its series (e.g. an info gauge whose labels change on
+  // reload); references into it dangle afterwards.
+  void remove_family(std::string_view name);
 
   // Appends the text exposition of every family, sorted by name.
   void write(std::string& out) const;

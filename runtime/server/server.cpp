@@ -305,7 +305,7 @@ void HttpServer::Impl::release(Connection* c) {
   c->out.shrink_to(kKeepBufferCapacity);
   c->parser.reset();
   c->fd = -1;
-  c->inflight = c->close_after_write = c->lingering = c->peer_eof = false;
+  c->inflight = c->close_after_write = c->lingering = c->linger = c->peer_eof = false;
   c->readable = c->sent_continue = c->closed = c->queued_ready = false;
   c->tlist = kNoTimer;
   c->tprev = c->tnext = nullptr;
@@ -500,7 +500,10 @@ void HttpServer::Impl::flush(Connection* c) {
 }
 
 void HttpServer::Impl::start_linger(Connection* c) {
-  if (c->peer_eof) {
+  // A complete exchange with nothing unread closes at once. After a refusal (or with
+  // pipelined input we will not answer) the client may still be sending: closing now
+  // would reset the connection and could destroy the response before it is read.
+  if (c->peer_eof || (!c->linger && c->in.empty())) {
     close_conn(c);
     return;
   }
@@ -575,6 +578,7 @@ void HttpServer::Impl::on_timeout(Connection* c) {
   c->keep_alive = false;
   c->started = now_;
   c->in.clear();
+  c->linger = true;
   respond_error(c, 408, "request_timeout", "the request did not arrive in time");
   c->close_after_write = true;
   pump(c);

@@ -35,6 +35,7 @@ struct Connection {
 
   bool inflight = false;          // a job is with the inference worker
   bool close_after_write = false;
+  bool linger = false;            // close via a linger (after refusing a request)
   bool lingering = false;         // response sent, write side shut, discarding input
   bool peer_eof = false;
   bool readable = false;          // no EAGAIN since the last EPOLLIN edge (edge-triggered)

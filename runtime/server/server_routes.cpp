@@ -70,17 +70,11 @@ void HttpServer::Impl::update_model_info() {
   model_ready_->set(ready ? 1 : 0);
   prom::Labels labels = {{"version", version}};
   if (!name.empty()) labels.emplace_back("name", name);
-  // The label set of an info metric changes with the model; a fresh family keeps the
-  // exposition consistent when "name" appears or disappears.
-  registry_.remove_series("bet_model_info");
-  try {
-    registry_.gauge("bet_model_info", "The model being served (value 1), labelled with its version.", labels)
-        .set(1);
-  } catch (const std::invalid_argument&) {
-    registry_.gauge("bet_model_info", "The model being served (value 1), labelled with its version.",
-                    {{"version", version}})
-        .set(1);
-  }
+  // The label set of an info metric changes with the model ("name" may come or go), so
+  // the family is replaced rather than updated. Remove and re-create are two steps: a
+  // scrape in between sees no model info, which is harmless.
+  registry_.remove_family("bet_model_info");
+  registry_.gauge("bet_model_info", "The model being served (value 1), labelled with its version.", labels).set(1);
 }
 
 prom::Counter& HttpServer::Impl::request_counter(size_t route, int status) {
@@ -125,6 +119,7 @@ void HttpServer::Impl::handle_parse_error(Connection* c) {
   c->http10 = p.request().version_minor == 0;
   c->started = Clock::now();
   c->in.clear();
+  c->linger = true;  // the client may still be sending what we refused
   int status = p.error_status();
   respond_error(c, status, error_code_for(status), p.error_message());
   c->close_after_write = true;

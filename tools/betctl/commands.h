@@ -13,5 +13,6 @@ struct Registry {
 
 void add_bench_command(CLI::App& app, Registry& registry);
 void add_train_command(CLI::App& app, Registry& registry);
+void add_model_commands(CLI::App& app, Registry& registry);
 
 }  // namespace betctl

@@ -14,10 +14,12 @@ int main(int argc, char** argv) {
   CLI::App app{"betctl: train, evaluate and serve Bayesian Expectation Transformers"};
   app.set_version_flag("--version", std::string("betctl ") + BET_VERSION);
   app.require_subcommand(1);
+  app.fallthrough();  // global options such as --config work after the subcommand too
   app.set_config("--config", "", "TOML config file with option values", false);
 
   betctl::Registry registry;
   betctl::add_train_command(app, registry);
+  betctl::add_model_commands(app, registry);
   betctl::add_bench_command(app, registry);
 
   try {

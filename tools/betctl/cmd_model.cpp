@@ -1,0 +1,242 @@
+// Commands over model files: inspect, export, import, eval, calibrate.
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+
+#include "kernels/cpu/threads.h"
+#include "model/bet_model.h"
+#include "runtime/checkpoint/checkpoint.h"
+#include "runtime/checkpoint/checkpoint_manager.h"
+#include "runtime/checkpoint/config_json.h"
+#include "runtime/checkpoint/safetensors.h"
+#include "runtime/data/dataset.h"
+#include "runtime/eval/calibration.h"
+#include "runtime/eval/metrics.h"
+#include "runtime/io/atomic_file.h"
+#include "runtime/train/evaluate.h"
+#include "runtime/train/training_data.h"
+#include "tools/betctl/commands.h"
+
+namespace betctl {
+
+using namespace bet;
+using namespace bet::runtime;
+
+namespace {
+
+struct LoadedModel {
+  Checkpoint ck;
+  std::unique_ptr<model::BetModel> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+};
+
+LoadedModel load_model(const std::string& path) {
+  LoadedModel m;
+  m.ck = load_checkpoint(path);
+  Generator g(0);
+  m.model = std::make_unique<model::BetModel>(m.ck.config, g);
+  apply_checkpoint(m.ck, *m.model);
+  m.model->eval();
+  m.tokenizer = Tokenizer::from_json(m.ck.tokenizer);
+  return m;
+}
+
+// Validation-style encoding of a labelled file for a loaded model.
+std::vector<EncodedSequence> load_eval_data(const LoadedModel& m, const std::string& path, const std::string& text_field,
+                                            const std::string& label_field, bool skip_bad) {
+  const auto& cfg = m.model->config();
+  ReadOptions ro;
+  ro.text_field = text_field;
+  ro.label_field = label_field;
+  ro.skip_bad = skip_bad;
+  ro.need_labels = cfg.task == model::Task::Classify;
+  if (ro.need_labels) ro.known_labels = cfg.labels;
+  TextDataset ds = read_dataset(path, ro);
+  std::vector<std::string> texts;
+  std::vector<int64_t> labels;
+  for (auto& e : ds.examples) {
+    texts.push_back(e.text);
+    labels.push_back(e.label);
+  }
+  return encode_examples(*m.tokenizer, texts, labels, cfg.task, cfg.max_len);
+}
+
+nlohmann::json classification_report(const EvalResult& r, const model::ModelConfig& cfg, const std::string& positive) {
+  std::vector<double> probs;
+  const int64_t C = cfg.num_classes;
+  for (const auto& row : r.logits) {
+    double mx = *std::max_element(row.begin(), row.end()), z = 0;
+    for (double v : row) z += std::exp(v - mx);
+    for (double v : row) probs.push_back(std::exp(v - mx) / z);
+  }
+  EvalOptions eo;
+  if (!positive.empty()) {
+    auto it = std::find(cfg.labels.begin(), cfg.labels.end(), positive);
+    BET_CHECK(it != cfg.labels.end(), "--positive-label: '", positive, "' is not one of the model's labels");
+    eo.positive_label = int64_t(it - cfg.labels.begin());
+  } else if (C == 2) {
+    eo.positive_label = 1;
+  }
+  return evaluate(RowMatrix(probs, C), r.labels, eo).to_json();
+}
+
+}  // namespace
+
+void add_model_commands(CLI::App& app, Registry& registry) {
+  {
+    auto* cmd = app.add_subcommand("inspect", "Describe a checkpoint (.bet or .safetensors)");
+    auto path = std::make_shared<std::string>();
+    cmd->add_option("checkpoint", *path, "file")->required();
+    cmd->add_flag("--json", "print JSON (the default)");
+    cmd->callback([&registry, path] {
+      registry.selected = [path] {
+        std::cout << inspect_checkpoint(*path).dump(2) << std::endl;
+        return 0;
+      };
+    });
+  }
+  {
+    auto* cmd = app.add_subcommand("export", "Write a production model (no optimizer state) with a version");
+    auto path = std::make_shared<std::string>();
+    auto version = std::make_shared<std::string>();
+    auto format = std::make_shared<std::string>("bet");
+    auto out = std::make_shared<std::string>();
+    auto json = std::make_shared<bool>(false);
+    cmd->add_option("checkpoint", *path, "source checkpoint")->required();
+    cmd->add_option("--version", *version, "semantic version X.Y.Z")->required();
+    cmd->add_option("--format", *format, "bet | safetensors")->check(CLI::IsMember({"bet", "safetensors"}));
+    cmd->add_option("--out", *out, "output file (default: the run's checkpoints/production/)");
+    cmd->add_flag("--json", *json, "print the result as JSON");
+    cmd->callback([&registry, path, version, format, out, json] {
+      registry.selected = [=] {
+        Checkpoint ck = load_checkpoint(*path);
+        std::string written;
+        if (*format == "safetensors") {
+          BET_CHECK(!out->empty(), "export: --format safetensors needs --out FILE");
+          export_checkpoint_safetensors(*out, production_checkpoint(ck, *version));
+          written = *out;
+        } else {
+          // The run directory is two levels above checkpoints/<kind>/file.bet.
+          std::filesystem::path run = std::filesystem::path(*path).parent_path().parent_path().parent_path();
+          CheckpointManager mgr(run.empty() ? "." : run.string(), 3);
+          written = mgr.export_production(ck, *version, *out);
+        }
+        if (*json) std::cout << nlohmann::json({{"path", written}, {"version", *version}}).dump() << std::endl;
+        else std::printf("exported %s version %s\n", written.c_str(), version->c_str());
+        return 0;
+      };
+    });
+  }
+  {
+    auto* cmd = app.add_subcommand("import", "Build a .bet model from a safetensors file");
+    auto path = std::make_shared<std::string>();
+    auto config = std::make_shared<std::string>();
+    auto out = std::make_shared<std::string>();
+    cmd->add_option("file", *path, "model.safetensors")->required();
+    cmd->add_option("--model-config", *config, "JSON model config (when the file carries none)");
+    cmd->add_option("--out", *out, "output .bet file")->required();
+    cmd->callback([&registry, path, config, out] {
+      registry.selected = [=] {
+        nlohmann::json cfg;
+        if (!config->empty()) {
+          try {
+            cfg = nlohmann::json::parse(read_file(*config));
+          } catch (const nlohmann::json::exception& e) {
+            fail(*config, ": not valid JSON: ", e.what());
+          }
+        }
+        Checkpoint ck = import_checkpoint_safetensors(*path, config->empty() ? nullptr : &cfg);
+        ck.kind = "production";
+        save_checkpoint(*out, ck);
+        std::printf("imported %s -> %s\n", path->c_str(), out->c_str());
+        return 0;
+      };
+    });
+  }
+  {
+    auto* cmd = app.add_subcommand("eval", "Evaluate a model on labelled data");
+    auto path = std::make_shared<std::string>();
+    auto data = std::make_shared<std::string>();
+    auto text_field = std::make_shared<std::string>("text");
+    auto label_field = std::make_shared<std::string>("label");
+    auto positive = std::make_shared<std::string>();
+    auto batch = std::make_shared<int64_t>(32);
+    auto threads = std::make_shared<int>(0);
+    auto skip_bad = std::make_shared<bool>(false);
+    auto json = std::make_shared<bool>(false);
+    cmd->add_option("--model", *path, "checkpoint")->required();
+    cmd->add_option("--data", *data, "JSONL / CSV / TSV / text")->required();
+    cmd->add_option("--text-field", *text_field, "text field");
+    cmd->add_option("--label-field", *label_field, "label field");
+    cmd->add_option("--positive-label", *positive, "label for binary F1");
+    cmd->add_option("--batch-size", *batch, "sequences per forward")->check(CLI::Range(1, 1 << 20));
+    cmd->add_option("--threads", *threads, "threads")->check(CLI::NonNegativeNumber);
+    cmd->add_flag("--skip-bad", *skip_bad, "skip malformed records");
+    cmd->add_flag("--json", *json, "print JSON");
+    cmd->callback([&registry, path, data, text_field, label_field, positive, batch, threads, skip_bad, json] {
+      registry.selected = [=] {
+        if (*threads > 0) kernels::cpu::set_num_threads(*threads);
+        LoadedModel m = load_model(*path);
+        auto seqs = load_eval_data(m, *data, *text_field, *label_field, *skip_bad);
+        EvalResult r = evaluate(*m.model, seqs, *batch);
+        nlohmann::json out;
+        if (m.model->config().task == model::Task::Classify) {
+          out = classification_report(r, m.model->config(), *positive);
+          out["temperature"] = m.model->temperature_value();
+        } else {
+          out = {{"loss", r.loss}, {"perplexity", r.perplexity()}, {"bits_per_token", r.bits_per_token()},
+                 {"tokens", r.n}};
+        }
+        if (*json) {
+          std::cout << out.dump(2) << std::endl;
+        } else {
+          for (auto it = out.begin(); it != out.end(); ++it)
+            if (it.value().is_number()) std::printf("%-24s %.6f\n", it.key().c_str(), it.value().get<double>());
+        }
+        return 0;
+      };
+    });
+  }
+  {
+    auto* cmd = app.add_subcommand("calibrate", "Fit the logit temperature on held-out data and store it");
+    auto path = std::make_shared<std::string>();
+    auto data = std::make_shared<std::string>();
+    auto out = std::make_shared<std::string>();
+    auto text_field = std::make_shared<std::string>("text");
+    auto label_field = std::make_shared<std::string>("label");
+    auto json = std::make_shared<bool>(false);
+    cmd->add_option("--model", *path, "checkpoint")->required();
+    cmd->add_option("--data", *data, "validation data of the training distribution (never the test set)")->required();
+    cmd->add_option("--out", *out, "calibrated checkpoint to write")->required();
+    cmd->add_option("--text-field", *text_field, "text field");
+    cmd->add_option("--label-field", *label_field, "label field");
+    cmd->add_flag("--json", *json, "print JSON");
+    cmd->callback([&registry, path, data, out, text_field, label_field, json] {
+      registry.selected = [=] {
+        LoadedModel m = load_model(*path);
+        BET_CHECK(m.model->config().task == model::Task::Classify, "calibrate: only classify models have labels");
+        m.model->set_temperature(1.0);  // fit on raw logits
+        auto seqs = load_eval_data(m, *data, *text_field, *label_field, false);
+        EvalResult r = evaluate(*m.model, seqs, 32);
+        TemperatureFit fit = fit_temperature(RowMatrix(r.logits), r.labels);
+        Checkpoint ck = m.ck;
+        for (auto& [name, t] : ck.weights)
+          if (name == "temperature") t = Tensor::scalar(fit.temperature);
+        ck.metrics["calibration"] = {{"temperature", fit.temperature}, {"nll_before", fit.nll_before},
+                                     {"nll_after", fit.nll_after}, {"data", *data}};
+        save_checkpoint(*out, ck);
+        nlohmann::json res = {{"temperature", fit.temperature}, {"nll_before", fit.nll_before},
+                              {"nll_after", fit.nll_after}, {"out", *out}};
+        if (*json) std::cout << res.dump(2) << std::endl;
+        else std::printf("temperature %.4f (NLL %.4f -> %.4f), written to %s\n", fit.temperature, fit.nll_before,
+                         fit.nll_after, out->c_str());
+        return 0;
+      };
+    });
+  }
+}
+
+}  // namespace betctl
