@@ -106,6 +106,12 @@ TEST_CASE("parses request line, headers and Content-Length body") {
   CHECK(*p.request().header("user-agent") == "test/1.0");
   CHECK(p.request().header("User-Agent") == nullptr);  // lookups take the lower-cased name
 
+  HttpRequest abs;
+  abs.target = "http://example.com:8080/v1/predict?x=1";
+  CHECK(abs.path() == "/v1/predict");
+  abs.target = "http://example.com";
+  CHECK(abs.path() == "/");
+
   Parsed h = parse_whole(valid_requests()[9]);
   REQUIRE(h.status == ParseStatus::kComplete);
   CHECK(h.headers[1].second.empty());

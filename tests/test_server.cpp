@@ -1,27 +1,20 @@
 // The HTTP server end to end: a real server on 127.0.0.1 (ephemeral port) run on a
-// thread of the test, a fake predictor, and raw-socket clients. Also the pieces it is
-// made of: the Prometheus writer, API keys and rate limits, and the batching queue.
+// thread of the test, a fake predictor, and raw-socket clients. The pieces it is made
+// of have their own tests in test_server_parts.cpp.
 #include <doctest/doctest.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <map>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -29,10 +22,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "runtime/server/auth.h"
-#include "runtime/server/batch_queue.h"
-#include "runtime/server/http_parser.h"
-#include "runtime/server/prometheus.h"
+#include "runtime/server/http_client.h"
+#include "runtime/server/prometheus_check.h"
 #include "runtime/server/router.h"
 #include "runtime/server/server.h"
 
@@ -148,133 +139,15 @@ struct TestServer {
   uint16_t port() const { return server->port(); }
 };
 
-struct Response {
-  int status = 0;
-  std::map<std::string, std::string> headers;  // lower-case names
-  std::string body;
-  json body_json() const { return json::parse(body); }
-  std::string header(const std::string& n) const {
-    auto it = headers.find(n);
-    return it == headers.end() ? "" : it->second;
-  }
+struct Client : HttpClient {
+  explicit Client(uint16_t port) : HttpClient("127.0.0.1", port) {}
 };
 
-std::string lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
+std::string post(const std::string& path, const std::string& body) {
+  return HttpClient::format_request("POST", path, body);
 }
 
-class Client {
- public:
-  explicit Client(uint16_t port) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(fd_ >= 0);
-    timeval tv{10, 0};  // no test hangs forever on a server that never answers
-    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    int one = 1;
-    setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-  }
-  ~Client() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  bool connected() const { return connected_; }
-  int fd() const { return fd_; }
-
-  bool send(std::string_view s) {
-    while (!s.empty()) {
-      ssize_t n = ::send(fd_, s.data(), s.size(), MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      s.remove_prefix(static_cast<size_t>(n));
-    }
-    return true;
-  }
-  bool send_bytewise(std::string_view s) {
-    for (size_t i = 0; i < s.size(); ++i) {
-      if (!send(s.substr(i, 1))) return false;
-      if (i % 16 == 0) std::this_thread::sleep_for(1ms);  // make the pieces arrive separately
-    }
-    return true;
-  }
-
-  // Reads one response (skipping 1xx); nullopt on EOF, timeout or garbage.
-  std::optional<Response> read(bool head_request = false) {
-    while (true) {
-      size_t end = buf_.find("\r\n\r\n");
-      while (end == std::string::npos) {
-        if (!fill()) return std::nullopt;
-        end = buf_.find("\r\n\r\n");
-      }
-      Response r;
-      std::istringstream head(buf_.substr(0, end));
-      std::string line;
-      std::getline(head, line);
-      if (line.rfind("HTTP/1.1 ", 0) != 0) return std::nullopt;
-      r.status = std::atoi(line.c_str() + 9);
-      while (std::getline(head, line)) {
-        if (!line.empty() && line.back() == '\r') line.pop_back();
-        size_t colon = line.find(':');
-        if (colon == std::string::npos) return std::nullopt;
-        std::string v = line.substr(colon + 1);
-        while (!v.empty() && v.front() == ' ') v.erase(0, 1);
-        r.headers[lower(line.substr(0, colon))] = v;
-      }
-      buf_.erase(0, end + 4);
-      if (r.status >= 100 && r.status < 200) continue;
-      size_t len = std::stoul(r.headers.count("content-length") ? r.headers["content-length"] : "0");
-      if (head_request) len = 0;
-      while (buf_.size() < len)
-        if (!fill()) return std::nullopt;
-      r.body = buf_.substr(0, len);
-      buf_.erase(0, len);
-      return r;
-    }
-  }
-
-  // Sends one request and reads its response.
-  std::optional<Response> request(const std::string& method, const std::string& path, const std::string& body = "",
-                                  const std::string& extra_headers = "") {
-    std::string req = method + " " + path + " HTTP/1.1\r\nHost: test\r\n" + extra_headers;
-    if (!body.empty() || method == "POST") req += "Content-Length: " + std::to_string(body.size()) + "\r\n";
-    req += "\r\n" + body;
-    if (!send(req)) return std::nullopt;
-    return read(method == "HEAD");
-  }
-
-  // True when the server closed the connection (EOF, or a reset after our close).
-  bool closed_by_peer() {
-    if (!buf_.empty()) return false;
-    char c;
-    ssize_t n = ::recv(fd_, &c, 1, 0);
-    return n == 0 || (n < 0 && errno == ECONNRESET);
-  }
-
-  const std::string& buffered() const { return buf_; }
-
- private:
-  bool fill() {
-    char tmp[16384];
-    ssize_t n = ::recv(fd_, tmp, sizeof tmp, 0);
-    if (n <= 0) return false;
-    buf_.append(tmp, static_cast<size_t>(n));
-    return true;
-  }
-  int fd_ = -1;
-  bool connected_ = false;
-  std::string buf_;
-};
-
-std::string post(const std::string& path, const std::string& body, const std::string& extra = "") {
-  return "POST " + path + " HTTP/1.1\r\nHost: t\r\n" + extra + "Content-Length: " + std::to_string(body.size()) +
-         "\r\n\r\n" + body;
-}
-
-void check_error(const std::optional<Response>& r, int status, const std::string& code = "") {
+void check_error(const std::optional<HttpResponse>& r, int status, const std::string& code = "") {
   REQUIRE(r.has_value());
   CHECK(r->status == status);
   CHECK(r->header("content-type") == "application/json");
@@ -307,7 +180,7 @@ TEST_CASE("routes: health, ready, model, predict, batch, generate and aliases") 
   auto r = c.request("GET", "/health");
   REQUIRE(r);
   CHECK(r->status == 200);
-  CHECK(r->body_json()["status"] == "ok");
+  CHECK(json::parse(r->body)["status"] == "ok");
   CHECK(!r->header("date").empty());
 
   r = c.request("HEAD", "/health");
@@ -324,14 +197,14 @@ TEST_CASE("routes: health, ready, model, predict, batch, generate and aliases") 
     r = c.request("GET", path);
     REQUIRE(r);
     CHECK(r->status == 200);
-    CHECK(r->body_json()["version"] == "1.2.3");
+    CHECK(json::parse(r->body)["version"] == "1.2.3");
   }
 
   for (const char* path : {"/v1/predict", "/predict"}) {
     r = c.request("POST", path, R"({"text": "abc", "permutations": 4, "mc_dropout": 2, "temperature": 1.5})");
     REQUIRE(r);
     CHECK(r->status == 200);
-    json j = r->body_json();
+    json j = json::parse(r->body);
     CHECK(j["label"] == "odd");
     CHECK(j["permutations"] == 4);
     CHECK(j["mc_dropout"] == 2);
@@ -342,16 +215,16 @@ TEST_CASE("routes: health, ready, model, predict, batch, generate and aliases") 
   r = c.request("POST", "/v1/predict", R"({"chunks": ["ab", "cd"], "return_uncertainty": false})");
   REQUIRE(r);
   CHECK(r->status == 200);
-  CHECK(r->body_json()["label"] == "even");
-  CHECK(r->body_json()["length"] == 4);
-  CHECK(r->body_json()["return_uncertainty"] == false);
-  CHECK(r->body_json()["permutations"].is_null());  // absent: the model's default
+  CHECK(json::parse(r->body)["label"] == "even");
+  CHECK(json::parse(r->body)["length"] == 4);
+  CHECK(json::parse(r->body)["return_uncertainty"] == false);
+  CHECK(json::parse(r->body)["permutations"].is_null());  // absent: the model's default
 
   for (const char* path : {"/v1/predict/batch", "/batch-predict"}) {
     r = c.request("POST", path, R"({"texts": ["a", "bb", "ccc"], "mc_dropout": 3})");
     REQUIRE(r);
     CHECK(r->status == 200);
-    json j = r->body_json();
+    json j = json::parse(r->body);
     REQUIRE(j["predictions"].size() == 3);
     for (int i = 0; i < 3; ++i) {
       CHECK(j["predictions"][i]["length"] == i + 1);
@@ -363,11 +236,11 @@ TEST_CASE("routes: health, ready, model, predict, batch, generate and aliases") 
   r = c.request("POST", "/v1/generate", R"({"prompt": "hi", "max_tokens": 5, "seed": 3})");
   REQUIRE(r);
   CHECK(r->status == 200);
-  CHECK(r->body_json()["text"] == "hi!");
-  CHECK(r->body_json()["tokens"] == 5);
+  CHECK(json::parse(r->body)["text"] == "hi!");
+  CHECK(json::parse(r->body)["tokens"] == 5);
   r = c.request("POST", "/v1/generate", R"({"prompt": "hi", "cot": "auto"})");
   REQUIRE(r);
-  CHECK(r->body_json()["cot_budget"] == 7);
+  CHECK(json::parse(r->body)["cot_budget"] == 7);
 }
 
 TEST_CASE("every error class gets its status and a JSON body") {
@@ -489,7 +362,7 @@ TEST_CASE("API keys: 401 without or with a wrong key; open routes need none; 429
   // Rate limit: 3/s per key with a burst of 3: the fourth immediate request is refused,
   // while the other key still has its own bucket.
   int ok = 0;
-  std::optional<Response> limited;
+  std::optional<HttpResponse> limited;
   for (int i = 0; i < 4; ++i) {
     r = c.request("POST", "/v1/predict", R"({"text": "a"})", "Authorization: bearer secret-two\r\n");
     REQUIRE(r);
@@ -550,7 +423,7 @@ TEST_CASE("keep-alive, HTTP/1.0 and Connection: close") {
     REQUIRE(a);
     REQUIRE(b);
     CHECK(a->status == 200);
-    CHECK(b->body_json()["label"] == "even");
+    CHECK(json::parse(b->body)["label"] == "even");
     CHECK(c.closed_by_peer());
   }
 }
@@ -565,13 +438,13 @@ TEST_CASE("pipelined requests are answered in order") {
   REQUIRE(c.send(batch));
   auto r1 = c.read(), r2 = c.read(), r3 = c.read(), r4 = c.read(), r5 = c.read(), r6 = c.read(), r7 = c.read();
   REQUIRE((r1 && r2 && r3 && r4 && r5 && r6 && r7));
-  CHECK(r1->body_json()["status"] == "ok");
-  CHECK(r2->body_json()["length"] == 1);
-  CHECK(r3->body_json()["version"] == "1.2.3");
-  CHECK(r4->body_json()["length"] == 2);
-  CHECK(r5->body_json()["predictions"][1]["length"] == 4);
+  CHECK(json::parse(r1->body)["status"] == "ok");
+  CHECK(json::parse(r2->body)["length"] == 1);
+  CHECK(json::parse(r3->body)["version"] == "1.2.3");
+  CHECK(json::parse(r4->body)["length"] == 2);
+  CHECK(json::parse(r5->body)["predictions"][1]["length"] == 4);
   CHECK(r6->status == 404);
-  CHECK(r7->body_json()["length"] == 5);
+  CHECK(json::parse(r7->body)["length"] == 5);
 
   // A flood of pipelined requests written without reading: the server stops reading
   // while its output is backed up, and still answers every one.
@@ -624,7 +497,7 @@ TEST_CASE("bodies split into many small writes, chunked bodies and Expect: 100-c
   auto r = c.read();
   REQUIRE(r);
   CHECK(r->status == 200);
-  CHECK(r->body_json()["length"] == 300);
+  CHECK(json::parse(r->body)["length"] == 300);
 
   std::string chunked = "POST /v1/predict HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n";
   std::string b = R"({"text": "chunked body"})";
@@ -638,7 +511,7 @@ TEST_CASE("bodies split into many small writes, chunked bodies and Expect: 100-c
     r = c.read();
     REQUIRE(r);
     CHECK(r->status == 200);
-    CHECK(r->body_json()["length"] == 12);
+    CHECK(json::parse(r->body)["length"] == 12);
   }
 
   c.send("POST /v1/predict HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: " +
@@ -669,7 +542,7 @@ TEST_CASE("many concurrent clients, and requests arriving together share a batch
         std::string text(static_cast<size_t>(t + i + 1), 'q');
         auto r = i % 2 ? c.request("GET", "/health") : c.request("POST", "/v1/predict", json{{"text", text}}.dump());
         if (!r || r->status != 200) return;
-        if (i % 2 == 0 && r->body_json()["length"] != static_cast<int>(text.size())) return;
+        if (i % 2 == 0 && json::parse(r->body)["length"] != static_cast<int>(text.size())) return;
         ++ok;
       }
     });
@@ -732,7 +605,7 @@ TEST_CASE("stop() drains in-flight requests, closes idle connections and stops a
   auto r = busy.read();
   REQUIRE(r);
   CHECK(r->status == 200);
-  CHECK(r->body_json()["length"] == 4);
+  CHECK(json::parse(r->body)["length"] == 4);
   CHECK(r->header("connection") == "close");
   CHECK(idle.closed_by_peer());
   REQUIRE(wait_until([&] { return ts.finished.load(); }));
@@ -771,106 +644,6 @@ TEST_CASE("reload hook and signals") {
 
 namespace {
 
-// A small checker of the text exposition format: every sample belongs to a family
-// declared by a preceding # TYPE, labels parse, histogram buckets are cumulative and
-// end with le="+Inf" equal to _count.
-struct MetricsCheck {
-  std::vector<std::string> problems;
-  std::map<std::string, double> samples;  // "name{labels}" -> value
-};
-
-MetricsCheck check_exposition(const std::string& text) {
-  MetricsCheck mc;
-  std::map<std::string, std::string> types;
-  std::set<std::string> helped;
-  std::istringstream in(text);
-  std::string line;
-  std::map<std::string, std::vector<std::pair<std::string, double>>> buckets;  // series -> (le, v)
-  std::map<std::string, double> counts;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    if (line.rfind("# HELP ", 0) == 0) {
-      std::istringstream ls(line.substr(7));
-      std::string name;
-      ls >> name;
-      helped.insert(name);
-      continue;
-    }
-    if (line.rfind("# TYPE ", 0) == 0) {
-      std::istringstream ls(line.substr(7));
-      std::string name, type;
-      ls >> name >> type;
-      if (types.count(name)) mc.problems.push_back("second TYPE for " + name);
-      if (type != "counter" && type != "gauge" && type != "histogram") mc.problems.push_back("bad type " + type);
-      types[name] = type;
-      continue;
-    }
-    if (line[0] == '#') continue;
-    size_t name_end = line.find_first_of("{ ");
-    std::string name = line.substr(0, name_end);
-    std::string labels;
-    size_t value_at = name_end;
-    if (line[name_end] == '{') {
-      // Walk the label set honouring escapes inside quoted values.
-      size_t i = name_end + 1;
-      bool in_quotes = false;
-      for (; i < line.size(); ++i) {
-        if (in_quotes && line[i] == '\\') {
-          ++i;
-          continue;
-        }
-        if (line[i] == '"') in_quotes = !in_quotes;
-        else if (!in_quotes && line[i] == '}') break;
-      }
-      if (i >= line.size()) {
-        mc.problems.push_back("unterminated labels: " + line);
-        continue;
-      }
-      labels = line.substr(name_end + 1, i - name_end - 1);
-      value_at = i + 1;
-    }
-    double value = std::strtod(line.c_str() + value_at, nullptr);
-    std::string family = name;
-    for (const char* suffix : {"_bucket", "_sum", "_count"}) {
-      std::string s(suffix);
-      if (family.size() > s.size() && family.compare(family.size() - s.size(), s.size(), s) == 0 &&
-          types.count(family.substr(0, family.size() - s.size())) &&
-          types[family.substr(0, family.size() - s.size())] == "histogram")
-        family = family.substr(0, family.size() - s.size());
-    }
-    if (!types.count(family)) mc.problems.push_back("sample without a preceding TYPE: " + line);
-    if (!helped.count(family)) mc.problems.push_back("sample without HELP: " + line);
-    mc.samples[name + "{" + labels + "}"] = value;
-    if (name == family + "_bucket") {
-      size_t le = labels.find("le=\"");
-      if (le == std::string::npos) {
-        mc.problems.push_back("bucket without le: " + line);
-        continue;
-      }
-      std::string le_value = labels.substr(le + 4, labels.find('"', le + 4) - le - 4);
-      std::string series = family + "{" + labels.substr(0, le) + "}";
-      buckets[series].emplace_back(le_value, value);
-    } else if (name == family + "_count") {
-      counts[family + "{" + (labels.empty() ? "" : labels + ",") + "}"] = value;
-    }
-  }
-  for (const auto& [series, bs] : buckets) {
-    double prev = 0, prev_le = -1e300;
-    for (const auto& [le, v] : bs) {
-      double le_num = le == "+Inf" ? 1e308 : std::strtod(le.c_str(), nullptr);
-      if (v < prev) mc.problems.push_back("buckets not cumulative in " + series);
-      if (le_num <= prev_le) mc.problems.push_back("le not increasing in " + series);
-      prev = v;
-      prev_le = le_num;
-    }
-    if (bs.empty() || bs.back().first != "+Inf") mc.problems.push_back("no +Inf bucket in " + series);
-    auto it = counts.find(series);
-    if (it == counts.end()) mc.problems.push_back("no _count for " + series);
-    else if (!bs.empty() && it->second != bs.back().second) mc.problems.push_back("+Inf != _count in " + series);
-  }
-  return mc;
-}
-
 std::optional<std::string> find_in_path(const std::string& tool) {
   const char* path = std::getenv("PATH");
   if (!path) return std::nullopt;
@@ -895,7 +668,7 @@ TEST_CASE("/metrics: well-formed exposition with the server's metrics (and promt
   REQUIRE(r);
   CHECK(r->status == 200);
   CHECK(r->header("content-type").rfind("text/plain; version=0.0.4", 0) == 0);
-  MetricsCheck mc = check_exposition(r->body);
+  prom::ExpositionReport mc = prom::check_exposition(r->body);
   for (const auto& p : mc.problems) FAIL_CHECK(p);
   CHECK(mc.samples["bet_http_requests_total{route=\"/health\",status=\"200\"}"] == 3);
   CHECK(mc.samples["bet_http_requests_total{route=\"other\",status=\"404\"}"] == 1);
@@ -964,129 +737,3 @@ TEST_CASE("/openapi.json: OpenAPI 3.0 with every route") {
   CHECK(refs > 10);
 }
 
-TEST_CASE("prometheus writer: escaping, types, cumulative buckets") {
-  prom::Registry reg;
-  reg.counter("x_requests_total", "Requests with \\ and\nnewline.", {{"path", "a\"b\\c\nd"}}).inc(2);
-  reg.gauge("x_temperature", "A gauge.").set(-1.5);
-  auto& h = reg.histogram("x_latency_seconds", "Latency.", {0.1, 0.5, 1});
-  for (double v : {0.05, 0.1, 0.3, 0.7, 5.0}) h.observe(v);
-  std::string text = reg.text();
-  CHECK(text.find("# HELP x_requests_total Requests with \\\\ and\\nnewline.\n") != std::string::npos);
-  CHECK(text.find("x_requests_total{path=\"a\\\"b\\\\c\\nd\"} 2\n") != std::string::npos);
-  CHECK(text.find("# TYPE x_temperature gauge\nx_temperature -1.5\n") != std::string::npos);
-  // 0.1 lands in le="0.1" (upper bounds are inclusive).
-  CHECK(text.find("x_latency_seconds_bucket{le=\"0.1\"} 2\n") != std::string::npos);
-  CHECK(text.find("x_latency_seconds_bucket{le=\"0.5\"} 3\n") != std::string::npos);
-  CHECK(text.find("x_latency_seconds_bucket{le=\"1\"} 4\n") != std::string::npos);
-  CHECK(text.find("x_latency_seconds_bucket{le=\"+Inf\"} 5\n") != std::string::npos);
-  CHECK(text.find("x_latency_seconds_count 5\n") != std::string::npos);
-  CHECK(check_exposition(text).problems.empty());
-
-  CHECK_THROWS(reg.gauge("x_requests_total", "same name, other type"));
-  CHECK_THROWS(reg.counter("x_requests_total", "other labels", {{"other", "v"}}));
-  CHECK_THROWS(reg.counter("bad name", "h"));
-  CHECK_THROWS(reg.counter("ok_total", "h", {{"__reserved", "v"}}));
-  CHECK_THROWS(reg.histogram("h_seconds", "h", {1.0}, {{"le", "v"}}));
-  CHECK_THROWS(prom::Histogram({1.0, 1.0}));
-  CHECK(&reg.counter("x_requests_total", "", {{"path", "a\"b\\c\nd"}}) ==
-        &reg.counter("x_requests_total", "", {{"path", "a\"b\\c\nd"}}));
-
-  std::string num;
-  prom::append_number(num, 1.0 / 0.0);
-  num += ' ';
-  prom::append_number(num, 0.1);
-  CHECK(num == "+Inf 0.1");
-}
-
-TEST_CASE("auth pieces: constant-time compare, bearer parsing, key file, token bucket") {
-  CHECK(constant_time_equal("abc", "abc"));
-  CHECK(!constant_time_equal("abd", "abc"));
-  CHECK(!constant_time_equal("ab", "abc"));
-  CHECK(!constant_time_equal("abcd", "abc"));
-  CHECK(!constant_time_equal("", "abc"));
-  CHECK(!constant_time_equal("", ""));
-
-  CHECK(ApiKeys::bearer_token("Bearer k1") == std::optional<std::string_view>("k1"));
-  CHECK(ApiKeys::bearer_token("bEaReR   k1") == std::optional<std::string_view>("k1"));
-  CHECK(!ApiKeys::bearer_token("Bearer"));
-  CHECK(!ApiKeys::bearer_token("Bearer "));
-  CHECK(!ApiKeys::bearer_token("Bearerk1"));
-  CHECK(!ApiKeys::bearer_token("Basic k1"));
-
-  std::string path = (std::filesystem::temp_directory_path() / ("bet_keys_" + std::to_string(::getpid()))).string();
-  std::ofstream(path) << "# comment\n\n  key-one  \r\nkey-two\n";
-  ApiKeys keys = ApiKeys::load_file(path);
-  CHECK(keys.size() == 2);
-  CHECK(keys.find("key-one") == std::optional<size_t>(0));
-  CHECK(keys.find("key-two") == std::optional<size_t>(1));
-  CHECK(!keys.find("key-three"));
-  std::ofstream(path) << "bad key\n";
-  CHECK_THROWS_WITH(ApiKeys::load_file(path), doctest::Contains(":1:"));
-  std::filesystem::remove(path);
-  CHECK_THROWS(ApiKeys::load_file(path));
-
-  using C = TokenBucket::Clock;
-  C::time_point t0{};
-  TokenBucket b(2.0, 2.0, t0);
-  int retry = 0;
-  CHECK(b.take(t0, &retry));
-  CHECK(b.take(t0, &retry));
-  CHECK(!b.take(t0, &retry));
-  CHECK(retry == 1);
-  CHECK(b.take(t0 + 500ms, &retry));  // half a second refills one token at 2/s
-  CHECK(!b.take(t0 + 500ms, &retry));
-  TokenBucket slow(0.1, 1.0, t0);
-  CHECK(slow.take(t0, &retry));
-  CHECK(!slow.take(t0, &retry));
-  CHECK(retry == 10);
-
-  RateLimiter limiter(1.0, 4);
-  for (int i = 0; i < 100; ++i) CHECK(limiter.allow("client" + std::to_string(i), C::now(), &retry));
-}
-
-TEST_CASE("batch queue: groups jobs up to max_batch, splits oversized jobs, drains on stop") {
-  FakePredictor pred;
-  pred.delay_ms = 20;
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<std::unique_ptr<InferenceJob>> done;
-  BatchQueueOptions opt;
-  opt.max_batch = 4;
-  opt.max_wait = std::chrono::microseconds(100000);
-  opt.max_queue_items = 100;
-  auto queue = std::make_unique<BatchQueue>(pred, opt, [&](std::unique_ptr<InferenceJob> j) {
-    std::lock_guard lock(mu);
-    done.push_back(std::move(j));
-    cv.notify_all();
-  });
-  auto make = [](std::vector<std::string> texts, int tag) {
-    auto j = std::make_unique<InferenceJob>();
-    j->kind = texts.size() == 1 ? InferenceJob::Kind::kPredict : InferenceJob::Kind::kBatch;
-    for (auto& t : texts) {
-      j->items.emplace_back();
-      j->items.back().text = t;
-    }
-    j->owner_generation = static_cast<uint64_t>(tag);
-    return j;
-  };
-  for (int i = 0; i < 6; ++i) CHECK(queue->submit(make({std::string(static_cast<size_t>(i + 1), 'a')}, i)) == nullptr);
-  CHECK(queue->submit(make(std::vector<std::string>(10, "abc"), 100)) == nullptr);
-  // Over the queue limit: handed back.
-  CHECK(queue->submit(make(std::vector<std::string>(95, "x"), 200)) != nullptr);
-  queue->stop();  // runs everything already queued
-  CHECK(queue->submit(make({"late"}, 300)) != nullptr);
-  REQUIRE(done.size() == 7);
-  for (auto& j : done) {
-    CHECK(j->error.empty());
-    REQUIRE(j->results.size() == j->items.size());
-    if (j->owner_generation < 100) CHECK(j->results[0]["length"] == j->owner_generation + 1);
-  }
-  std::lock_guard lock(pred.mu);
-  size_t total = 0;
-  for (size_t b : pred.batch_sizes) {
-    CHECK(b <= 4);
-    total += b;
-  }
-  CHECK(total == 16);
-  CHECK(pred.batch_sizes.front() == 4);  // the first six arrived together
-}

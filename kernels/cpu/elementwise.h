@@ -60,6 +60,9 @@ BET_VINLINE float blend(bool c, float a, float b) {
   const int32_t m = -int32_t(c);
   return bits_to_float((float_to_bits(a) & m) | (float_to_bits(b) & ~m));
 }
+// min(max(x, lo), hi), NaN passing through. Blends, not ?: (GCC threads the
+// constant arms of ?: into branches, and the loop no longer vectorises).
+BET_VINLINE float clamp(float x, float lo, float hi) { return blend(x < lo, lo, blend(x > hi, hi, x)); }
 // 2^n for an integer n in [-126, 127], by building the exponent field.
 BET_VINLINE float pow2i(int32_t n) { return bits_to_float(int32_t(uint32_t(n + 127) << 23)); }
 // Rounds to the nearest integer (|x| < 2^22), as float and as int: adding 1.5 * 2^23
@@ -80,7 +83,7 @@ BET_VINLINE float vexp(float x) {
   // that results up to overflow stay exact. Below -87.33 the result is flushed to 0
   // rather than computed as a denormal (denormal arithmetic can take microcode
   // assists, e.g. for masked softmax logits).
-  const float xc = vm::blend(x < -87.33f, -87.33f, vm::blend(x > 89.f, 89.f, x));
+  const float xc = vm::clamp(x, -87.33f, 89.f);
   int32_t ni;
   const float n = vm::round_magic(xc * 1.44269504088896341f, &ni);
   float r = std::fma(n, -0.693359375f, xc);
@@ -132,7 +135,7 @@ BET_VINLINE T verf(T x) { return std::erf(x); }
 template <>
 BET_VINLINE float verf(float x) {
   // Rational minimax fit on [-4, 4] (the one XLA and Eigen use); |erf| rounds to 1 beyond.
-  const float xc = vm::blend(x < -4.f, -4.f, vm::blend(x > 4.f, 4.f, x));
+  const float xc = vm::clamp(x, -4.f, 4.f);
   const float x2 = xc * xc;
   float p = -2.72614225801306e-10f;
   p = std::fma(x2, p, 2.77068142495902e-08f);
@@ -147,7 +150,7 @@ BET_VINLINE float verf(float x) {
   q = std::fma(x2, q, -7.37332916720468e-03f);
   q = std::fma(x2, q, -1.42647390514189e-02f);
   const float r = xc * p / q;
-  return vm::blend(r < -1.f, -1.f, vm::blend(r > 1.f, 1.f, r));
+  return vm::clamp(r, -1.f, 1.f);
 }
 
 template <typename T>

@@ -70,6 +70,15 @@ constexpr size_t kKeepBodyCapacity = 256 * 1024;
 
 std::string_view HttpRequest::path() const {
   std::string_view t(target);
+  // absolute-form ("http://host:port/path?q"), which servers must accept: drop the
+  // scheme and authority.
+  if (!t.empty() && t.front() != '/') {
+    size_t scheme = t.find("://");
+    if (scheme != std::string_view::npos) {
+      size_t slash = t.find('/', scheme + 3);
+      t = slash == std::string_view::npos ? std::string_view("/") : t.substr(slash);
+    }
+  }
   return t.substr(0, t.find('?'));
 }
 

@@ -465,8 +465,9 @@ void HttpServer::Impl::process_input(Connection* c) {
     c->in.consume(n);
     switch (c->parser.status()) {
       case ParseStatus::kNeedMore:
+        // HTTP/1.0 clients do not know 100 Continue (RFC 9110 10.1.1).
         if (c->parser.headers_complete() && c->parser.request().expect_continue && !c->sent_continue &&
-            c->parser.body_received() == 0) {
+            c->parser.request().version_minor >= 1 && c->parser.body_received() == 0) {
           c->out.append("HTTP/1.1 100 Continue\r\n\r\n");
           c->sent_continue = true;
         }

@@ -26,7 +26,7 @@ struct TrainConfig {
 
   // ---- optimisation ----
   int64_t epochs = 0;  // 0: use steps
-  int64_t steps = 0;   // 0 and epochs 0: 3 epochs (data) or 600 steps (synthetic)
+  int64_t steps = 0;   // 0 and epochs 0: 3 epochs (data) or 200 steps (synthetic)
   int64_t batch_size = 32;
   double lr = 1e-3;
   int64_t warmup = 100;

@@ -113,7 +113,7 @@ TrainResult train(TrainConfig cfg) {
     BET_CHECK(!data.synthetic, "--epochs: synthetic data has no epochs; use --steps");
     total = cfg.epochs * bpe;
   }
-  if (total <= 0) total = data.synthetic ? 600 : 3 * bpe;
+  if (total <= 0) total = data.synthetic ? 200 : 3 * bpe;
   const int64_t eval_every = cfg.eval_every > 0 ? cfg.eval_every : (data.synthetic ? std::max<int64_t>(total / 4, 1) : bpe);
   optim::WarmupCosineSchedule schedule(cfg.lr, std::min(cfg.warmup, total / 2), total, cfg.lr * 0.1);
 

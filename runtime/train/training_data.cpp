@@ -144,9 +144,9 @@ TrainingData load_training_data(TrainConfig& cfg, std::string* log, std::unique_
   }
   for (const auto& s : d.train) d.train_lengths.push_back(int64_t(s.ids.size()));
   cfg.model.task = d.task;
-  // Synthetic outcomes use ids 3..3+C-1 only: a vocabulary of the specials plus the
-  // outcomes keeps the head from spending capacity on 250 impossible bytes.
-  cfg.model.vocab_size = d.synthetic ? 3 + d.spec.outcomes() : d.tokenizer->vocab_size();
+  // The model's vocabulary is the tokenizer's, so any checkpoint serves text. (Synthetic
+  // outcomes use ids 3..3+C-1 only; the head learns the other byte ids away quickly.)
+  cfg.model.vocab_size = d.tokenizer->vocab_size();
   if (d.task == model::Task::Classify) {
     cfg.model.num_classes = int64_t(d.labels.size());
     cfg.model.labels = d.labels;

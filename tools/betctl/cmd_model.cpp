@@ -90,7 +90,8 @@ void add_model_commands(CLI::App& app, Registry& registry) {
     auto* cmd = app.add_subcommand("inspect", "Describe a checkpoint (.bet or .safetensors)");
     auto path = std::make_shared<std::string>();
     cmd->add_option("checkpoint", *path, "file")->required();
-    cmd->add_flag("--json", "print JSON (the default)");
+    auto json = std::make_shared<bool>(true);
+    cmd->add_flag("--json", *json, "print JSON (the default)");
     cmd->callback([&registry, path] {
       registry.selected = [path] {
         std::cout << inspect_checkpoint(*path).dump(2) << std::endl;
