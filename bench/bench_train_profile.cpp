@@ -7,6 +7,7 @@
 #include <unordered_set>
 
 #include "engine/autograd.h"
+#include "engine/optim/optimizer.h"
 #include "engine/random.h"
 
 namespace bet::bench {
@@ -198,6 +199,70 @@ Table module_table(TrainSetup& s, const std::string& layer, int steps, uint64_t 
 }
 
 }  // namespace
+
+TrainSetup::TrainSetup(const model::ModelConfig& c, int64_t B, int64_t S) : cfg(c) {
+  Generator init(mix_key({0, 0x1417}));
+  model = std::make_unique<model::BetModel>(cfg, init);
+  model->train();
+  params = model->trainable_tensors();
+  std::vector<bool> decay;
+  for (auto& p : params) decay.push_back(p.dim() >= 2);
+  opt = std::make_unique<optim::AdamW>(params, optim::AdamWOptions{}, decay);
+
+  // Random full-length sequences, fixed across steps (as the peer's).
+  Generator g(mix_key({0, 0xbe7c}));
+  std::vector<int64_t> ids(size_t(B * S));
+  for (auto& v : ids) v = 3 + int64_t(g.randint(uint64_t(cfg.vocab_size - 3)));
+  this->ids = Tensor::from_vector<int64_t>(ids, {B, S});
+  if (cfg.task == model::Task::Classify) {
+    std::vector<int64_t> y(static_cast<size_t>(B));
+    for (auto& v : y) v = int64_t(g.randint(uint64_t(cfg.num_classes)));
+    targets = Tensor::from_vector<int64_t>(y, {B});
+  } else {
+    std::vector<int64_t> y(size_t(B * S));
+    for (auto& v : y) v = 3 + int64_t(g.randint(uint64_t(cfg.vocab_size - 3)));
+    targets = Tensor::from_vector<int64_t>(y, {B, S});
+  }
+  ctx = model::SeqContext::from_lengths(std::vector<int64_t>(size_t(B), S), S, cfg.causal(), model->dtype());
+  std::vector<int64_t> index(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) index[size_t(b)] = b;
+  ctx.sequence_index = Tensor::from_vector<int64_t>(index, {B});
+  ctx.training = true;
+  ctx.seed = 0;
+  ctx.dropout_offset = &dropout_offset;
+}
+
+TrainSetup::~TrainSetup() = default;
+
+void TrainSetup::begin_step(uint64_t step) {
+  ctx.step = step;
+  dropout_offset = step << 40;
+}
+
+model::MDLLossOutput TrainSetup::step(uint64_t step, PhaseTimes* phases) {
+  begin_step(step);
+  auto t0 = Clock::now();
+  model::ForwardOutput out = model->forward(ids, ctx);
+  auto t1 = Clock::now();
+  model::MDLLossOutput L = model::model_loss(out, targets, ctx, cfg.task, 0.1);
+  auto t2 = Clock::now();
+  if (phases && phases->before_backward) phases->before_backward(L.loss);
+  L.loss.backward();
+  auto t3 = Clock::now();
+  opt->step();
+  auto t4 = Clock::now();
+  opt->zero_grad();
+  auto t5 = Clock::now();
+  if (phases) {
+    auto d = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
+    phases->forward.push_back(d(t0, t1));
+    phases->loss.push_back(d(t1, t2));
+    phases->backward.push_back(d(t2, t3));
+    phases->optimizer.push_back(d(t3, t4));
+    phases->zero_grad.push_back(d(t4, t5));
+  }
+  return L;
+}
 
 ProfileResult profile_training(TrainSetup& s, const std::string& layer, int steps, uint64_t first_step) {
   PhaseTimes p;

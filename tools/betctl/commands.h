@@ -15,5 +15,6 @@ void add_bench_command(CLI::App& app, Registry& registry);
 void add_train_command(CLI::App& app, Registry& registry);
 void add_model_commands(CLI::App& app, Registry& registry);
 void add_predict_commands(CLI::App& app, Registry& registry);
+void add_serve_command(CLI::App& app, Registry& registry);
 
 }  // namespace betctl

@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   betctl::add_train_command(app, registry);
   betctl::add_model_commands(app, registry);
   betctl::add_predict_commands(app, registry);
+  betctl::add_serve_command(app, registry);
   betctl::add_bench_command(app, registry);
 
   try {

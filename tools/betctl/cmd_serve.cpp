@@ -1,0 +1,80 @@
+// `betctl serve`: the model behind the epoll HTTP server (runtime/server).
+#include <cstdio>
+#include <fstream>
+#include <memory>
+
+#include "bet_config.h"
+#include "kernels/cpu/threads.h"
+#include "runtime/inference/predictor.h"
+#include "runtime/server/auth.h"
+#include "runtime/server/server.h"
+#include "tools/betctl/commands.h"
+
+namespace betctl {
+
+using namespace bet;
+
+namespace {
+std::vector<std::string> read_keys(const std::string& path) {
+  server::ApiKeys::load_file(path);  // validates, with errors naming file and line
+  std::ifstream f(path);
+  std::vector<std::string> keys;
+  std::string line;
+  while (std::getline(f, line)) {
+    auto b = line.find_first_not_of(" \t\r"), e = line.find_last_not_of(" \t\r");
+    if (b == std::string::npos || line[b] == '#') continue;
+    keys.push_back(line.substr(b, e - b + 1));
+  }
+  return keys;
+}
+}  // namespace
+
+void add_serve_command(CLI::App& app, Registry& registry) {
+  auto* cmd = app.add_subcommand("serve", "Serve predictions over HTTP");
+  auto path = std::make_shared<std::string>();
+  auto cfg = std::make_shared<server::ServerConfig>();
+  auto keys = std::make_shared<std::string>();
+  auto rate = std::make_shared<std::string>();
+  auto wait_us = std::make_shared<int64_t>(2000);
+  auto threads = std::make_shared<int>(0);
+  auto port = std::make_shared<int>(8080);
+  cmd->add_option("--model", *path, "checkpoint to serve")->required();
+  cmd->add_option("--host", cfg->host, "address to bind");
+  cmd->add_option("--port", *port, "port (0: ephemeral)")->check(CLI::Range(0, 65535));
+  cmd->add_option("--api-keys", *keys, "file of API keys, one per line");
+  cmd->add_option("--rate-limit", *rate, "requests per second per key, e.g. 50/s");
+  cmd->add_option("--max-batch", cfg->max_batch, "items per forward pass")->check(CLI::Range(1, 4096));
+  cmd->add_option("--max-wait-us", *wait_us, "longest wait to fill a batch")->check(CLI::Range(0, 10000000));
+  cmd->add_option("--max-batch-items", cfg->max_batch_items, "texts per /v1/predict/batch")->check(CLI::Range(1, 100000));
+  cmd->add_option("--max-body", cfg->max_body_bytes, "largest request body (bytes)");
+  cmd->add_option("--max-text-bytes", cfg->max_text_bytes, "largest text (bytes)");
+  cmd->add_option("--default-mc-dropout", cfg->default_mc_dropout, "MC dropout members by default")->check(CLI::Range(0, 64));
+  cmd->add_option("--threads", *threads, "inference threads")->check(CLI::NonNegativeNumber);
+  cmd->callback([&registry, path, cfg, keys, rate, wait_us, threads, port] {
+    registry.selected = [=] {
+      if (*threads > 0) kernels::cpu::set_num_threads(*threads);
+      cfg->port = uint16_t(*port);
+      cfg->max_wait = std::chrono::microseconds(*wait_us);
+      cfg->version = BET_VERSION;
+      if (!keys->empty()) cfg->api_keys = read_keys(*keys);
+      if (!rate->empty()) {
+        std::string r = *rate;
+        if (r.size() > 2 && r.substr(r.size() - 2) == "/s") r.resize(r.size() - 2);
+        try {
+          cfg->rate_limit = std::stod(r);
+        } catch (...) {
+          fail("--rate-limit: '", *rate, "' is not R/s");
+        }
+      }
+      inference::ModelPredictor predictor(*path);
+      server::HttpServer srv(*cfg, predictor);
+      srv.bind();
+      server::install_signal_handlers(srv);
+      std::fprintf(stderr, "betctl serve: %s on http://%s:%u\n", path->c_str(), cfg->host.c_str(), unsigned(srv.port()));
+      srv.run();
+      return 0;
+    };
+  });
+}
+
+}  // namespace betctl
