@@ -52,8 +52,13 @@ bool get_number(const json& body, const char* name, double lo, bool lo_open, dou
   if (!v->is_number()) return bad(err, std::string("field '") + name + "' must be a number");
   double d = v->get<double>();
   if (!std::isfinite(d) || d < lo || (lo_open && d == lo) || d > hi) {
-    std::string range = (lo_open ? "(" : "[") + json(lo).dump() + ", " + json(hi).dump() + "]";
-    return bad(err, std::string("field '") + name + "' must be in " + range);
+    std::string msg = std::string("field '") + name + "' must be in ";
+    msg += lo_open ? '(' : '[';
+    msg += json(lo).dump();
+    msg += ", ";
+    msg += json(hi).dump();
+    msg += ']';
+    return bad(err, std::move(msg));
   }
   *out = d;
   return true;

@@ -24,6 +24,7 @@ class ApiKeys {
 
   bool enabled() const { return !keys_.empty(); }
   size_t size() const { return keys_.size(); }
+  const std::vector<std::string>& keys() const { return keys_; }  // e.g. for ServerConfig::api_keys
   // Index of the key that matches, checking every key so the time does not say which.
   std::optional<size_t> find(std::string_view presented) const;
   // The token of "Authorization: Bearer <token>" (scheme case-insensitive), or nullopt.

@@ -2,11 +2,12 @@
 // hands over typed requests; the predictor owns the model, its thread safety and its
 // response fields (the server only adds "latency_ms").
 //
-// Threads: ready() and model_info() are called on the event-loop thread and must be
-// quick; predict_batch() and generate() run on the single inference worker thread;
-// reload() runs on a background thread of its own while the worker keeps serving, so
-// it must build the new model aside and swap it in atomically, leaving the old one in
-// place when the new file is bad.
+// Threads: ready() and model_info() are called on the event-loop thread (and once
+// more on the reload thread after each reload) and must be quick; predict_batch() and
+// generate() run on the single inference worker thread; reload() runs on a background
+// thread of its own while the worker keeps serving, so it must build the new model
+// aside and swap it in atomically (e.g. a shared_ptr exchanged under a mutex), leaving
+// the old one in place when the new file is bad.
 #pragma once
 #include <cstdint>
 #include <optional>
