@@ -17,6 +17,7 @@
 #include "model/positional_debiasing.h"
 #include "model/sufficient_stats.h"
 #include "tests/gradcheck.h"
+#include "tests/reference_data.h"
 
 using namespace bet;
 using namespace bet::model;
@@ -25,14 +26,7 @@ using nlohmann::json;
 
 namespace {
 
-const json& reference() {
-  static json j = [] {
-    std::ifstream f(std::string(BET_SOURCE_DIR) + "/tests/reference/bayes_components.json");
-    REQUIRE(f.good());
-    return json::parse(f);
-  }();
-  return j;
-}
+const json& reference() { return reference_file("bayes_components.json"); }
 
 Tensor from_json(const json& data, const Shape& shape) {
   return Tensor::from_vector<double>(data.get<std::vector<double>>(), shape);

@@ -12,6 +12,7 @@
 #include "engine/ops.h"
 #include "engine/random.h"
 #include "tests/gradcheck.h"
+#include "tests/reference_data.h"
 
 using namespace bet;
 using namespace bet::testing;
@@ -19,18 +20,9 @@ using nlohmann::json;
 
 namespace {
 
-const json& reference() {
-  static json j = [] {
-    std::ifstream f(std::string(BET_SOURCE_DIR) + "/tests/reference/elementwise.json");
-    REQUIRE(f.good());
-    return json::parse(f);
-  }();
-  return j;
-}
+const json& reference() { return reference_file("elementwise.json"); }
 
-Tensor from_json(const json& t, DType dtype = DType::F64) {
-  return Tensor::from_vector<double>(t["data"].get<std::vector<double>>(), t["shape"].get<Shape>()).to(dtype);
-}
+Tensor from_json(const json& t, DType dtype = DType::F64) { return ref_tensor(t, dtype); }
 
 // Largest |a - ref| / (atol + rtol |ref|); <= 1 passes. NaN counts as a failure.
 double scaled_err(const Tensor& a, const json& ref, double rtol, double atol) {

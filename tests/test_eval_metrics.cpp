@@ -8,6 +8,7 @@
 #include <random>
 
 #include "bet_config.h"
+#include "tests/reference_data.h"
 #include "engine/error.h"
 #include "runtime/eval/calibration.h"
 #include "runtime/eval/metrics.h"
@@ -18,14 +19,7 @@ using nlohmann::json;
 
 namespace {
 
-const json& reference() {
-  static const json j = [] {
-    std::ifstream in(std::string(BET_SOURCE_DIR) + "/tests/reference/eval_metrics.json");
-    REQUIRE(in.good());
-    return json::parse(in);
-  }();
-  return j;
-}
+const json& reference() { return bet::testing::reference_file("eval_metrics.json"); }
 
 RowMatrix probs_of(const json& c) { return RowMatrix(c["probs"].get<std::vector<std::vector<double>>>()); }
 std::vector<int64_t> labels_of(const json& c) { return c["labels"].get<std::vector<int64_t>>(); }

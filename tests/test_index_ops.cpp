@@ -9,6 +9,7 @@
 #include "engine/ops.h"
 #include "kernels/cpu/threads.h"
 #include "tests/gradcheck.h"
+#include "tests/reference_data.h"
 
 using namespace bet;
 using namespace bet::testing;
@@ -16,18 +17,9 @@ using nlohmann::json;
 
 namespace {
 
-const json& reference() {
-  static const json j = [] {
-    std::ifstream f(std::string(BET_SOURCE_DIR) + "/tests/reference/matmul_index.json");
-    REQUIRE_MESSAGE(f.good(), "missing tests/reference/matmul_index.json");
-    return json::parse(f);
-  }();
-  return j;
-}
+const json& reference() { return reference_file("matmul_index.json"); }
 
-Tensor from_json(const json& t) {
-  return Tensor::from_vector<double>(t.at("data").get<std::vector<double>>(), t.at("shape").get<Shape>());
-}
+Tensor from_json(const json& t) { return ref_tensor(t); }
 
 Tensor ids_from_json(const json& t, DType dt = DType::I64) {
   return Tensor::from_vector<int64_t>(t.at("data").get<std::vector<int64_t>>(), t.at("shape").get<Shape>()).to(dt);

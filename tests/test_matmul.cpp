@@ -10,6 +10,7 @@
 #include "engine/ops.h"
 #include "kernels/cpu/matmul.h"
 #include "tests/gradcheck.h"
+#include "tests/reference_data.h"
 
 using namespace bet;
 using namespace bet::testing;
@@ -17,20 +18,9 @@ using nlohmann::json;
 
 namespace {
 
-const json& reference() {
-  static const json j = [] {
-    std::ifstream f(std::string(BET_SOURCE_DIR) + "/tests/reference/matmul_index.json");
-    REQUIRE_MESSAGE(f.good(), "missing tests/reference/matmul_index.json");
-    return json::parse(f);
-  }();
-  return j;
-}
+const json& reference() { return reference_file("matmul_index.json"); }
 
-Tensor from_json(const json& t, DType dt) {
-  auto data = t.at("data").get<std::vector<double>>();
-  auto shape = t.at("shape").get<Shape>();
-  return Tensor::from_vector<double>(data, shape).to(dt);
-}
+Tensor from_json(const json& t, DType dt) { return ref_tensor(t, dt); }
 
 // A stored operand, transposed (a non-contiguous view) when the record says so.
 Tensor operand(const json& rec, DType dt) {

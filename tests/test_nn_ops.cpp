@@ -15,6 +15,7 @@
 #include "engine/random.h"
 #include "kernels/cpu/threads.h"
 #include "tests/gradcheck.h"
+#include "tests/reference_data.h"
 
 using namespace bet;
 using namespace bet::testing;
@@ -22,25 +23,11 @@ using nlohmann::json;
 
 namespace {
 
-const json& reference() {
-  static json j = [] {
-    std::ifstream f(std::string(BET_SOURCE_DIR) + "/tests/reference/nn_ops.json");
-    REQUIRE(f.good());
-    return json::parse(f);
-  }();
-  return j;
-}
+const json& reference() { return reference_file("nn_ops.json"); }
 
-// null in the JSON stands for -inf (masked log-probabilities).
-std::vector<double> values(const json& t) {
-  std::vector<double> v;
-  for (const auto& e : t["data"]) v.push_back(e.is_null() ? -std::numeric_limits<double>::infinity() : e.get<double>());
-  return v;
-}
+std::vector<double> values(const json& t) { return ref_values(t); }  // null: -inf (masked log-probabilities)
 
-Tensor from_json(const json& t, DType dtype = DType::F64) {
-  return Tensor::from_vector<double>(values(t), t["shape"].get<Shape>()).to(dtype);
-}
+Tensor from_json(const json& t, DType dtype = DType::F64) { return ref_tensor(t, dtype); }
 
 // Max |a - ref| where -inf must match -inf exactly; NaN anywhere counts as infinite error.
 double diff_to(const Tensor& a, const json& ref) {

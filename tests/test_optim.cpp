@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bet_config.h"
+#include "tests/reference_data.h"
 #include "engine/optim/optimizer.h"
 #include "engine/optim/schedule.h"
 #include "engine/random.h"
@@ -22,14 +23,7 @@ using nlohmann::json;
 
 namespace {
 
-const json& reference() {
-  static const json j = [] {
-    std::ifstream f(std::string(BET_SOURCE_DIR) + "/tests/reference/optim.json");
-    REQUIRE_MESSAGE(f.good(), "missing tests/reference/optim.json");
-    return json::parse(f);
-  }();
-  return j;
-}
+const json& reference() { return bet::testing::reference_file("optim.json"); }
 
 DType dtype_from(const json& c) { return c.at("dtype").get<std::string>() == "f64" ? DType::F64 : DType::F32; }
 

@@ -13,6 +13,7 @@
 #include "engine/random.h"
 #include "kernels/cpu/threads.h"
 #include "tests/gradcheck.h"
+#include "tests/reference_data.h"
 
 using namespace bet;
 using namespace bet::testing;
@@ -20,18 +21,9 @@ using nlohmann::json;
 
 namespace {
 
-const json& reference() {
-  static json j = [] {
-    std::ifstream f(std::string(BET_SOURCE_DIR) + "/tests/reference/elementwise.json");
-    REQUIRE(f.good());
-    return json::parse(f);
-  }();
-  return j["reduce"];
-}
+const json& reference() { return reference_file("elementwise.json")["reduce"]; }
 
-Tensor from_json(const json& t, DType dtype = DType::F64) {
-  return Tensor::from_vector<double>(t["data"].get<std::vector<double>>(), t["shape"].get<Shape>()).to(dtype);
-}
+Tensor from_json(const json& t, DType dtype = DType::F64) { return ref_tensor(t, dtype); }
 
 double diff_to(const Tensor& a, const json& ref) {
   REQUIRE(a.shape() == ref["shape"].get<Shape>());

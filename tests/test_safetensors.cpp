@@ -21,103 +21,15 @@
 #include "runtime/checkpoint/safetensors.h"
 #include "runtime/io/atomic_file.h"
 #include "runtime/tokenizer/tokenizer.h"
+#include "tests/checkpoint_fixtures.h"
 
 using namespace bet;
 using namespace bet::runtime;
 namespace fs = std::filesystem;
 using nlohmann::json;
+using namespace bet::testing;
 
 namespace {
-
-fs::path test_root() { return fs::temp_directory_path() / ("bet_st_test_" + std::to_string(::getpid())); }
-
-// Removes this run's files when the test binary exits.
-struct RemoveTestRoot {
-  ~RemoveTestRoot() {
-    std::error_code ec;
-    fs::remove_all(test_root(), ec);
-  }
-} remove_test_root;
-
-std::string fresh_dir(const std::string& name) {
-  auto dir = test_root() / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
-}
-
-model::ModelConfig small_config() {
-  model::ModelConfig c;
-  c.task = model::Task::Classify;
-  c.d_model = 16;
-  c.heads = 2;
-  c.layers = 1;
-  c.max_len = 16;
-  c.k_permutations = 2;
-  c.n_harmonics = 4;
-  c.num_classes = 3;
-  c.dropout = 0.0;
-  c.labels = {"neg", "neutral", "pos"};
-  return c;
-}
-
-// A model and an AdamW that has taken `steps` steps, so moments and step counts are
-// not their initial values.
-struct Trained {
-  std::unique_ptr<model::BetModel> model;
-  std::unique_ptr<optim::AdamW> opt;
-};
-
-void adamw_step(Trained& t) {
-  Tensor loss;
-  for (const Tensor& p : t.model->trainable_tensors()) {
-    Tensor l = add(sum(mul(p, p)), mul(sum(p), 0.3));
-    loss = loss.defined() ? add(loss, l) : l;
-  }
-  loss.backward();
-  t.opt->step();
-  t.opt->zero_grad();
-}
-
-Trained make_trained(uint64_t seed, int steps, const model::ModelConfig& cfg = small_config()) {
-  Generator g(seed);
-  Trained t;
-  t.model = std::make_unique<model::BetModel>(cfg, g);
-  t.opt = std::make_unique<optim::AdamW>(t.model->trainable_tensors());
-  for (int i = 0; i < steps; ++i) adamw_step(t);
-  return t;
-}
-
-bool bytes_equal(const Tensor& a0, const Tensor& b0) {
-  if (a0.dtype() != b0.dtype() || a0.shape() != b0.shape()) return false;
-  Tensor a = a0.contiguous(), b = b0.contiguous();
-  return std::memcmp(a.raw_data(), b.raw_data(), a.nbytes()) == 0;
-}
-
-void check_lists_equal(const NamedTensorList& a, const NamedTensorList& b) {
-  REQUIRE(a.size() == b.size());
-  for (size_t i = 0; i < a.size(); ++i) {
-    CAPTURE(a[i].first);
-    CHECK(a[i].first == b[i].first);
-    CHECK(bytes_equal(a[i].second, b[i].second));
-  }
-}
-
-Checkpoint checkpoint_of(const Trained& t, int64_t step) {
-  Checkpoint ck = make_checkpoint(*t.model, t.opt.get(), make_byte_tokenizer()->to_json());
-  ck.training_state = {{"step", step}, {"rng", {{"seed", 7}, {"offset", 12345}}}};
-  ck.metrics = {{"val/loss", 0.5}};
-  return ck;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
 
 uint64_t u64_at(const std::string& s, size_t at) {
   uint64_t v = 0;
