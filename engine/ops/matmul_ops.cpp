@@ -93,11 +93,6 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   const bool ga = a.requires_grad(), gb = b.requires_grad();
   return autograd::record("matmul", out, {a, b}, [a, b, ga, gb](const Tensor& g) {
     Tensor da, db;
-    if (g.numel() == 0) {  // K may still be > 0: the gradients are zeros, not empty
-      if (ga) da = Tensor::zeros(a.shape(), a.dtype(), a.device());
-      if (gb) db = Tensor::zeros(b.shape(), b.dtype(), b.device());
-      return std::vector<Tensor>{da, db};
-    }
     if (ga) {
       da = sum_to(matmul(g, mT(b)), a.shape());
     }
@@ -141,12 +136,6 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   return autograd::record("linear", out, {x, weight, bias},
                           [x2, weight, x_shape, gx, gw, gbias, out_f](const Tensor& g) {
     Tensor dx, dw, db;
-    if (g.numel() == 0) {
-      if (gx) dx = Tensor::zeros(x_shape, g.dtype(), g.device());
-      if (gw) dw = Tensor::zeros(weight.shape(), g.dtype(), g.device());
-      if (gbias) db = Tensor::zeros({out_f}, g.dtype(), g.device());
-      return std::vector<Tensor>{dx, dw, db};
-    }
     Tensor g2 = reshape(g, {-1, out_f});
     if (gx) dx = reshape(matmul(g2, weight), x_shape);
     if (gw) dw = matmul(mT(g2), x2);  // one GEMM over all tokens

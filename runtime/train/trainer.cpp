@@ -305,9 +305,7 @@ TrainResult train(TrainConfig cfg) {
     }
   }
   log.finish_progress();
-  if (last_metrics.empty() || stopped_early || interrupted) {
-    if (!interrupted && last_metrics.empty()) run_validation();
-  }
+  if (!interrupted && last_metrics.empty()) run_validation();
   save_training(last_metrics);
   if (interrupted) log.message("interrupted: checkpoint written at step " + std::to_string(step));
 

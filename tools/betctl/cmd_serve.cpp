@@ -1,6 +1,5 @@
 // `betctl serve`: the model behind the epoll HTTP server (runtime/server).
 #include <cstdio>
-#include <fstream>
 #include <memory>
 
 #include "bet_config.h"
@@ -13,21 +12,6 @@
 namespace betctl {
 
 using namespace bet;
-
-namespace {
-std::vector<std::string> read_keys(const std::string& path) {
-  server::ApiKeys::load_file(path);  // validates, with errors naming file and line
-  std::ifstream f(path);
-  std::vector<std::string> keys;
-  std::string line;
-  while (std::getline(f, line)) {
-    auto b = line.find_first_not_of(" \t\r"), e = line.find_last_not_of(" \t\r");
-    if (b == std::string::npos || line[b] == '#') continue;
-    keys.push_back(line.substr(b, e - b + 1));
-  }
-  return keys;
-}
-}  // namespace
 
 void add_serve_command(CLI::App& app, Registry& registry) {
   auto* cmd = app.add_subcommand("serve", "Serve predictions over HTTP");
@@ -56,7 +40,7 @@ void add_serve_command(CLI::App& app, Registry& registry) {
       cfg->port = uint16_t(*port);
       cfg->max_wait = std::chrono::microseconds(*wait_us);
       cfg->version = BET_VERSION;
-      if (!keys->empty()) cfg->api_keys = read_keys(*keys);
+      if (!keys->empty()) cfg->api_keys = server::ApiKeys::load_file(*keys).keys();
       if (!rate->empty()) {
         std::string r = *rate;
         if (r.size() > 2 && r.substr(r.size() - 2) == "/s") r.resize(r.size() - 2);
