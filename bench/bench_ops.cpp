@@ -223,6 +223,23 @@ void memory_rows(Bench& b) {
   {
     Tensor x = randn({T, 1024}, 14, true);
     b.memory_row("gelu", dims({T, 1024}), 2.0 * double(x.numel()) * f, [&] { Tensor y = gelu(x); });
+    // Dropout draws one Philox word per element: compute-bound unless vectorised.
+    b.memory_row("dropout p=0.1", dims({T, 1024}), 2.0 * double(x.numel()) * f,
+                 [&] { Tensor y = dropout(x, 0.1, true, 5, 0); });
+  }
+  {
+    // RoPE on [B, H, S, hd] with per-sequence permuted positions, as the bet layer's paths.
+    const int64_t B = 32, H = 4, S = 128, hd = 64;
+    Tensor x = randn({B, H, S, hd}, 15, true);
+    std::vector<double> pos(size_t(B * S));
+    Generator g(16);
+    for (int64_t bi = 0; bi < B; ++bi) {
+      auto perm = g.permutation(S);
+      for (int64_t s = 0; s < S; ++s) pos[size_t(bi * S + s)] = double(perm[size_t(s)]);
+    }
+    Tensor positions = Tensor::from_vector(pos, {B, S});
+    b.memory_row("rope, permuted positions", dims({B, H, S, hd}), 2.0 * double(x.numel()) * f,
+                 [&] { Tensor y = rope(x, positions); });
   }
   {
     // A transformer-sized parameter set (~4.2M): eight 1024x512 matrices and their biases.

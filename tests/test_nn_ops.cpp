@@ -427,3 +427,29 @@ TEST_CASE("dropout identity cases and gradient mask/(1-p)") {
   CHECK(max_abs_diff(xl.grad(), dropout(Tensor::ones({4, 5}, DType::F64), 0.25, true, 9, 40)) == 0.0);
   CHECK(error_of([&] { dropout(x, 1.5, true, 0, 0); }).find("dropout") != std::string::npos);
 }
+
+TEST_CASE("vectorised dropout mask equals scalar Philox at every alignment, size and p") {
+  // The kernel draws 16 Philox blocks at a time and compares integers; element i must
+  // still be exactly philox_uniform(seed, offset + i) >= p. Offsets cover every word
+  // alignment, a counter past 2^32 blocks (high word in use), and chunk tails.
+  ThreadGuard guard;
+  kernels::cpu::set_num_threads(2);
+  const uint64_t seed = 0x1234'5678'9abcull;
+  for (double p : {0.1, 0.5, 1.0 / 3.0, 1.0 - 1.0 / 16777216.0}) {
+    for (uint64_t offset : {uint64_t(0), uint64_t(1), uint64_t(2), uint64_t(3), uint64_t(65),
+                            (uint64_t(1) << 34) + 7}) {
+      for (int64_t n : {int64_t(1), int64_t(63), int64_t(64), int64_t(65), int64_t(40001)}) {
+        auto y = dropout(Tensor::ones({n}), p, true, seed, offset).to_vector<float>();
+        int64_t mismatches = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          const bool keep = double(philox_uniform(seed, offset + uint64_t(i))) >= p;
+          if ((y[size_t(i)] != 0.0f) != keep) ++mismatches;
+        }
+        CAPTURE(p);
+        CAPTURE(offset);
+        CAPTURE(n);
+        CHECK(mismatches == 0);
+      }
+    }
+  }
+}
