@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench/bench_train_data.h"
 #include "bench/bench_train_profile.h"
 #include "bench/machine_baselines.h"
 #include "bet_config.h"
@@ -272,6 +273,7 @@ Table flops_table(const std::vector<LayerRun>& runs, const TrainBenchOptions& t)
 }  // namespace
 
 int run_train(const BenchOptions& opts, const TrainBenchOptions& t) {
+  if (!t.data.empty()) return run_train_data(opts, t);
   if (!valid_format(opts.format)) {
     std::cerr << "bench train: unknown format '" << opts.format << "' (md, csv or json)\n";
     return 2;

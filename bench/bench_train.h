@@ -22,6 +22,10 @@ struct TrainBenchOptions {
   int warmup = 3;   // untimed steps first
   bool peer = false;     // also run bench/peer/train_peer.py with the same shape and threads
   bool profile = false;  // per-phase, per-module and per-op (backward) time breakdown
+  // --data: end to end on a real file instead (bench_train_data.h); seq_len is then the
+  // sequence cap (max_len).
+  std::string data, val;
+  std::string tokenizer = "byte";
 };
 
 // The model of a bench run (the peer's defaults for everything the flags do not set).

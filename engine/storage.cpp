@@ -1,12 +1,24 @@
 #include "engine/storage.h"
 
+#include "bet_config.h"
 #include "engine/allocator.h"
 #include "engine/error.h"
+
+#if BET_HAVE_CUDA
+#include "kernels/cuda/runtime.h"
+#endif
 
 namespace bet {
 
 namespace {
+#if BET_HAVE_CUDA
+// Installed statically rather than registered at start-up: a registration in a
+// static library's object file would be dropped by the linker when nothing else
+// refers to that object.
+DeviceAllocatorHooks g_cuda_hooks{&kernels::cuda::device_allocate, &kernels::cuda::device_release};
+#else
 DeviceAllocatorHooks g_cuda_hooks;
+#endif
 }
 
 void register_cuda_allocator(DeviceAllocatorHooks hooks) { g_cuda_hooks = hooks; }

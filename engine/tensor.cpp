@@ -1,14 +1,34 @@
 #include "engine/tensor.h"
 
+#include "bet_config.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "kernels/cpu/copy.h"
+
+#if BET_HAVE_CUDA
+#include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/runtime.h"
+#endif
 
 namespace bet {
 
 namespace {
 void expect_cpu(const Tensor& t, const char* op) {
   BET_CHECK(t.device().is_cpu(), op, ": not available on ", t.device().str(), " in this build");
+}
+
+// Strided copy with conversion between two tensors on one device.
+void copy_on_device(const Tensor& src, const Tensor& dst, const char* op) {
+#if BET_HAVE_CUDA
+  if (dst.device().is_cuda() || src.device().is_cuda()) {
+    BET_CHECK(src.device() == dst.device(), op, ": tensors on ", src.device().str(), " and ", dst.device().str());
+    kernels::cuda::copy(src, dst);
+    return;
+  }
+#endif
+  expect_cpu(src, op);
+  expect_cpu(dst, op);
+  kernels::cpu::copy(src, dst);
 }
 }  // namespace
 
@@ -90,24 +110,21 @@ bool Tensor::is_contiguous() const {
 
 Tensor Tensor::contiguous() const {
   if (is_contiguous()) return *this;
-  expect_cpu(*this, "contiguous");
   Tensor out = empty(shape(), dtype(), device());
-  kernels::cpu::copy(*this, out);
+  copy_on_device(*this, out, "contiguous");
   return autograd::record("contiguous", out, {*this}, [](const Tensor& g) { return std::vector<Tensor>{g}; });
 }
 
 Tensor Tensor::clone() const {
-  expect_cpu(*this, "clone");
   Tensor out = empty(shape(), dtype(), device());
-  kernels::cpu::copy(*this, out);
+  copy_on_device(*this, out, "clone");
   return autograd::record("clone", out, {*this}, [](const Tensor& g) { return std::vector<Tensor>{g}; });
 }
 
 Tensor Tensor::to(DType t) const {
   if (t == dtype()) return *this;
-  expect_cpu(*this, "to(dtype)");
   Tensor out = empty(shape(), t, device());
-  kernels::cpu::copy(*this, out);
+  copy_on_device(*this, out, "to(dtype)");
   if (!is_floating(t) || !is_floating(dtype())) return out;
   DType from = dtype();
   return autograd::record("to_dtype", out, {*this}, [from](const Tensor& g) { return std::vector<Tensor>{g.to(from)}; });
@@ -115,12 +132,26 @@ Tensor Tensor::to(DType t) const {
 
 Tensor Tensor::to(Device d) const {
   if (d == device()) return *this;
-  fail("to(device): ", d.str(), " is not available in this build");
+#if BET_HAVE_CUDA
+  // Dense bytes moved in one copy; recorded (the gradient moves back), as in torch.
+  Tensor c = is_contiguous() ? *this : detach().contiguous();
+  Tensor out = empty(shape(), dtype(), d);
+  const size_t n = nbytes();
+  if (device().is_cpu()) kernels::cuda::copy_host_to_device(out.raw_data(), c.raw_data(), n, d.index);
+  else if (d.is_cpu()) kernels::cuda::copy_device_to_host(out.raw_data(), c.raw_data(), n, device().index);
+  else kernels::cuda::copy_device_to_device(out.raw_data(), d.index, c.raw_data(), device().index, n);
+  if (!is_floating(dtype())) return out;
+  const Device from = device();
+  return autograd::record("to_device", out, {*this}, [from](const Tensor& g) { return std::vector<Tensor>{g.to(from)}; });
+#else
+  fail("to(device): ", d.str(), " is not available in this build (no CUDA backend)");
+#endif
 }
 
 template <typename T>
 std::vector<T> Tensor::to_vector() const {
-  Tensor c = to(dtype_of<T>::value).contiguous();
+  // Converted where the data is (the CPU has no bf16), then brought to the host.
+  Tensor c = detach().to(dtype_of<T>::value).contiguous().to(Device::cpu());
   const T* p = c.data<T>();
   return std::vector<T>(p, p + c.numel());
 }
@@ -135,13 +166,16 @@ double Tensor::item() const {
 }
 
 void Tensor::copy_(const Tensor& src) {
-  expect_cpu(*this, "copy_");
   BET_CHECK(src.shape() == shape(), "copy_: source shape ", shape_str(src.shape()), " differs from ",
             shape_str(shape()));
-  kernels::cpu::copy(src, *this);
+  // Between devices: the source comes over first (dense), then a strided copy here.
+  copy_on_device(src.device() == device() ? src : src.detach().to(device()), *this, "copy_");
 }
 
 void Tensor::fill_(double value) {
+#if BET_HAVE_CUDA
+  if (device().is_cuda()) return kernels::cuda::fill(*this, value);
+#endif
   expect_cpu(*this, "fill_");
   kernels::cpu::fill(*this, value);
 }

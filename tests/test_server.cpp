@@ -22,6 +22,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/server/api.h"
 #include "runtime/server/http_client.h"
 #include "runtime/server/prometheus_check.h"
 #include "runtime/server/router.h"
@@ -84,6 +85,16 @@ class FakePredictor : public Predictor {
       std::string text = r.text;
       for (const auto& c : r.chunks) text += c;
       if (text == "boom") throw std::runtime_error("the fake model exploded");
+      // Inputs the model cannot answer get an error object in their slot, as
+      // ModelPredictor does (a text with no tokens, one its tokenizer refuses).
+      if (text == "no-tokens") {
+        out.push_back({{"error", {{"code", "empty_text"}, {"message", "text: has no tokens"}}}});
+        continue;
+      }
+      if (text == "bad-item") {
+        out.push_back({{"error", {{"code", "bad_field"}, {"message", "text: the tokenizer refuses it"}}}});
+        continue;
+      }
       json j;
       j["label"] = text.size() % 2 ? "odd" : "even";
       j["length"] = text.size();
@@ -98,6 +109,8 @@ class FakePredictor : public Predictor {
   }
   bool can_generate() override { return true; }
   json generate(const GenerateRequest& g) override {
+    if (g.prompt == "no-cot") throw RequestError(400, "bad_field", "cot: \"auto\" needs a model with bet layers");
+    if (g.prompt == "boom") throw std::runtime_error("the fake model exploded");
     return {{"text", g.prompt + "!"}, {"tokens", g.max_tokens.value_or(-1)}, {"cot_budget", g.cot_auto ? 7 : 0}};
   }
   bool reload() override {
@@ -339,6 +352,40 @@ TEST_CASE("every error class gets its status and a JSON body") {
   r = c.request("GET", "/health");
   REQUIRE(r);
   CHECK(r->status == 200);  // liveness does not depend on the model
+}
+
+TEST_CASE("inputs the predictor refuses get 422 or 400, never 500 or a 200 with an error inside") {
+  TestServer ts;
+  Client c(ts.port());
+  check_error(c.request("POST", "/v1/predict", R"({"text": "no-tokens"})"), 422, "empty_text");
+  check_error(c.request("POST", "/predict", R"({"text": "bad-item"})"), 400, "bad_field");
+  check_error(c.request("POST", "/v1/predict", R"({"chunks": ["no-", "tokens"]})"), 422, "empty_text");
+  // A batch answers as a whole, naming the item at fault.
+  auto r = c.request("POST", "/v1/predict/batch", R"({"texts": ["fine", "no-tokens", "bad-item"]})");
+  check_error(r, 422, "empty_text");
+  CHECK(json::parse(r->body)["error"]["message"].get<std::string>().rfind("texts[1]: ", 0) == 0);
+  r = c.request("POST", "/batch-predict", R"({"texts": ["fine", "bad-item"]})");
+  check_error(r, 400, "bad_field");
+  CHECK(json::parse(r->body)["error"]["message"].get<std::string>().rfind("texts[1]: ", 0) == 0);
+  // Generation: a RequestError keeps its status; any other failure is a 500.
+  check_error(c.request("POST", "/v1/generate", R"({"prompt": "no-cot", "cot": "auto"})"), 400, "bad_field");
+  check_error(c.request("POST", "/v1/generate", R"({"prompt": "boom"})"), 500, "internal_error");
+  // The API refuses ensembles larger than the predictor's limit itself.
+  ApiLimits lim;
+  check_error(c.request("POST", "/v1/predict", json{{"text", "a"}, {"permutations", lim.max_members + 1}}.dump()), 400,
+              "bad_request");
+  check_error(c.request("POST", "/v1/predict", json{{"text", "a"}, {"mc_dropout", lim.max_members + 1}}.dump()), 400,
+              "bad_request");
+  r = c.request("POST", "/v1/predict", json{{"text", "a"}, {"permutations", lim.max_members}}.dump());
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  // The connection stays usable after every refusal, and the statuses are counted.
+  auto m = c.request("GET", "/metrics");
+  REQUIRE(m);
+  prom::ExpositionReport mc = prom::check_exposition(m->body);
+  CHECK(mc.samples["bet_http_requests_total{route=\"/v1/predict\",status=\"422\"}"] == 2);
+  CHECK(mc.samples["bet_http_requests_total{route=\"/v1/generate\",status=\"400\"}"] == 1);
+  CHECK(mc.samples["bet_http_requests_total{route=\"/v1/generate\",status=\"500\"}"] == 1);
 }
 
 TEST_CASE("API keys: 401 without or with a wrong key; open routes need none; 429 with Retry-After") {
@@ -689,8 +736,10 @@ TEST_CASE("/metrics: well-formed exposition with the server's metrics (and promt
     CHECK(rc == 0);
     std::filesystem::remove(file);
     std::filesystem::remove(file + ".out");
+  } else if (std::getenv("CI")) {
+    FAIL("promtool not installed (Debian package prometheus; tools/setup installs it): required in CI");
   } else {
-    MESSAGE("promtool not installed (Debian package prometheus): skipping `promtool check metrics`");
+    MESSAGE("promtool not installed (Debian package prometheus): skipping `promtool check metrics` (required in CI)");
   }
 }
 

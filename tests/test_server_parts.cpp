@@ -222,9 +222,9 @@ TEST_CASE("request bodies: types, ranges, limits") {
   CHECK(!p.permutations);
   CHECK(!p.temperature);
   CHECK(p.return_uncertainty);
-  REQUIRE(parse_predict(body(R"({"chunks": ["a", "b"], "permutations": 1024, "temperature": null})"), lim, &p, &err));
+  REQUIRE(parse_predict(body(R"({"chunks": ["a", "b"], "permutations": 64, "temperature": null})"), lim, &p, &err));
   CHECK(p.chunks == std::vector<std::string>{"a", "b"});
-  CHECK(*p.permutations == 1024);
+  CHECK(*p.permutations == 64);  // max_members
   CHECK(!p.temperature);  // null counts as absent
 
   struct Bad {
@@ -236,7 +236,8 @@ TEST_CASE("request bodies: types, ranges, limits") {
                                        {R"({"text": ""})", 422},
                                        {R"({"chunks": []})", 422},
                                        {R"({"permutations": 2})", 400},
-                                       {R"({"text": "a", "permutations": 1025})", 400},
+                                       {R"({"text": "a", "permutations": 65})", 400},
+                                       {R"({"text": "a", "mc_dropout": 65})", 400},
                                        {R"({"text": "a", "permutations": 18446744073709551615})", 400},
                                        {R"({"text": "a", "permutations": -1})", 400},
                                        {R"({"text": "a", "mc_dropout": true})", 400},
@@ -304,4 +305,9 @@ TEST_CASE("OpenAPI document: 3.0, every route, limits filled in") {
     CHECK(op.contains("security") == r.needs_key);
   }
   CHECK(!openapi_document(OpenApiOptions{})["paths"]["/v1/predict"]["post"].contains("security"));
+  // The documented ensemble bound is the one the API enforces.
+  const json plain = openapi_document(OpenApiOptions{});
+  const json& options = plain["components"]["schemas"]["PredictOptions"]["properties"];
+  CHECK(options["permutations"]["maximum"] == ApiLimits{}.max_members);
+  CHECK(options["mc_dropout"]["maximum"] == ApiLimits{}.max_members);
 }

@@ -3,7 +3,11 @@
 #include <cmath>
 
 #include "engine/ops.h"
+#include "engine/ops/dispatch.h"
 #include "kernels/cpu/elementwise.h"
+#if BET_HAVE_CUDA
+#include "kernels/cuda/elementwise.h"
+#endif
 
 namespace bet {
 
@@ -15,7 +19,7 @@ namespace {
 
 void check_input(const Tensor& t, const char* op) {
   BET_CHECK(t.defined(), op, ": undefined tensor");
-  BET_CHECK(t.device().is_cpu(), op, ": not available on ", t.device().str(), " in this build");
+  ops_detail::check_device(t, op);
 }
 
 void check_float(const Tensor& t, const char* op) {
@@ -46,16 +50,17 @@ Tensor run_binary(BinaryOp op, const char* name, const Tensor& a, const Tensor& 
   check_input(a, name);
   check_input(b, name);
   check_same_dtype(a, b, name);
+  ops_detail::check_same_device(a, b, name);
   const Shape s = broadcast_shapes(a.shape(), b.shape(), name);
   Tensor out = Tensor::empty(s, a.dtype(), a.device());
-  kc::binary(op, broadcast_view(a, s), broadcast_view(b, s), out);
+  BET_KERNEL(out.device(), binary(op, broadcast_view(a, s), broadcast_view(b, s), out));
   return out;
 }
 
 Tensor run_unary(UnaryOp op, const char* name, const Tensor& a, double p0 = 0, double p1 = 0) {
   check_input(a, name);
   Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
-  kc::unary(op, a, out, p0, p1);
+  BET_KERNEL(out.device(), unary(op, a, out, p0, p1));
   return out;
 }
 
@@ -63,7 +68,7 @@ Tensor run_unary(UnaryOp op, const char* name, const Tensor& a, double p0 = 0, d
 Tensor unary_grad(UnaryOp op, const Tensor& x, const Tensor& g, double p0 = 0, double p1 = 0) {
   const Shape s = broadcast_shapes(x.shape(), g.shape(), "unary backward");
   Tensor out = Tensor::empty(s, g.dtype(), g.device());
-  kc::unary_backward(op, broadcast_view(x, s), broadcast_view(g, s), out, p0, p1);
+  BET_KERNEL(out.device(), unary_backward(op, broadcast_view(x, s), broadcast_view(g, s), out, p0, p1));
   return out;
 }
 
@@ -142,7 +147,7 @@ Tensor maximum(const Tensor& a, const Tensor& b) {
   return autograd::record("maximum", out, {a, b}, [da, db, sa, sb](const Tensor& g) {
     const Shape& s = g.shape();
     Tensor ga = Tensor::empty(s, g.dtype(), g.device()), gb = Tensor::empty(s, g.dtype(), g.device());
-    kc::maximum_backward(broadcast_view(da, s), broadcast_view(db, s), g, ga, gb);
+    BET_KERNEL(g.device(), maximum_backward(broadcast_view(da, s), broadcast_view(db, s), g, ga, gb));
     return std::vector<Tensor>{sum_to(ga, sa), sum_to(gb, sb)};
   });
 }
@@ -204,9 +209,11 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   check_input(a, "where");
   check_input(b, "where");
   check_same_dtype(a, b, "where");
+  ops_detail::check_same_device(a, b, "where");
+  ops_detail::check_same_device(cond, a, "where");
   const Shape s = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), "where"), b.shape(), "where");
   Tensor out = Tensor::empty(s, a.dtype(), a.device());
-  kc::where(broadcast_view(cond, s), broadcast_view(a, s), broadcast_view(b, s), out);
+  BET_KERNEL(out.device(), where(broadcast_view(cond, s), broadcast_view(a, s), broadcast_view(b, s), out));
   if (!autograd::needs_grad({&a, &b})) return out;
   Tensor c = cond.detach();
   Shape sa = a.shape(), sb = b.shape();
@@ -221,11 +228,12 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
 Tensor masked_fill(const Tensor& a, const Tensor& mask, double value) {
   check_input(a, "masked_fill");
   check_input(mask, "masked_fill");
+  ops_detail::check_same_device(a, mask, "masked_fill");
   const Shape s = broadcast_shapes(a.shape(), mask.shape(), "masked_fill");
   BET_CHECK(s == a.shape(), "masked_fill: mask ", shape_str(mask.shape()), " does not broadcast to ",
             shape_str(a.shape()));
   Tensor out = Tensor::empty(s, a.dtype(), a.device());
-  kc::masked_fill(a, broadcast_view(mask, s), value, out);
+  BET_KERNEL(out.device(), masked_fill(a, broadcast_view(mask, s), value, out));
   if (!autograd::needs_grad({&a})) return out;
   Tensor m = mask.detach();
   return autograd::record("masked_fill", out, {a}, [m](const Tensor& g) {

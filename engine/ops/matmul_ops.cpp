@@ -1,8 +1,13 @@
 // matmul and linear. Operands reach the kernel as strided views (a transposed weight
 // or K^T is read in place), so the backward's transposes cost no copies either.
 #include "engine/ops.h"
+#include "engine/ops/dispatch.h"
 #include "kernels/cpu/copy.h"
 #include "kernels/cpu/matmul.h"
+#if BET_HAVE_CUDA
+#include "kernels/cuda/elementwise.h"
+#include "kernels/cuda/matmul.h"
+#endif
 
 namespace bet {
 
@@ -11,10 +16,11 @@ namespace {
 void check_float_pair(const Tensor& a, const Tensor& b, const char* op) {
   BET_CHECK(a.dtype() == b.dtype(), op, ": dtypes differ: ", dtype_name(a.dtype()), " and ",
             dtype_name(b.dtype()), " (", shape_str(a.shape()), ", ", shape_str(b.shape()), ")");
-  BET_CHECK(a.dtype() == DType::F32 || a.dtype() == DType::F64, op, ": dtype ", dtype_name(a.dtype()),
-            " not supported (f32 or f64)");
+  // bf16 (f32 accumulation) on a GPU only: the CPU path has no bf16 kernels.
+  BET_CHECK(a.dtype() == DType::F32 || a.dtype() == DType::F64 || (a.dtype() == DType::BF16 && a.device().is_cuda()),
+            op, ": dtype ", dtype_name(a.dtype()), " not supported (f32 or f64; bf16 on cuda)");
   BET_CHECK(a.device() == b.device(), op, ": tensors on ", a.device().str(), " and ", b.device().str());
-  BET_CHECK(a.device().is_cpu(), op, ": not available on ", a.device().str(), " in this build");
+  ops_detail::check_device(a, op);
 }
 
 // `t` with leading size-1 dims added up to `rank` (metadata only, not recorded).
@@ -52,7 +58,7 @@ Tensor as_rows(const Tensor& x) {
   }
   if (ok) return make_view(x, {rows, C}, {row_stride < 0 ? C : row_stride, x.strides()[r - 1]}, x.offset());
   Tensor c = Tensor::empty(x.shape(), x.dtype(), x.device());
-  kernels::cpu::copy(x, c);
+  BET_KERNEL(c.device(), copy(x, c));
   return make_view(c, {rows, C}, {C, 1}, 0);
 }
 
@@ -87,7 +93,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   const int64_t rank = int64_t(out_shape.size());
 
   Tensor out = Tensor::empty(out_shape, a.dtype(), a.device());
-  kernels::cpu::matmul(pad_rank(a, rank), pad_rank(b, rank), Tensor(), out);
+  BET_KERNEL(out.device(), matmul(pad_rank(a, rank), pad_rank(b, rank), Tensor(), out));
 
   if (!autograd::needs_grad({&a, &b})) return out;
   const bool ga = a.requires_grad(), gb = b.requires_grad();
@@ -125,7 +131,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   Tensor x2 = as_rows(x);
   const int64_t rows = x2.shape()[0];
   Tensor out2 = Tensor::empty({rows, out_f}, x.dtype(), x.device());
-  kernels::cpu::matmul(x2, mT(weight), bias, out2);
+  BET_KERNEL(out2.device(), matmul(x2, mT(weight), bias, out2));
   Shape out_shape = x.shape();
   out_shape.back() = out_f;
   Tensor out = make_view(out2, out_shape, contiguous_strides(out_shape), 0);

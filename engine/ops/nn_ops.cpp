@@ -3,15 +3,17 @@
 // what the forward saved (softmax output, LayerNorm mean/rstd, log-sum-exp) or can
 // recompute for free (rotation angles, the Philox mask).
 #include "engine/ops.h"
+#include "engine/ops/dispatch.h"
 #include "kernels/cpu/nn.h"
+#if BET_HAVE_CUDA
+#include "kernels/cuda/nn.h"
+#endif
 
 namespace bet {
 
 namespace {
 
-void expect_cpu(const Tensor& t, const char* op) {
-  BET_CHECK(t.device().is_cpu(), op, ": not available on ", t.device().str(), " in this build");
-}
+void expect_cpu(const Tensor& t, const char* op) { ops_detail::check_device(t, op); }
 
 void expect_float(const Tensor& t, const char* op, const char* what) {
   BET_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::F64, op, ": ", what, " must be f32 or f64, got ",
@@ -25,6 +27,7 @@ Tensor contig(const Tensor& t) { return t.is_contiguous() ? t : t.detach().conti
 // `mask` as a view with a's shape (stride 0 along broadcast dims); not differentiable.
 Tensor expand_mask(const Tensor& mask, const Tensor& a, const char* op) {
   expect_cpu(mask, op);
+  ops_detail::check_same_device(mask, a, op);
   Shape bs = broadcast_shapes(mask.shape(), a.shape(), op);
   BET_CHECK(bs == a.shape(), op, ": mask ", shape_str(mask.shape()), " does not broadcast to input ",
             shape_str(a.shape()));
@@ -59,13 +62,13 @@ Tensor softmax_impl(const Tensor& a, int64_t dim, const Tensor& mask, bool log) 
     return transpose(softmax_impl(transpose(a, d, last), last, mt, log), d, last);
   }
   Tensor x = contig(a);
-  Tensor out = Tensor::empty(a.shape(), a.dtype());
-  kernels::cpu::softmax_forward(x, m, out, log);
+  Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
+  BET_KERNEL(out.device(), softmax_forward(x, m, out, log));
   if (!autograd::needs_grad({&a})) return out;
   Tensor y = out.detach();  // not `out` itself: its node would keep itself alive
   return autograd::record(op, out, {a}, [y, m, log](const Tensor& g) {
-    Tensor gi = Tensor::empty(y.shape(), y.dtype());
-    kernels::cpu::softmax_backward(y, contig(g), m, gi, log);
+    Tensor gi = Tensor::empty(y.shape(), y.dtype(), y.device());
+    BET_KERNEL(gi.device(), softmax_backward(y, contig(g), m, gi, log));
     return std::vector<Tensor>{gi};
   });
 }
@@ -86,6 +89,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
     if (!p->defined()) continue;
     const char* what = p == &weight ? "weight" : "bias";
     expect_cpu(*p, "layer_norm");
+    ops_detail::check_same_device(*p, x, "layer_norm");
     BET_CHECK(p->shape() == Shape{D}, "layer_norm: ", what, " ", shape_str(p->shape()), " does not match [", D,
               "] (input ", shape_str(x.shape()), ")");
     BET_CHECK(p->dtype() == x.dtype(), "layer_norm: ", what, " is ", dtype_name(p->dtype()), ", input is ",
@@ -95,10 +99,10 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
   Tensor wc = weight.defined() ? contig(weight) : Tensor();
   Tensor bc = bias.defined() ? contig(bias) : Tensor();
   const int64_t rows = D == 0 ? 0 : x.numel() / D;
-  Tensor out = Tensor::empty(x.shape(), x.dtype());
-  Tensor mean = Tensor::empty({rows}, x.dtype());
-  Tensor rstd = Tensor::empty({rows}, x.dtype());
-  kernels::cpu::layer_norm_forward(xc, wc, bc, eps, out, mean, rstd);
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor mean = Tensor::empty({rows}, x.dtype(), x.device());
+  Tensor rstd = Tensor::empty({rows}, x.dtype(), x.device());
+  BET_KERNEL(out.device(), layer_norm_forward(xc, wc, bc, eps, out, mean, rstd));
   if (!autograd::needs_grad({&x, &weight, &bias})) return out;
   const bool want_x = x.requires_grad();
   const bool want_w = weight.defined() && weight.requires_grad();
@@ -107,10 +111,11 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
   return autograd::record("layer_norm", out, {x, weight, bias},
                           [xs, ws, mean, rstd, want_x, want_w, want_b](const Tensor& g) {
                             const int64_t Dg = xs.shape().back();
-                            Tensor dx = want_x ? Tensor::empty(xs.shape(), xs.dtype()) : Tensor();
-                            Tensor dw = want_w ? Tensor::empty({Dg}, xs.dtype()) : Tensor();
-                            Tensor db = want_b ? Tensor::empty({Dg}, xs.dtype()) : Tensor();
-                            kernels::cpu::layer_norm_backward(contig(g), xs, ws, mean, rstd, dx, dw, db);
+                            const Device dev = xs.device();
+                            Tensor dx = want_x ? Tensor::empty(xs.shape(), xs.dtype(), dev) : Tensor();
+                            Tensor dw = want_w ? Tensor::empty({Dg}, xs.dtype(), dev) : Tensor();
+                            Tensor db = want_b ? Tensor::empty({Dg}, xs.dtype(), dev) : Tensor();
+                            BET_KERNEL(dev, layer_norm_backward(contig(g), xs, ws, mean, rstd, dx, dw, db));
                             return std::vector<Tensor>{dx, dw, db};
                           });
 }
@@ -118,6 +123,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
 Tensor cross_entropy_sum(const Tensor& logits, const Tensor& targets, int64_t ignore_index) {
   expect_cpu(logits, "cross_entropy_sum");
   expect_cpu(targets, "cross_entropy_sum");
+  ops_detail::check_same_device(logits, targets, "cross_entropy_sum");
   expect_float(logits, "cross_entropy_sum", "logits");
   BET_CHECK(logits.dim() == 2, "cross_entropy_sum: logits must be [N, C], got ", shape_str(logits.shape()));
   BET_CHECK(targets.dtype() == DType::I32 || targets.dtype() == DType::I64,
@@ -127,13 +133,25 @@ Tensor cross_entropy_sum(const Tensor& logits, const Tensor& targets, int64_t ig
   BET_CHECK(logits.shape()[1] > 0 || logits.shape()[0] == 0, "cross_entropy_sum: logits ",
             shape_str(logits.shape()), " have no classes");
   Tensor lc = contig(logits), tc = contig(targets);
-  Tensor lse = Tensor::empty({logits.shape()[0]}, logits.dtype());
-  const double total = kernels::cpu::cross_entropy_forward(lc, tc, ignore_index, lse);
-  Tensor out = Tensor::scalar(total, logits.dtype());
+  Tensor lse = Tensor::empty({logits.shape()[0]}, logits.dtype(), logits.device());
+  Tensor out;
+#if BET_HAVE_CUDA
+  if (logits.device().is_cuda()) {  // the loss stays on the device: no sync per step
+    out = Tensor::empty({}, logits.dtype(), logits.device());
+    kernels::cuda::cross_entropy_forward(lc, tc, ignore_index, lse, out);
+  }
+#endif
+  if (!out.defined()) out = Tensor::scalar(kernels::cpu::cross_entropy_forward(lc, tc, ignore_index, lse), logits.dtype());
   if (!autograd::needs_grad({&logits})) return out;
   Tensor ls = lc.detach();
   return autograd::record("cross_entropy_sum", out, {logits}, [ls, tc, lse, ignore_index](const Tensor& g) {
-    Tensor dl = Tensor::empty(ls.shape(), ls.dtype());
+    Tensor dl = Tensor::empty(ls.shape(), ls.dtype(), ls.device());
+#if BET_HAVE_CUDA
+    if (ls.device().is_cuda()) {
+      kernels::cuda::cross_entropy_backward(ls, tc, ignore_index, lse, g.contiguous(), dl);
+      return std::vector<Tensor>{dl};
+    }
+#endif
     kernels::cpu::cross_entropy_backward(ls, tc, ignore_index, lse, g.item(), dl);
     return std::vector<Tensor>{dl};
   });
@@ -143,6 +161,9 @@ int64_t count_valid(const Tensor& targets, int64_t ignore_index) {
   expect_cpu(targets, "count_valid");
   BET_CHECK(targets.dtype() == DType::I32 || targets.dtype() == DType::I64,
             "count_valid: targets must be i32 or i64, got ", dtype_name(targets.dtype()));
+#if BET_HAVE_CUDA
+  if (targets.device().is_cuda()) return kernels::cuda::count_valid(contig(targets), ignore_index);
+#endif
   return kernels::cpu::count_valid(contig(targets), ignore_index);
 }
 
@@ -159,13 +180,13 @@ Tensor rope(const Tensor& x, const Tensor& positions, double base) {
                 (per_row && positions.shape()[1] == S && (positions.shape()[0] == B || positions.shape()[0] == 1)),
             "rope: positions ", shape_str(positions.shape()), " must be [B, S] or [S] for input ",
             shape_str(x.shape()));
-  Tensor pos = contig(positions.detach().to(DType::F64));
+  Tensor pos = contig(positions.detach().to(DType::F64).to(x.device()));
   pos = make_view(pos, {per_row ? positions.shape()[0] : 1, S}, {S, 1}, pos.offset());
-  Tensor out = Tensor::empty(x.shape(), x.dtype());
-  kernels::cpu::rope(contig(x), pos, base, false, out);
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  BET_KERNEL(out.device(), rope(contig(x), pos, base, false, out));
   return autograd::record("rope", out, {x}, [pos, base](const Tensor& g) {
-    Tensor gi = Tensor::empty(g.shape(), g.dtype());
-    kernels::cpu::rope(contig(g), pos, base, true, gi);
+    Tensor gi = Tensor::empty(g.shape(), g.dtype(), g.device());
+    BET_KERNEL(gi.device(), rope(contig(g), pos, base, true, gi));
     return std::vector<Tensor>{gi};
   });
 }
@@ -175,12 +196,12 @@ Tensor dropout(const Tensor& a, double p, bool training, uint64_t seed, uint64_t
   if (!training || p == 0.0) return a;
   expect_cpu(a, "dropout");
   expect_float(a, "dropout", "input");
-  Tensor out = Tensor::empty(a.shape(), a.dtype());
-  kernels::cpu::dropout(contig(a), p, seed, offset, out);
+  Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
+  BET_KERNEL(out.device(), dropout(contig(a), p, seed, offset, out));
   // The backward applies the same mask: same (seed, offset), same logical order.
   return autograd::record("dropout", out, {a}, [p, seed, offset](const Tensor& g) {
-    Tensor gi = Tensor::empty(g.shape(), g.dtype());
-    kernels::cpu::dropout(contig(g), p, seed, offset, gi);
+    Tensor gi = Tensor::empty(g.shape(), g.dtype(), g.device());
+    BET_KERNEL(gi.device(), dropout(contig(g), p, seed, offset, gi));
     return std::vector<Tensor>{gi};
   });
 }

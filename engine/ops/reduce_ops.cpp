@@ -1,16 +1,18 @@
 // Reductions (sum, mean, max, argmax) and the prefix sum.
 #include "engine/ops.h"
+#include "engine/ops/dispatch.h"
 #include "kernels/cpu/reduce.h"
+#if BET_HAVE_CUDA
+#include "kernels/cuda/reduce.h"
+#endif
 
 namespace bet {
-
-namespace kc = kernels::cpu;
 
 namespace {
 
 void check_input(const Tensor& t, const char* op) {
   BET_CHECK(t.defined(), op, ": undefined tensor");
-  BET_CHECK(t.device().is_cpu(), op, ": not available on ", t.device().str(), " in this build");
+  ops_detail::check_device(t, op);
 }
 
 // Which dims a reduction covers (empty list = all), validated.
@@ -47,7 +49,7 @@ Tensor finish(const Tensor& kept, const Shape& full, const std::vector<bool>& m,
 // Sum without recording (the shared forward of sum and mean).
 Tensor sum_raw(const Tensor& a, const std::vector<bool>& m) {
   Tensor out = Tensor::empty(keep_shape(a.shape(), m), a.dtype(), a.device());
-  kc::sum(a, m, out);
+  BET_KERNEL(out.device(), sum(a, m, out));
   return out;
 }
 
@@ -103,7 +105,7 @@ void max_raw(const Tensor& a, int64_t d, Tensor* values, Tensor* indices, const 
   Tensor c = a.detach().contiguous();
   if (values) *values = Tensor::empty(kept, a.dtype(), a.device());
   if (indices) *indices = Tensor::empty(kept, DType::I64, a.device());
-  kc::max_dim(c, a.dim() == 0 ? 0 : d, values, indices);
+  BET_KERNEL(c.device(), max_dim(c, a.dim() == 0 ? 0 : d, values, indices));
 }
 
 }  // namespace
@@ -122,7 +124,7 @@ Tensor max(const Tensor& a, int64_t dim, bool keepdim) {
   return autograd::record("max", out, {a}, [in_shape, kept, indices, d](const Tensor& g) {
     Tensor gk = reshape(g, kept).contiguous();
     Tensor gi = Tensor::zeros(in_shape, g.dtype(), g.device());
-    kc::scatter_dim(gk, indices, in_shape.empty() ? 0 : d, gi);
+    BET_KERNEL(gi.device(), scatter_dim(gk, indices, in_shape.empty() ? 0 : d, gi));
     return std::vector<Tensor>{gi};
   });
 }
@@ -142,11 +144,11 @@ Tensor cumsum(const Tensor& a, int64_t dim) {
   const int64_t d = a.dim() == 0 ? 0 : normalize_dim(dim, a.dim(), "cumsum");
   Tensor c = a.detach().contiguous();
   Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
-  kc::cumsum(c, d, false, out);
+  BET_KERNEL(out.device(), cumsum(c, d, false, out));
   return autograd::record("cumsum", out, {a}, [d](const Tensor& g) {
     Tensor gc = g.contiguous();
     Tensor gi = Tensor::empty(gc.shape(), gc.dtype(), gc.device());
-    kc::cumsum(gc, d, true, gi);
+    BET_KERNEL(gi.device(), cumsum(gc, d, true, gi));
     return std::vector<Tensor>{gi};
   });
 }

@@ -3,7 +3,11 @@
 #include <cmath>
 #include <map>
 
+#include "engine/ops/dispatch.h"
 #include "engine/optim/optim_kernels.h"
+#if BET_HAVE_CUDA
+#include "kernels/cuda/optim.h"
+#endif
 
 namespace bet::optim {
 
@@ -18,7 +22,8 @@ Tensor usable_grad(const Tensor& p, const char* op, size_t i) {
             ", parameter ", shape_str(p.shape()));
   BET_CHECK(g.dtype() == p.dtype(), op, ": gradient of parameter ", i, " is ", dtype_name(g.dtype()),
             ", parameter ", dtype_name(p.dtype()));
-  BET_CHECK(g.device().is_cpu(), op, ": gradient of parameter ", i, " is on ", g.device().str());
+  BET_CHECK(g.device() == p.device(), op, ": gradient of parameter ", i, " is on ", g.device().str(),
+            ", parameter on ", p.device().str());
   // Autograd accumulates contiguous gradients; a user-set view is the rare case.
   return g.is_contiguous() ? g : g.detach().contiguous();
 }
@@ -39,8 +44,8 @@ Optimizer::Optimizer(std::vector<Tensor> params, double lr, std::vector<bool> de
     BET_CHECK(p.defined(), "optimizer: parameter ", i, " is undefined");
     BET_CHECK(p.dtype() == DType::F32 || p.dtype() == DType::F64, "optimizer: parameter ", i, " is ",
               dtype_name(p.dtype()), "; only f32 and f64 are supported");
-    BET_CHECK(p.device().is_cpu(), "optimizer: parameter ", i, " is on ", p.device().str(),
-              "; only cpu is supported");
+    BET_CHECK(p.device().is_cpu() || (BET_HAVE_CUDA && p.device().is_cuda()), "optimizer: parameter ", i,
+              " is on ", p.device().str(), "; only cpu is supported in this build");
     BET_CHECK(p.is_contiguous(), "optimizer: parameter ", i, " of shape ", shape_str(p.shape()),
               " is not contiguous");
     BET_CHECK(p.is_leaf() && p.requires_grad(), "optimizer: parameter ", i,
@@ -114,7 +119,7 @@ void AdamW::step() {
     s.bias2_sqrt = std::sqrt(bias2);
     s.eps = opt_.eps;
     s.neg_step_size = -(lr_ / bias1);
-    kernels::cpu::adamw_step(p, g, m_[i], v_[i], s);
+    BET_KERNEL(p.device(), adamw_step(p, g, m_[i], v_[i], s));
   }
 }
 
@@ -156,7 +161,7 @@ void SGD::step() {
     s.first = steps[i] == 0;  // torch's momentum_buffer is None until the first step
     s.nesterov = opt_.nesterov;
     s.neg_lr = -lr_;
-    kernels::cpu::sgd_step(p, g, opt_.momentum != 0 ? buf_[i] : Tensor(), s);
+    BET_KERNEL(p.device(), sgd_step(p, g, opt_.momentum != 0 ? buf_[i] : Tensor(), s));
     ++steps[i];
   }
 }
@@ -175,8 +180,14 @@ double grad_norm(const std::vector<Tensor>& params) {
   for (size_t i = 0; i < params.size(); ++i) {
     Tensor g = params[i].grad();
     if (!g.defined()) continue;
-    BET_CHECK(g.device().is_cpu(), "clip_grad_norm: gradient of parameter ", i, " is on ", g.device().str());
+    ops_detail::check_device(g, "clip_grad_norm");
     if (!g.is_contiguous()) g = g.detach().contiguous();
+#if BET_HAVE_CUDA
+    if (g.device().is_cuda()) {
+      total += kernels::cuda::sum_squares(g);
+      continue;
+    }
+#endif
     total += kernels::cpu::sum_squares(g);
   }
   return std::sqrt(total);
@@ -192,11 +203,11 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
     Tensor g = params[i].grad();
     if (!g.defined()) continue;
     if (g.is_contiguous()) {
-      kernels::cpu::scale_(g, coef);
+      BET_KERNEL(g.device(), scale_(g, coef));
     } else {
       // Scale a contiguous copy and write it back through the view.
       Tensor c = g.detach().contiguous();
-      kernels::cpu::scale_(c, coef);
+      BET_KERNEL(c.device(), scale_(c, coef));
       g.copy_(c);
     }
   }

@@ -13,6 +13,7 @@
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -28,12 +29,12 @@ struct BetContents {
 };
 
 // Serialises to bytes (used by the writer, and by tests that damage the bytes).
-std::string encode_bet(const nlohmann::json& header, const NamedTensorList& tensors, int zstd_level = 3);
-BetContents decode_bet(const std::string& bytes, const std::string& name_for_errors);
+std::string encode_bet(const nlohmann::json& header, const NamedTensorList& tensors, int zstd_level = 1);
+BetContents decode_bet(std::string_view bytes, const std::string& name_for_errors);
 
 // Writes atomically (temp file, fsync, rename, fsync dir).
 void write_bet_file(const std::string& path, const nlohmann::json& header, const NamedTensorList& tensors,
-                    int zstd_level = 3);
+                    int zstd_level = 1);
 BetContents read_bet_file(const std::string& path);
 
 // Byte-plane shuffle and its inverse (exposed for tests).

@@ -62,7 +62,7 @@ NamedTensorList checkpoint_tensors(const Checkpoint& ck);
 Checkpoint checkpoint_from_contents(BetContents&& contents, const std::string& file);
 
 // Atomic write (temp, fsync, rename, fsync dir). Errors name the file.
-void save_checkpoint(const std::string& path, const Checkpoint& ck, int zstd_level = 3);
+void save_checkpoint(const std::string& path, const Checkpoint& ck, int zstd_level = 1);
 // Verifies every checksum (bet_format), then the header: format, version, kind, config.
 Checkpoint load_checkpoint(const std::string& path);
 

@@ -115,7 +115,7 @@ void read_jsonl(std::istream& in, Collector& c) {
     auto l = j.find(c.opts.label_field);
     std::string label;
     if (l != j.end() && !l->is_null()) label = label_to_string(*l);
-    c.add(n, t->get<std::string>(), (l != j.end() && !l->is_null()) ? &label : nullptr);
+    c.add(n, std::move(t->get_ref<std::string&>()), (l != j.end() && !l->is_null()) ? &label : nullptr);
   }
 }
 

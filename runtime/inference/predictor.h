@@ -30,21 +30,20 @@
 #include <nlohmann/json.hpp>
 
 #include "model/bet_model.h"
+#include "runtime/server/api.h"
 #include "runtime/server/predictor.h"
 #include "runtime/tokenizer/tokenizer.h"
 
 namespace bet::inference {
 
 // A request the model cannot answer as given; code() is the API error code:
-// "empty_text" (the server answers 422) or "bad_field" (400).
-class InputError : public std::runtime_error {
+// "empty_text" (the server answers 422) or "bad_field" (400). A RequestError, so the
+// server answers generate's input errors with that status rather than 500.
+class InputError : public server::RequestError {
  public:
-  InputError(std::string code, const std::string& message) : std::runtime_error(message), code_(std::move(code)) {}
-  const std::string& code() const { return code_; }
-  int http_status() const { return code_ == "empty_text" ? 422 : 400; }
-
- private:
-  std::string code_;
+  InputError(std::string code, const std::string& message)
+      : server::RequestError(server::status_for_error_code(code), code, message) {}
+  int http_status() const { return status(); }
 };
 
 constexpr int kMaxMembers = 64;             // bound on permutations and mc_dropout

@@ -34,20 +34,26 @@ void make_dirs(const std::string& dir) {
 }
 
 void atomic_write_file(const std::string& path, std::string_view bytes) {
+  atomic_write_file(path, std::vector<std::string_view>{bytes});
+}
+
+void atomic_write_file(const std::string& path, const std::vector<std::string_view>& pieces) {
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   BET_CHECK(fd >= 0, tmp, ": cannot create: ", errno_str());
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      std::string err = errno_str();
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      fail(tmp, ": write failed: ", err);
+  for (std::string_view bytes : pieces) {
+    size_t done = 0;
+    while (done < bytes.size()) {
+      ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) {
+        std::string err = errno_str();
+        ::close(fd);
+        ::unlink(tmp.c_str());
+        fail(tmp, ": write failed: ", err);
+      }
+      done += size_t(w);
     }
-    done += size_t(w);
   }
   if (::fsync(fd) != 0) {
     std::string err = errno_str();

@@ -80,8 +80,8 @@ bool parse_options(const json& body, const ApiLimits& limits, PredictRequest* ou
     out->return_uncertainty = v->get<bool>();
   }
   std::optional<int64_t> k, mc;
-  if (!get_int(body, "permutations", 1, 1024, &k, err)) return false;
-  if (!get_int(body, "mc_dropout", 0, 1024, &mc, err)) return false;
+  if (!get_int(body, "permutations", 1, limits.max_members, &k, err)) return false;
+  if (!get_int(body, "mc_dropout", 0, limits.max_members, &mc, err)) return false;
   std::optional<double> t;
   if (!get_number(body, "temperature", 0.0, true, 1000.0, &t, err)) return false;
   if (k) out->permutations = static_cast<int>(*k);
@@ -112,6 +112,12 @@ int max_nesting(std::string_view s, int limit) {
 }
 
 }  // namespace
+
+int status_for_error_code(std::string_view code) {
+  if (code == "empty_text" || code == "text_too_long") return 422;
+  if (code == "too_many_items") return 413;
+  return 400;
+}
 
 std::optional<json> parse_json_body(std::string_view body, const ApiLimits& limits, ApiError* err) {
   size_t values = 0;

@@ -4,6 +4,7 @@
 // client will see.
 #pragma once
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -20,9 +21,32 @@ struct ApiError {
   std::string message;  // names the field at fault
 };
 
+// Thrown by a predictor for a request it cannot answer as given (e.g. a text with no
+// tokens): the server answers status with {"error": {code, message}} instead of 500.
+class RequestError : public std::runtime_error {
+ public:
+  RequestError(int status, std::string code, const std::string& message)
+      : std::runtime_error(message), status_(status), code_(std::move(code)) {}
+  int status() const { return status_; }
+  const std::string& code() const { return code_; }
+
+ private:
+  int status_;
+  std::string code_;
+};
+
+// The status of an error code a predictor puts in a result slot or a RequestError
+// carries: 422 for the text errors of product.md ("text empty or over the limit"),
+// 413 for too many items, 400 for every other invalid field.
+int status_for_error_code(std::string_view code);
+
 struct ApiLimits {
   size_t max_text_bytes = 1u << 20;
   size_t max_batch_items = 64;
+  // Bound on "permutations" and "mc_dropout": the predictor's ensemble limit
+  // (inference::kMaxMembers; a test keeps the two equal), so the API refuses what the
+  // model would refuse, with the same 400.
+  int max_members = 64;
   int default_mc_dropout = 0;
   int max_json_depth = 64;
   size_t max_json_values = 65536;

@@ -2,13 +2,22 @@
 
 #include <exception>
 
+#include "kernels/cpu/threads.h"
+#include "runtime/server/api.h"
+
 namespace bet::server {
 
 BatchQueue::BatchQueue(Predictor& predictor, BatchQueueOptions options, Completion on_done,
                        BatchQueueMetrics metrics)
     : predictor_(predictor), options_(options), on_done_(std::move(on_done)), metrics_(metrics) {
   if (options_.max_batch == 0) options_.max_batch = 1;
-  worker_ = std::thread([this] { run(); });
+  // OpenMP gives a new thread the process's default pool size, not the one --threads
+  // set on the thread building the queue, so the worker takes that one explicitly.
+  const int threads = kernels::cpu::num_threads();
+  worker_ = std::thread([this, threads] {
+    kernels::cpu::set_num_threads(threads);
+    run();
+  });
 }
 
 BatchQueue::~BatchQueue() { stop(); }
@@ -76,6 +85,10 @@ void BatchQueue::run() {
       InferenceJob& job = *taken.front();
       try {
         job.generated = predictor_.generate(job.generate);
+      } catch (const RequestError& e) {
+        job.error = e.what();
+        job.error_status = e.status();
+        job.error_code = e.code();
       } catch (const std::exception& e) {
         job.error = e.what();
       } catch (...) {

@@ -29,6 +29,8 @@ struct InferenceJob {
   std::vector<nlohmann::json> results;
   nlohmann::json generated;
   std::string error;  // non-empty when the predictor failed
+  int error_status = 500;  // with error: a RequestError's status and code, else 500
+  std::string error_code = "internal_error";
   // Opaque to the queue: who asked.
   void* owner = nullptr;
   uint64_t owner_generation = 0;

@@ -9,6 +9,20 @@ namespace {
 using nlohmann::json;
 
 // Schemas written as JSON text: easier to review against product.md than builder calls.
+// They describe what the server really returns (tests/test_server_model.cpp validates
+// the document with swagger-parser and checks real responses against it, every field
+// declared). Where product.md leaves a choice open, the server and this document say:
+//   - 422 is for text errors only ("empty_text": empty, or no tokens; "text_too_long");
+//     every other invalid field is 400, whether the API or the model refuses it
+//     (generate on a classifier, "cot": "auto" on a model without bet layers);
+//   - a batch with one item the model cannot answer fails as a whole with that item's
+//     status, the message naming texts[i] (as the API's own checks do);
+//   - permutations and mc_dropout are bounded by the model's ensemble limit (64);
+//   - "truncated" is always present (false when nothing was cut); "cot_length" is a
+//     float, null without bet layers; "order_dispersion" is null unless the ensemble
+//     has several orderings; "cot_budget" is null unless "cot": "auto" was asked;
+//   - language models answer /v1/predict with the next token (token_id, top_tokens)
+//     instead of probabilities by label.
 const char* kComponents = R"json({
   "securitySchemes": {
     "bearerAuth": {"type": "http", "scheme": "bearer"}
@@ -36,12 +50,27 @@ const char* kComponents = R"json({
     "ModelInfo": {
       "type": "object",
       "description": "Config, parameter count, version, metrics and calibration of the loaded model.",
+      "required": ["version", "task", "layer", "config", "parameter_count", "labels", "tokenizer", "calibration"],
       "properties": {
-        "version": {"type": "string"},
-        "parameters": {"type": "integer"},
+        "version": {"type": "string", "description": "The model card's semantic version, or \"unversioned\"."},
+        "name": {"type": "string"},
+        "task": {"type": "string", "enum": ["classify", "lm"]},
+        "layer": {"type": "string", "enum": ["bet", "standard"]},
         "config": {"type": "object", "additionalProperties": true},
+        "parameter_count": {"type": "integer", "minimum": 0},
+        "labels": {"type": "array", "items": {"type": "string"}},
+        "tokenizer": {"type": "string"},
+        "calibration": {
+          "type": "object",
+          "required": ["temperature", "calibrated"],
+          "properties": {"temperature": {"type": "number"}, "calibrated": {"type": "boolean"}}
+        },
+        "card": {"type": "object", "additionalProperties": true},
+        "path": {"type": "string"},
+        "kind": {"type": "string"},
         "metrics": {"type": "object", "additionalProperties": true},
-        "calibration": {"type": "object", "additionalProperties": true}
+        "created_at": {"type": "string"},
+        "versions": {"type": "object", "additionalProperties": true}
       },
       "additionalProperties": true
     },
@@ -49,9 +78,12 @@ const char* kComponents = R"json({
       "type": "object",
       "properties": {
         "return_uncertainty": {"type": "boolean", "default": true},
-        "permutations": {"type": "integer", "minimum": 1, "maximum": 1024},
-        "mc_dropout": {"type": "integer", "minimum": 0, "maximum": 1024},
-        "temperature": {"type": "number", "minimum": 0, "exclusiveMinimum": true, "maximum": 1000}
+        "permutations": {"type": "integer", "minimum": 1, "maximum": 64,
+                         "description": "Ensemble of K orderings of the input (default 1)."},
+        "mc_dropout": {"type": "integer", "minimum": 0, "maximum": 64,
+                       "description": "Ensemble of K dropout masks (default --default-mc-dropout)."},
+        "temperature": {"type": "number", "minimum": 0, "exclusiveMinimum": true, "maximum": 1000,
+                        "description": "Overrides the calibrated temperature."}
       }
     },
     "PredictRequest": {
@@ -61,8 +93,10 @@ const char* kComponents = R"json({
           "type": "object",
           "properties": {
             "text": {"type": "string", "minLength": 1},
-            "chunks": {"type": "array", "minItems": 1, "items": {"type": "string"}}
+            "chunks": {"type": "array", "minItems": 1, "items": {"type": "string"},
+                       "description": "One document in pieces; orderings move whole chunks."}
           },
+          "oneOf": [{"required": ["text"]}, {"required": ["chunks"]}],
           "description": "Exactly one of text and chunks."
         }
       ]
@@ -81,38 +115,52 @@ const char* kComponents = R"json({
     },
     "Beta": {
       "type": "object",
+      "description": "The Beta posterior of the model's sufficient-statistics layer (bet layers only).",
+      "required": ["alpha", "beta", "posterior_mean", "posterior_variance", "epistemic", "aleatoric"],
       "properties": {
         "alpha": {"type": "number"},
         "beta": {"type": "number"},
         "posterior_mean": {"type": "number"},
-        "posterior_variance": {"type": "number"}
+        "posterior_variance": {"type": "number"},
+        "epistemic": {"type": "number"},
+        "aleatoric": {"type": "number"}
       }
     },
     "Uncertainty": {
       "type": "object",
+      "required": ["epistemic", "aleatoric", "total", "order_dispersion", "members"],
       "properties": {
         "epistemic": {"type": "number"},
         "aleatoric": {"type": "number"},
         "total": {"type": "number"},
-        "order_dispersion": {"type": "number"},
+        "order_dispersion": {"type": "number", "nullable": true,
+                             "description": "Null unless the ensemble has several orderings."},
+        "members": {"type": "integer", "minimum": 1},
         "beta": {"$ref": "#/components/schemas/Beta"}
       }
     },
+    "TopToken": {
+      "type": "object",
+      "required": ["id", "text", "probability"],
+      "properties": {"id": {"type": "integer"}, "text": {"type": "string"}, "probability": {"type": "number"}}
+    },
     "Prediction": {
       "type": "object",
+      "description": "Classifiers answer probabilities by label; language models the next token (token_id, top_tokens).",
+      "required": ["label", "confidence", "cot_length", "truncated"],
       "properties": {
-        "label": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
-        "probabilities": {
-          "oneOf": [
-            {"type": "array", "items": {"type": "number"}},
-            {"type": "object", "additionalProperties": {"type": "number"}}
-          ]
-        },
+        "label": {"type": "string"},
+        "probabilities": {"type": "object", "additionalProperties": {"type": "number"}},
+        "token_id": {"type": "integer"},
+        "top_tokens": {"type": "array", "items": {"$ref": "#/components/schemas/TopToken"}},
         "confidence": {"type": "number"},
         "uncertainty": {"$ref": "#/components/schemas/Uncertainty"},
-        "cot_length": {"type": "integer"},
-        "truncated": {"type": "boolean"}
+        "attention_dispersion": {"type": "number"},
+        "cot_length": {"type": "number", "nullable": true,
+                       "description": "The model's optimal chain-of-thought length (bet layers), else null."},
+        "truncated": {"type": "boolean", "description": "True when the text was cut to the model's max length."}
       },
+      "anyOf": [{"required": ["probabilities"]}, {"required": ["token_id", "top_tokens"]}],
       "additionalProperties": true
     },
     "PredictResponse": {
@@ -134,22 +182,24 @@ const char* kComponents = R"json({
       "required": ["prompt"],
       "properties": {
         "prompt": {"type": "string", "minLength": 1},
-        "max_tokens": {"type": "integer", "minimum": 1, "maximum": 65536},
-        "cot": {"type": "string", "enum": ["auto"]},
-        "temperature": {"type": "number", "minimum": 0},
-        "top_k": {"type": "integer", "minimum": 0},
+        "max_tokens": {"type": "integer", "minimum": 1, "maximum": 65536, "description": "Default 64."},
+        "cot": {"type": "string", "enum": ["auto"], "description": "The model's optimal_length as the budget."},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 1000, "description": "0: greedy."},
+        "top_k": {"type": "integer", "minimum": 0, "maximum": 1048576},
         "top_p": {"type": "number", "minimum": 0, "exclusiveMinimum": true, "maximum": 1},
         "seed": {"type": "integer", "minimum": 0}
       },
+      "not": {"required": ["max_tokens", "cot"]},
       "description": "At most one of max_tokens and cot."
     },
     "GenerateResponse": {
       "type": "object",
-      "required": ["text", "latency_ms"],
+      "required": ["text", "tokens", "stop", "cot_budget", "latency_ms"],
       "properties": {
         "text": {"type": "string"},
-        "tokens": {"type": "integer"},
-        "cot_budget": {"type": "integer"},
+        "tokens": {"type": "integer", "minimum": 0},
+        "stop": {"type": "string", "enum": ["length", "eos"]},
+        "cot_budget": {"type": "integer", "nullable": true, "description": "With \"cot\": \"auto\", else null."},
         "latency_ms": {"type": "number"}
       },
       "additionalProperties": true
@@ -199,23 +249,26 @@ json operation(const Route& r, bool keys) {
       res["200"] = json_response("The prediction", "PredictResponse");
       res["400"] = error_response("Malformed JSON or invalid fields");
       res["413"] = error_response("Body larger than --max-body");
-      res["422"] = error_response("Empty text, or text over --max-text-bytes");
+      res["422"] = error_response("Empty text (or one with no tokens), or text over --max-text-bytes");
       res["503"] = error_response("The model is not loaded yet, or the queue is full");
       break;
     case Handler::kPredictBatch:
       op["summary"] = "Classify several texts";
       op["requestBody"] = json_body("BatchPredictRequest");
       res["200"] = json_response("One prediction per text, in order", "BatchPredictResponse");
-      res["400"] = error_response("Malformed JSON or invalid fields");
       res["413"] = error_response("Body larger than --max-body, or more texts than --max-batch-items");
-      res["422"] = error_response("An empty text, or one over --max-text-bytes");
+      res["400"] = error_response("Malformed JSON or invalid fields; an item the model cannot answer fails the batch");
+      res["422"] = error_response("An empty text (or one with no tokens), or one over --max-text-bytes; "
+                                  "the message names texts[i]");
       res["503"] = error_response("The model is not loaded yet, or the queue is full");
       break;
     case Handler::kGenerate:
       op["summary"] = "Generate a continuation (language models)";
       op["requestBody"] = json_body("GenerateRequest");
       res["200"] = json_response("The generated text", "GenerateResponse");
-      res["400"] = error_response("Malformed JSON, invalid fields, or a model that does not generate");
+      res["400"] = error_response(
+          "Malformed JSON, invalid fields, a model that does not generate, or cot auto on a model without bet "
+          "layers");
       res["413"] = error_response("Body larger than --max-body");
       res["422"] = error_response("Empty prompt, or one over --max-text-bytes");
       res["503"] = error_response("The model is not loaded yet, or the queue is full");
@@ -264,6 +317,8 @@ nlohmann::json openapi_document(const OpenApiOptions& options) {
       "At most " + std::to_string(options.max_text_bytes) + " bytes of UTF-8.";
   schemas["PredictRequest"]["allOf"][1]["properties"]["text"]["description"] =
       "At most " + std::to_string(options.max_text_bytes) + " bytes of UTF-8.";
+  schemas["PredictOptions"]["properties"]["permutations"]["maximum"] = options.max_members;
+  schemas["PredictOptions"]["properties"]["mc_dropout"]["maximum"] = options.max_members;
   json& paths = doc["paths"];
   paths = json::object();
   for (const Route& r : routes()) {

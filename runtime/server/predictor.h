@@ -48,12 +48,15 @@ class Predictor {
   virtual nlohmann::json model_info() = 0;
   // One JSON object per request, in order: label, probabilities, confidence,
   // uncertainty (when asked), cot_length, truncated when the text was cut, ...
+  // A slot may instead hold {"error": {"code", "message"}} for an input the model
+  // cannot answer; the server answers it with status_for_error_code (api.h).
   // Throwing answers every request of the batch with 500.
   virtual std::vector<nlohmann::json> predict_batch(const std::vector<PredictRequest>& requests) = 0;
 
   // Language models only: when false, POST /v1/generate answers 400.
   virtual bool can_generate() { return false; }
-  // {"text", "tokens", "cot_budget"}.
+  // {"text", "tokens", "cot_budget"}; throws RequestError (api.h) for input it cannot
+  // answer (answered with its status), anything else for a failure (500).
   virtual nlohmann::json generate(const GenerateRequest&) { return nlohmann::json::object(); }
 
   // SIGHUP: reload the model file. True when the new model now serves.

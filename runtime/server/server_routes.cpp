@@ -22,6 +22,35 @@ double ms_since(Clock::time_point t0, Clock::time_point t1) {
   return std::chrono::duration<double, std::milli>(t1 - t0).count();
 }
 
+struct ItemError {
+  int status = 0;  // 0: every item was answered
+  std::string code, message;
+};
+
+// The first result slot the predictor filled with {"error": {"code", "message"}} (an
+// input it could not answer). A batch answers as a whole, like the request checks of
+// api.cpp, which refuse a batch with one empty text: the client gets the status of
+// that item (422 or 400) and a message naming it, texts[i], rather than a 200 whose
+// predictions mix answers and errors.
+ItemError find_item_error(const InferenceJob& job) {
+  ItemError out;
+  if (job.kind == InferenceJob::Kind::kGenerate) return out;
+  for (size_t i = 0; i < job.results.size(); ++i) {
+    const nlohmann::json& r = job.results[i];
+    if (!r.is_object()) continue;
+    auto e = r.find("error");
+    if (e == r.end() || !e->is_object()) continue;
+    auto code = e->find("code");
+    auto msg = e->find("message");
+    out.code = code != e->end() && code->is_string() ? code->get<std::string>() : "bad_request";
+    out.message = msg != e->end() && msg->is_string() ? msg->get<std::string>() : "the input cannot be answered";
+    if (job.kind == InferenceJob::Kind::kBatch) out.message = "texts[" + std::to_string(i) + "]: " + out.message;
+    out.status = status_for_error_code(out.code);
+    return out;
+  }
+  return out;
+}
+
 }  // namespace
 
 void HttpServer::Impl::setup_metrics() {
@@ -269,9 +298,13 @@ void HttpServer::Impl::finish_job(std::unique_ptr<InferenceJob> job) {
     return;
   }
   double latency = ms_since(c->started, Clock::now());
-  if (!job->error.empty()) {
+  if (!job->error.empty() && job->error_status != 500) {
+    respond_error(c, job->error_status, job->error_code, job->error);
+  } else if (!job->error.empty()) {
     log("inference failed: " + job->error);
     respond_error(c, 500, "internal_error", "inference failed: " + job->error);
+  } else if (const ItemError bad = find_item_error(*job); bad.status) {
+    respond_error(c, bad.status, bad.code, bad.message);
   } else {
     nlohmann::json out;
     bool ok = true;

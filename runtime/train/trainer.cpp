@@ -68,7 +68,10 @@ bool stop_requested() { return g_stop.load(); }
 
 TrainResult train(TrainConfig cfg) {
   if (cfg.threads > 0) kernels::cpu::set_num_threads(cfg.threads);
-  BET_CHECK(cfg.device == "cpu", "--device ", cfg.device, ": this build has no CUDA backend");
+  // Parsed here too (betctl validates the flag first): a library caller gets the same
+  // "no CUDA device available" error. The trainer itself allocates on the CPU.
+  BET_CHECK(parse_device(cfg.device).is_cpu(), "--device ", cfg.device,
+            ": training runs on the cpu in this version (only the engine's ops have CUDA kernels)");
   BET_CHECK(cfg.batch_size >= 1, "--batch-size must be >= 1");
   BET_CHECK(cfg.lr > 0, "--lr must be positive");
   const std::string log_dir = cfg.log_dir.empty() ? cfg.out + "/logs" : cfg.log_dir;

@@ -1,12 +1,18 @@
-// `betctl bench ops|train|all`: benchmarks, each against a baseline measured in the
+// `betctl bench ops|train|ckpt|all`: benchmarks, each against a baseline measured in the
 // same run (see bench/).
+#include <algorithm>
 #include <memory>
 #include <string>
 
+#include "bench/bench_ckpt.h"
+#include "bench/bench_infer.h"
 #include "bench/bench_ops.h"
+#include "bench/bench_serve.h"
 #include "bench/bench_train.h"
+#include "bench/bench_train_data.h"
 #include "kernels/cpu/threads.h"
 #include "tools/betctl/commands.h"
+#include "tools/betctl/device_flag.h"
 
 namespace betctl {
 
@@ -22,21 +28,44 @@ std::string train_out_path(const std::string& out) {
   return out.substr(0, dot) + ".train" + out.substr(dot);
 }
 
+// The same for the ckpt tables ("r.md" -> "r.ckpt.md").
+std::string ckpt_out_path(const std::string& out) {
+  auto slash = out.find_last_of('/');
+  auto dot = out.find_last_of('.');
+  if (dot == std::string::npos || (slash != std::string::npos && dot < slash) || dot == slash + 1)
+    return out + ".ckpt";
+  return out.substr(0, dot) + ".ckpt" + out.substr(dot);
+}
+
+// The same for the infer and serve tables ("r.md" -> "r.infer.md", "r.serve.md").
+std::string tagged_out_path(const std::string& out, const std::string& tag) {
+  auto slash = out.find_last_of('/');
+  auto dot = out.find_last_of('.');
+  if (dot == std::string::npos || (slash != std::string::npos && dot < slash) || dot == slash + 1)
+    return out + "." + tag;
+  return out.substr(0, dot) + "." + tag + out.substr(dot);
+}
+
 }  // namespace
 
 void add_bench_command(CLI::App& app, Registry& registry) {
   auto* cmd = app.add_subcommand("bench", "Measure performance against baselines run in the same invocation");
   auto opts = std::make_shared<bet::bench::BenchOptions>();
   auto train = std::make_shared<bet::bench::TrainBenchOptions>();
+  auto ckpt = std::make_shared<bet::bench::CkptBenchOptions>();
+  auto infer = std::make_shared<bet::bench::InferBenchOptions>();
+  auto serve = std::make_shared<bet::bench::ServeBenchOptions>();
   auto what = std::make_shared<std::string>("ops");
   auto json = std::make_shared<bool>(false);
-  cmd->add_option("what", *what, "ops | train | all")->check(CLI::IsMember({"ops", "train", "all"}));
+  cmd->add_option("what", *what, "ops | train | ckpt | infer | serve | all")->check(CLI::IsMember({"ops", "train", "ckpt", "infer", "serve", "all"}));
   cmd->add_option("--format", opts->format, "md | csv | json")->check(CLI::IsMember({"md", "csv", "json"}));
   cmd->add_option("--out", opts->out,
-                  "write the tables to this file instead of stdout (all: train tables to FILE.train.EXT)");
+                  "write the tables to this file instead of stdout (all: train and ckpt tables to FILE.train.EXT, FILE.ckpt.EXT)");
   cmd->add_option("--threads", opts->threads, "threads in the pool (default: all cores); the peer gets the same")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--quick", opts->quick, "shorter runs (noisier)");
+  static std::string device = "cpu";  // checked while parsing (device_flag.h)
+  add_device_option(cmd, device, "bench");
   cmd->add_flag("--json", *json, "same as --format json");
 
   auto* g = cmd->add_option_group("train", "bench train: one training step (forward, backward, AdamW)");
@@ -63,19 +92,86 @@ void add_bench_command(CLI::App& app, Registry& registry) {
       ->capture_default_str();
   g->add_flag("--peer", train->peer, "also run the PyTorch eager peer (bench/peer/train_peer.py) and print the ratio");
   g->add_flag("--profile", train->profile, "also print where a step's time goes (phases, modules, backward ops)");
+  g->add_option("--data", train->data,
+                "end to end on this file (JSONL/CSV/TSV/text, as betctl train --data) against the step alone; "
+                "unset shape flags then default to betctl train's default classifier, --steps to 20");
+  g->add_option("--val", train->val, "with --data: validation file (default: a 0.1 split, as betctl train)");
+  g->add_option("--tokenizer", train->tokenizer, "with --data: byte | spm:FILE | spm-train:VOCAB")
+      ->capture_default_str();
 
-  cmd->callback([&registry, opts, train, what, json] {
-    registry.selected = [opts, train, what, json] {
+  auto* gc = cmd->add_option_group("ckpt", "bench ckpt: .bet checkpoint save/load against the raw disk and torch");
+  gc->add_option("--ckpt-shapes", ckpt->shapes, "model shapes DxL (d_model x layers), comma separated")
+      ->capture_default_str();
+  gc->add_option("--ckpt-reps", ckpt->reps, "repetitions of each save and load (median reported)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  gc->add_option("--ckpt-train-steps", ckpt->train_steps, "AdamW steps before the 'after training' rows")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  gc->add_option("--zstd-level", ckpt->zstd_level, "zstd level of the .bet writer")
+      ->check(CLI::Range(1, 19))
+      ->capture_default_str();
+  gc->add_option("--ckpt-dir", ckpt->dir, "folder for the files (default: a fresh one in the temp dir)");
+  gc->add_flag("--drop-cache", ckpt->drop_cache, "evict each file from the page cache before reading it back");
+
+  auto* gi = cmd->add_option_group("infer/serve", "bench infer: the predict path (latency, batch throughput); "
+                                                  "bench serve: the HTTP server under load (--peer: FastAPI)");
+  gi->add_option("--model", infer->model, "classify checkpoint (default: the default classifier, init weights)");
+  gi->add_option("--tokens", infer->tokens, "text lengths in tokens (bytes), comma separated")
+      ->delimiter(',')
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  gi->add_option("--batch-sizes", infer->batch_sizes, "infer: requests per batch call, comma separated")
+      ->delimiter(',')
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  gi->add_option("--reps", infer->reps, "infer: timed calls per case, at most")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  gi->add_option("--seconds", serve->seconds, "time per case (infer) or per load cell (serve), at most")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  gi->add_option("--connections", serve->connections, "serve: connection counts, comma separated")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  gi->add_option("--max-requests", serve->max_requests, "serve: responses per load cell, at most")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+
+  cmd->callback([&registry, opts, train, ckpt, infer, serve, what, json, g] {
+    if (!train->data.empty())
+      bet::bench::apply_data_defaults(*train, [g](const std::string& flag) { return g->count(flag) > 0; });
+    ckpt->peer = train->peer;
+    infer->peer = serve->peer = train->peer;
+    serve->model = infer->model;
+    serve->tokens = infer->tokens;
+    infer->seconds = serve->seconds;
+    if (opts->quick) {
+      infer->seconds = serve->seconds = std::min(serve->seconds, 0.5);
+      serve->warmup = 0.1;
+    }
+    registry.selected = [opts, train, ckpt, infer, serve, what, json] {
       if (*json) opts->format = "json";
       if (opts->threads > 0) bet::kernels::cpu::set_num_threads(opts->threads);
       if (*what == "ops") return bet::bench::run_ops(*opts);
       if (*what == "train") return bet::bench::run_train(*opts, *train);
+      if (*what == "ckpt") return bet::bench::run_ckpt(*opts, *ckpt);
+      if (*what == "infer") return bet::bench::run_infer(*opts, *infer);
+      if (*what == "serve") return bet::bench::run_serve(*opts, *serve);
       int rc = bet::bench::run_ops(*opts);
       if (rc == 2) return rc;
       bet::bench::BenchOptions t = *opts;
       if (!t.out.empty()) t.out = train_out_path(t.out);
       int rt = bet::bench::run_train(t, *train);
-      return rt ? rt : rc;
+      bet::bench::BenchOptions c = *opts;
+      if (!c.out.empty()) c.out = ckpt_out_path(c.out);
+      int rk = bet::bench::run_ckpt(c, *ckpt);
+      bet::bench::BenchOptions bi = *opts, bs = *opts;
+      if (!opts->out.empty()) bi.out = tagged_out_path(opts->out, "infer"), bs.out = tagged_out_path(opts->out, "serve");
+      int ri = bet::bench::run_infer(bi, *infer);
+      int rs = bet::bench::run_serve(bs, *serve);
+      return rt ? rt : rk ? rk : ri ? ri : rs ? rs : rc;
     };
   });
 }

@@ -8,6 +8,7 @@
 #include "runtime/inference/predictor.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "tools/betctl/commands.h"
+#include "tools/betctl/device_flag.h"
 
 namespace betctl {
 
@@ -31,6 +32,8 @@ void add_predict_commands(CLI::App& app, Registry& registry) {
     cmd->add_option("--mc-dropout", *mc, "ensemble of K dropout masks")->check(CLI::Range(0, 64));
     cmd->add_option("--temperature", *temperature, "override the calibrated temperature")->check(CLI::NonNegativeNumber);
     cmd->add_option("--threads", *threads, "threads")->check(CLI::NonNegativeNumber);
+    static std::string device = "cpu";  // checked while parsing (device_flag.h)
+    add_device_option(cmd, device, "predict");
     auto json = std::make_shared<bool>(true);
     cmd->add_flag("--json", *json, "JSON output (always)");
     cmd->callback([&registry, path, text, input, perms, mc, temperature, threads] {
@@ -94,6 +97,8 @@ void add_predict_commands(CLI::App& app, Registry& registry) {
     cmd->add_option("--top-k", *top_k, "sample among the k likeliest")->check(CLI::NonNegativeNumber);
     cmd->add_option("--top-p", *top_p, "nucleus sampling mass")->check(CLI::Range(0.0, 1.0));
     cmd->add_option("--seed", *seed, "sampling seed");
+    static std::string device = "cpu";
+    add_device_option(cmd, device, "generate");
     cmd->callback([&registry, path, prompt, max_tokens, cot, temperature, top_k, top_p, seed] {
       registry.selected = [=] {
         inference::ModelPredictor predictor(*path);

@@ -8,6 +8,7 @@
 #include "runtime/server/auth.h"
 #include "runtime/server/server.h"
 #include "tools/betctl/commands.h"
+#include "tools/betctl/device_flag.h"
 
 namespace betctl {
 
@@ -34,6 +35,8 @@ void add_serve_command(CLI::App& app, Registry& registry) {
   cmd->add_option("--max-text-bytes", cfg->max_text_bytes, "largest text (bytes)");
   cmd->add_option("--default-mc-dropout", cfg->default_mc_dropout, "MC dropout members by default")->check(CLI::Range(0, 64));
   cmd->add_option("--threads", *threads, "inference threads")->check(CLI::NonNegativeNumber);
+  static std::string device = "cpu";  // checked while parsing (device_flag.h)
+  add_device_option(cmd, device, "serve");
   cmd->callback([&registry, path, cfg, keys, rate, wait_us, threads, port] {
     registry.selected = [=] {
       if (*threads > 0) kernels::cpu::set_num_threads(*threads);

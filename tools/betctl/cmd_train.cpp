@@ -5,6 +5,7 @@
 
 #include "runtime/train/trainer.h"
 #include "tools/betctl/commands.h"
+#include "tools/betctl/device_flag.h"
 
 namespace betctl {
 
@@ -48,7 +49,7 @@ void add_train_command(CLI::App& app, Registry& registry) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--keep", c->keep, "training checkpoints kept")->check(CLI::Range(1, 1000));
   cmd->add_option("--resume", c->resume, "auto | FILE");
-  cmd->add_option("--device", c->device, "cpu | cuda[:N]");
+  add_device_option(cmd, c->device, "train");
   cmd->add_option("--threads", c->threads, "threads (default: all cores)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--log-dir", c->log_dir, "TensorBoard and JSONL logs (default OUT/logs)");
   cmd->add_option("--text-field", c->text_field, "JSON/CSV field holding the text");

@@ -1,0 +1,121 @@
+// AdamW and SGD updates in one pass over (p, g, state), and the gradient-norm pieces.
+#include "kernels/cuda/common.cuh"
+#include "kernels/cuda/optim.h"
+
+namespace bet::kernels::cuda {
+
+namespace {
+
+template <typename T>
+__global__ void adamw_kernel(T* p, const T* g, T* m, T* v, int64_t n, T df, T w, T one_minus_w, T b2, T c2, T bc2,
+                             T eps, T nss, bool small) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const T gi = g[i];
+    const T pi = p[i] * df;
+    T mi = m[i];
+    // torch's lerp switches formula at weight 0.5 for accuracy; so does the CPU.
+    mi = small ? mi + w * (gi - mi) : gi - (gi - mi) * one_minus_w;
+    const T vi = v[i] * b2 + c2 * gi * gi;
+    const T denom = sqrt(vi) / bc2 + eps;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = pi + (nss * mi) / denom;
+  }
+}
+
+template <typename T>
+__global__ void sgd_kernel(T* p, const T* g, T* buf, int64_t n, T wd, T mom, T omd, T nlr, bool decay, bool first,
+                           bool nesterov) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    T d = g[i];
+    if (decay) d = d + wd * p[i];
+    if (buf) {
+      const T bi = first ? d : buf[i] * mom + omd * d;
+      buf[i] = bi;
+      d = nesterov ? d + mom * bi : bi;
+    }
+    p[i] = p[i] + nlr * d;
+  }
+}
+
+constexpr int64_t kSqBlock = 8192;
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) sum_squares_kernel(const T* x, int64_t n, double* partial) {
+  __shared__ double scratch[32];
+  const int64_t b = int64_t(blockIdx.x) * kSqBlock, e = min(n, b + kSqBlock);
+  double acc = 0;
+  for (int64_t i = b + threadIdx.x; i < e; i += blockDim.x) {
+    const double xi = double(x[i]);
+    acc += xi * xi;
+  }
+  acc = block_sum(acc, scratch);
+  if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+
+template <typename T>
+__global__ void scale_kernel(T* x, int64_t n, T f) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    x[i] *= f;
+}
+
+}  // namespace
+
+void adamw_step(const Tensor& pt, const Tensor& gt, const Tensor& mt, const Tensor& vt, const cpu::AdamWScalars& s) {
+  const int64_t n = pt.numel();
+  if (n == 0) return;
+  DeviceGuard dg(pt);
+  dispatch_f32_f64(pt.dtype(), "adamw", [&](auto tag) {
+    using T = decltype(tag);
+    const T w = T(s.beta1_weight);
+    adamw_kernel<T><<<grid_for(n), kThreads>>>(ptr<T>(pt), ptr<T>(gt), ptr<T>(mt), ptr<T>(vt), n, T(s.decay_factor), w,
+                                               T(1) - w, T(s.beta2), T(s.one_minus_beta2), T(s.bias2_sqrt), T(s.eps),
+                                               T(s.neg_step_size), w < T(0.5));
+    BET_CUDA_LAUNCHED("adamw");
+  });
+}
+
+void sgd_step(const Tensor& pt, const Tensor& gt, const Tensor& bt, const cpu::SGDScalars& s) {
+  const int64_t n = pt.numel();
+  if (n == 0) return;
+  DeviceGuard dg(pt);
+  dispatch_f32_f64(pt.dtype(), "sgd", [&](auto tag) {
+    using T = decltype(tag);
+    T* buf = s.momentum != 0.0 ? ptr<T>(bt) : nullptr;
+    sgd_kernel<T><<<grid_for(n), kThreads>>>(ptr<T>(pt), ptr<T>(gt), buf, n, T(s.weight_decay), T(s.momentum),
+                                             T(s.one_minus_dampening), T(s.neg_lr), s.weight_decay != 0.0, s.first,
+                                             s.nesterov);
+    BET_CUDA_LAUNCHED("sgd");
+  });
+}
+
+double sum_squares(const Tensor& x) {
+  const int64_t n = x.numel();
+  if (n == 0) return 0.0;
+  DeviceGuard dg(x);
+  const int64_t blocks = (n + kSqBlock - 1) / kSqBlock;
+  Tensor part = Tensor::empty({blocks}, DType::F64, x.device());
+  dispatch_f32_f64(x.dtype(), "sum_squares", [&](auto tag) {
+    using T = decltype(tag);
+    sum_squares_kernel<T><<<unsigned(blocks), kThreads>>>(ptr<T>(x), n, ptr<double>(part));
+    BET_CUDA_LAUNCHED("sum_squares");
+  });
+  std::vector<double> h(static_cast<size_t>(blocks));
+  BET_CUDA_CHECK(cudaMemcpy(h.data(), part.raw_data(), h.size() * sizeof(double), cudaMemcpyDeviceToHost));
+  double total = 0.0;
+  for (double v : h) total += v;  // block order: independent of the device
+  return total;
+}
+
+void scale_(const Tensor& x, double s) {
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  DeviceGuard dg(x);
+  dispatch_f32_f64(x.dtype(), "scale_", [&](auto tag) {
+    using T = decltype(tag);
+    scale_kernel<T><<<grid_for(n), kThreads>>>(ptr<T>(x), n, T(s));
+    BET_CUDA_LAUNCHED("scale_");
+  });
+}
+
+}  // namespace bet::kernels::cuda

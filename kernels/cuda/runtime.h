@@ -1,0 +1,30 @@
+// The CUDA runtime as the engine sees it: device discovery, memory, copies between
+// host and device. Declarations only (no CUDA headers), so engine/ compiles with
+// the host compiler; the definitions are in kernels/cuda/runtime.cu.
+#pragma once
+#include <cstddef>
+
+#include "engine/allocator.h"
+
+namespace bet::kernels::cuda {
+
+// Number of usable GPUs: 0 when there is no driver or no device. Never throws and
+// never prints; the first call initialises the runtime (later calls are cached).
+int device_count();
+
+// Storage hooks (engine/storage.h): the caching device allocator.
+void* device_allocate(size_t nbytes, int device, size_t* capacity);
+void device_release(void* ptr, size_t capacity, int device);
+AllocatorStats allocator_stats(int device);
+void empty_cache();
+
+// Copies of n contiguous bytes. Host memory is ordinary (pageable); the copies
+// complete before they return, so the host may reuse or read its buffer at once.
+void copy_host_to_device(void* dst, const void* src, size_t n, int device);
+void copy_device_to_host(void* dst, const void* src, size_t n, int device);
+void copy_device_to_device(void* dst, int dst_device, const void* src, int src_device, size_t n);
+
+// Waits for every kernel issued to `device`.
+void synchronize(int device);
+
+}  // namespace bet::kernels::cuda

@@ -1,0 +1,644 @@
+// The CUDA backend against the CPU: ONE table of ops (test-backend-ops style), each
+// run on the CPU and on the GPU from the same inputs, forward values and input
+// gradients compared with per-dtype tolerances; plus the dropout mask bit for bit
+// (one Philox stream on both devices) and AdamW steps.
+//
+// Without a GPU (CI, or a build without CUDA) the GPU cases are skipped with a
+// message; what runs instead is real: the table itself on the CPU (f32 against f64,
+// so a broken case or harness shows here first), and the host-side logic of the
+// backend (geometry, GEMM planning, Philox element mapping, device allocator).
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "engine/device.h"
+#include "engine/device_allocator.h"
+#include "engine/ops.h"
+#include "engine/optim/optimizer.h"
+#include "engine/random.h"
+#include "kernels/cuda/gemm_plan.h"
+#include "kernels/cuda/geom.h"
+#include "kernels/cuda/philox.h"
+
+using namespace bet;
+
+namespace {
+
+// ---------------------------------------------------------------- inputs
+
+Tensor U(const Shape& s, uint64_t seed, double lo = -1.0, double hi = 1.0) {
+  Generator g(seed);
+  return g.uniform(s, lo, hi, DType::F64);
+}
+
+Tensor ids(const Shape& s, int64_t n, uint64_t seed, DType dt = DType::I64) {
+  Generator g(seed);
+  std::vector<int64_t> v(size_t(shape_numel(s)));
+  for (auto& x : v) x = int64_t(g.randint(uint64_t(n)));
+  return Tensor::from_vector(v, s).to(dt);
+}
+
+// 0/1 mask (i64), about `keep` of it ones.
+Tensor mask01(const Shape& s, uint64_t seed, double keep = 0.7) {
+  Tensor u = U(s, seed, 0.0, 1.0);
+  std::vector<double> uv = u.to_vector<double>();
+  std::vector<int64_t> v(uv.size());
+  for (size_t i = 0; i < v.size(); ++i) v[i] = uv[i] < keep ? 1 : 0;
+  return Tensor::from_vector(v, s);
+}
+
+// ---------------------------------------------------------------- the table
+
+using Inputs = std::vector<Tensor>;
+
+struct OpCase {
+  std::string name;
+  std::function<Inputs()> make;                      // CPU inputs; floating ones in f64
+  std::function<Tensor(const Inputs&)> fn;           // the op under test (views applied inside)
+  double tol = 1.0;                                  // multiplier on the dtype's tolerance
+  bool backward = true;
+  bool bf16 = false;  // also run on the GPU in bf16 (f32 accumulation) against the CPU's f32
+};
+
+std::vector<OpCase> op_table() {
+  std::vector<OpCase> t;
+  auto def = [&](std::string name, std::function<Inputs()> make, std::function<Tensor(const Inputs&)> fn,
+                 double tol = 1.0, bool backward = true, bool bf16 = false) {
+    t.push_back({std::move(name), std::move(make), std::move(fn), tol, backward, bf16});
+  };
+  // ---- elementwise (broadcasting, strided views, scalars, unary maths)
+  def("add broadcast", [] { return Inputs{U({4, 1, 5}, 1), U({3, 5}, 2)}; }, [](const Inputs& x) { return x[0] + x[1]; },
+      1.0, true, true);
+  def("sub transposed", [] { return Inputs{U({5, 4}, 3), U({4, 5}, 4)}; },
+      [](const Inputs& x) { return transpose(x[0], 0, 1) - x[1]; });
+  def("mul 0-d", [] { return Inputs{U({}, 5), U({3, 4}, 6)}; }, [](const Inputs& x) { return x[0] * x[1]; });
+  def("div", [] { return Inputs{U({6, 7}, 7), U({7}, 8, 0.5, 2.0)}; }, [](const Inputs& x) { return x[0] / x[1]; });
+  def("maximum", [] { return Inputs{U({5, 6}, 9), U({6}, 10)}; }, [](const Inputs& x) { return maximum(x[0], x[1]); });
+  def("scalar forms", [] { return Inputs{U({3, 5}, 11)}; },
+      [](const Inputs& x) { return rsub(2.0, mul(add(x[0], 0.5), -1.5)) - x[0]; });
+  def("exp of a strided slice", [] { return Inputs{U({6, 8}, 12)}; },
+      [](const Inputs& x) { return exp(slice(x[0], 1, 1, 8, 2)); });
+  def("log", [] { return Inputs{U({4, 9}, 13, 0.1, 3.0)}; }, [](const Inputs& x) { return log(x[0]); });
+  def("sqrt", [] { return Inputs{U({4, 9}, 14, 0.1, 3.0)}; }, [](const Inputs& x) { return sqrt(x[0]); });
+  def("pow 2, 3, 1.7", [] { return Inputs{U({5, 5}, 15, 0.1, 2.0)}; },
+      [](const Inputs& x) { return pow(x[0], 2.0) + pow(x[0], 3.0) + pow(x[0], 1.7); });
+  def("tanh sigmoid", [] { return Inputs{U({4, 33}, 16, -4.0, 4.0)}; },
+      [](const Inputs& x) { return tanh(x[0]) * sigmoid(x[0]); });
+  def("relu abs clamp", [] { return Inputs{U({6, 10}, 17)}; },
+      [](const Inputs& x) { return relu(x[0]) + abs(x[0]) + clamp(x[0], -0.3, 0.4); });
+  def("gelu", [] { return Inputs{U({7, 21}, 18, -5.0, 5.0)}; }, [](const Inputs& x) { return gelu(x[0]); }, 1.0, true,
+      true);
+  def("softplus", [] { return Inputs{U({7, 21}, 19, -30.0, 30.0)}; }, [](const Inputs& x) { return softplus(x[0]); });
+  def("where", [] { return Inputs{mask01({3, 1}, 20), U({3, 4}, 21), U({4}, 22)}; },
+      [](const Inputs& x) { return where(x[0], x[1], x[2]); });
+  def("masked_fill", [] { return Inputs{U({3, 4}, 23), mask01({4}, 24)}; },
+      [](const Inputs& x) { return masked_fill(x[0], x[1], 2.5); });
+  // ---- reductions and scans
+  def("sum all", [] { return Inputs{U({13, 17}, 30)}; }, [](const Inputs& x) { return sum(x[0]); }, 1.0, true, true);
+  def("sum inner dim", [] { return Inputs{U({9, 300}, 31)}; }, [](const Inputs& x) { return sum(x[0], {1}); });
+  def("sum outer dim", [] { return Inputs{U({64, 33}, 32)}; }, [](const Inputs& x) { return sum(x[0], {0}); });
+  def("sum two dims keepdim", [] { return Inputs{U({4, 5, 6}, 33)}; },
+      [](const Inputs& x) { return sum(x[0], {0, 2}, true); });
+  def("sum of a transpose", [] { return Inputs{U({5, 7, 3}, 34)}; },
+      [](const Inputs& x) { return sum(transpose(x[0], 0, 2), {1}); });
+  def("sum long, few outputs (split rows)", [] { return Inputs{U({5000, 8}, 35)}; },
+      [](const Inputs& x) { return sum(x[0], {0}); });
+  def("sum very long (split inner)", [] { return Inputs{U({200000}, 36)}; },
+      [](const Inputs& x) { return sum(x[0]); }, 10.0);
+  def("mean", [] { return Inputs{U({6, 40}, 37)}; }, [](const Inputs& x) { return mean(x[0], {1}); });
+  def("max rows", [] { return Inputs{U({8, 300}, 38)}; }, [](const Inputs& x) { return max(x[0], 1); });
+  def("max strided", [] { return Inputs{U({50, 7}, 39)}; }, [](const Inputs& x) { return max(x[0], 0, true); });
+  def("argmax", [] { return Inputs{U({9, 70}, 40)}; }, [](const Inputs& x) { return argmax(x[0], 1); }, 1.0, false);
+  def("cumsum long rows", [] { return Inputs{U({4, 700}, 41)}; }, [](const Inputs& x) { return cumsum(x[0], 1); });
+  def("cumsum short rows", [] { return Inputs{U({6, 20}, 42)}; }, [](const Inputs& x) { return cumsum(x[0], 1); });
+  def("cumsum dim 0", [] { return Inputs{U({300, 5}, 43)}; }, [](const Inputs& x) { return cumsum(x[0], 0); });
+  // ---- softmax, layer norm, cross-entropy
+  def("softmax last dim", [] { return Inputs{U({6, 50}, 50, -3.0, 3.0)}; },
+      [](const Inputs& x) { return softmax(x[0], -1); });
+  def("softmax dim 0", [] { return Inputs{U({7, 5}, 51, -3.0, 3.0)}; }, [](const Inputs& x) { return softmax(x[0], 0); });
+  def("softmax long rows", [] { return Inputs{U({3, 2000}, 52, -3.0, 3.0)}; },
+      [](const Inputs& x) { return softmax(x[0], -1); });
+  def("softmax masked (broadcast mask, a fully masked row)",
+      [] {
+        std::vector<int64_t> m = mask01({6, 1, 50}, 53).to_vector<int64_t>();
+        for (size_t j = 0; j < 50; ++j) m[2 * 50 + j] = 0;  // row 2: every entry masked
+        return Inputs{U({6, 4, 50}, 55, -3.0, 3.0), Tensor::from_vector(m, {6, 1, 50})};
+      },
+      [](const Inputs& x) { return softmax(x[0], -1, x[1]); });
+  def("log_softmax masked", [] { return Inputs{U({5, 3, 40}, 56, -3.0, 3.0), mask01({1, 3, 40}, 57)}; },
+      // masked entries are -inf: zeroed before the loss (their gradient is 0 anyway)
+      [](const Inputs& x) { return masked_fill(log_softmax(x[0], -1, x[1]), rsub(1.0, x[1]), 0.0); });
+  def("log_softmax", [] { return Inputs{U({4, 30}, 58, -3.0, 3.0)}; }, [](const Inputs& x) { return log_softmax(x[0], 1); });
+  def("layer_norm", [] { return Inputs{U({10, 64}, 60), U({64}, 61), U({64}, 62)}; },
+      [](const Inputs& x) { return layer_norm(x[0], x[1], x[2]); });
+  def("layer_norm no affine, wide", [] { return Inputs{U({3, 300}, 63, 2.0, 5.0)}; },
+      [](const Inputs& x) { return layer_norm(x[0], Tensor(), Tensor()); });
+  def("layer_norm many rows", [] { return Inputs{U({700, 24}, 64), U({24}, 65), U({24}, 66)}; },
+      [](const Inputs& x) { return layer_norm(x[0], x[1], x[2]); }, 10.0);
+  def("cross_entropy_sum",
+      [] {
+        Tensor t = masked_fill(ids({12}, 40, 71), mask01({12}, 72, 0.25), -100.0);  // some ignored rows
+        return Inputs{U({12, 40}, 70, -3.0, 3.0), t};
+      },
+      [](const Inputs& x) { return cross_entropy_sum(x[0], x[1]); });
+  def("cross_entropy_sum i32 targets", [] { return Inputs{U({7, 300}, 73, -3.0, 3.0), ids({7}, 300, 74, DType::I32)}; },
+      [](const Inputs& x) { return cross_entropy_sum(x[0], x[1]); });
+  // ---- position and noise
+  def("rope int positions", [] { return Inputs{U({2, 3, 5, 8}, 80), ids({5}, 9, 81)}; },
+      [](const Inputs& x) { return rope(x[0], x[1]); });
+  def("rope per-row fractional positions", [] { return Inputs{U({2, 2, 4, 6}, 82), U({2, 4}, 83, 0.0, 50.0)}; },
+      [](const Inputs& x) { return rope(x[0], x[1], 500.0); });
+  def("dropout", [] { return Inputs{U({7, 33}, 84)}; },
+      [](const Inputs& x) { return dropout(x[0], 0.3, true, 1234, 5); });
+  // ---- matmul / linear (cuBLAS)
+  def("matmul batched @ 2-d", [] { return Inputs{U({3, 4, 5}, 90), U({5, 6}, 91)}; },
+      [](const Inputs& x) { return matmul(x[0], x[1]); }, 1.0, true, true);
+  def("matmul broadcast batch (copied operand)", [] { return Inputs{U({2, 1, 4, 5}, 92), U({3, 5, 6}, 93)}; },
+      [](const Inputs& x) { return matmul(x[0], x[1]); });
+  def("matmul transposed and sliced views", [] { return Inputs{U({7, 9}, 94), U({6, 5}, 95)}; },
+      [](const Inputs& x) { return matmul(slice(x[0], 1, 2, 7), transpose(x[1], 0, 1)); });
+  def("matmul K^T per batch", [] { return Inputs{U({2, 3, 4, 8}, 96), U({2, 3, 5, 8}, 97)}; },
+      [](const Inputs& x) { return matmul(x[0], transpose(x[1], -1, -2)); }, 1.0, true, true);
+  def("linear with bias", [] { return Inputs{U({2, 3, 8}, 98), U({5, 8}, 99), U({5}, 100)}; },
+      [](const Inputs& x) { return linear(x[0], x[1], x[2]); }, 1.0, true, true);
+  def("linear transposed input, no bias", [] { return Inputs{U({8, 6}, 101), U({4, 8}, 102)}; },
+      [](const Inputs& x) { return linear(transpose(x[0], 0, 1), x[1]); });
+  // ---- indexing
+  def("embedding (repeated ids)", [] { return Inputs{U({10, 6}, 110), ids({3, 4}, 10, 111)}; },
+      [](const Inputs& x) { return embedding(x[0], x[1]); });
+  def("embedding i32 ids", [] { return Inputs{U({50, 16}, 112), ids({40}, 7, 113, DType::I32)}; },
+      [](const Inputs& x) { return embedding(x[0], x[1]); });
+  def("gather", [] { return Inputs{U({4, 7}, 114), ids({4, 3}, 7, 115)}; },
+      [](const Inputs& x) { return gather(x[0], 1, x[1]); });
+  def("index_select dim 0", [] { return Inputs{U({6, 5}, 116), ids({9}, 6, 117)}; },
+      [](const Inputs& x) { return index_select(x[0], 0, x[1]); });
+  def("index_select dim 1", [] { return Inputs{U({3, 6, 2}, 118), ids({4}, 6, 119)}; },
+      [](const Inputs& x) { return index_select(x[0], 1, x[1]); });
+  def("concat and split", [] { return Inputs{U({2, 3}, 120), U({2, 4}, 121)}; },
+      [](const Inputs& x) {
+        Tensor c = concat({x[0], x[1]}, 1);
+        auto parts = split(c, {5, 2}, 1);
+        return parts[0] * 2.0 + sum(concat({parts[1], parts[1]}, 1).contiguous(), {1}, true);
+      });
+  def("contiguous of a permute", [] { return Inputs{U({2, 3, 4}, 122)}; },
+      [](const Inputs& x) { return permute(x[0], {2, 0, 1}).contiguous() * 3.0; });
+  return t;
+}
+
+// ---------------------------------------------------------------- comparison
+
+struct Tol {
+  double atol, rtol;
+};
+Tol tol_for(DType dt, double mult) {
+  switch (dt) {
+    case DType::F64: return {1e-12 * mult, 1e-10 * mult};
+    case DType::BF16: return {2e-2 * mult, 3e-2 * mult};
+    default: return {1e-5 * mult, 1e-4 * mult};
+  }
+}
+
+// Empty string when `got` matches `want` elementwise (|got - want| <= atol + rtol |want|;
+// NaN never matches), else a description of the worst element.
+std::string compare(const Tensor& got, const Tensor& want, Tol tol) {
+  if (got.shape() != want.shape()) return "shape " + shape_str(got.shape()) + " vs " + shape_str(want.shape());
+  if (got.dtype() != want.dtype() && (is_integer(got.dtype()) || is_integer(want.dtype())))
+    return std::string("dtype ") + dtype_name(got.dtype()) + " vs " + dtype_name(want.dtype());
+  const std::vector<double> g = got.to_vector<double>(), w = want.to_vector<double>();
+  double worst = 0;
+  size_t at = 0;
+  bool bad = false;
+  for (size_t i = 0; i < g.size(); ++i) {
+    const double lim = tol.atol + tol.rtol * std::abs(w[i]);
+    const double err = std::abs(g[i] - w[i]);
+    const bool inf_ok = std::isinf(w[i]) && g[i] == w[i];
+    if (inf_ok) continue;
+    if (!(err <= lim)) {
+      if (!bad || !(err / lim <= worst)) worst = err / lim, at = i;
+      bad = true;
+    }
+  }
+  if (!bad) return "";
+  char buf[200];
+  std::snprintf(buf, sizeof buf, "element %zu: got %.17g, want %.17g (%.3g x the tolerance)", at, g[at], w[at], worst);
+  return buf;
+}
+
+// On the host, floating values as f64 (converted on their device: the CPU has no bf16).
+Tensor host(const Tensor& t) {
+  Tensor h = t.detach();
+  if (is_floating(h.dtype())) h = h.to(DType::F64);
+  return h.to(Device::cpu());
+}
+
+struct RunResult {
+  Tensor out;
+  std::vector<Tensor> grads;  // per input (undefined for non-floating inputs)
+};
+
+// Runs a case on `device` with floating inputs cast to `dt` (on that device). The
+// same seeded upstream gradient R gives the backward: grads of sum(out * R).
+RunResult run(const OpCase& c, const Inputs& base, Device device, DType dt, bool backward) {
+  Inputs in;
+  for (const Tensor& x : base) {
+    Tensor y = x.to(device);
+    if (is_floating(x.dtype())) {
+      y = y.to(dt).detach();
+      if (backward) y.set_requires_grad();
+    }
+    in.push_back(y);
+  }
+  RunResult r;
+  r.out = c.fn(in);
+  if (!backward || !is_floating(r.out.dtype())) return r;
+  Tensor R = U(r.out.shape(), 4242, -1.0, 1.0).to(device).to(r.out.dtype());
+  sum(mul(r.out, R)).backward();
+  for (const Tensor& x : in) r.grads.push_back(is_floating(x.dtype()) ? x.grad() : Tensor());
+  return r;
+}
+
+// Compares `test` against `ref`; returns the failures (empty when all match).
+std::vector<std::string> check_case(const OpCase& c, Device dev, DType dt, Device ref_dev, DType ref_dt, Tol tol) {
+  std::vector<std::string> errors;
+  const Inputs base = c.make();
+  RunResult ref, got;
+  try {
+    ref = run(c, base, ref_dev, ref_dt, c.backward);
+    got = run(c, base, dev, dt, c.backward);
+  } catch (const std::exception& e) {
+    return {c.name + ": threw: " + e.what()};
+  }
+  const std::string e = compare(host(got.out), host(ref.out), tol);
+  if (!e.empty()) errors.push_back(c.name + ": forward: " + e);
+  for (size_t i = 0; i < got.grads.size() && i < ref.grads.size(); ++i) {
+    const Tensor& g = got.grads[i];
+    const Tensor& w = ref.grads[i];
+    if (!is_floating(base[i].dtype())) continue;
+    if (g.defined() != w.defined()) {
+      errors.push_back(c.name + ": grad " + std::to_string(i) + " defined on one device only");
+      continue;
+    }
+    if (!g.defined()) continue;
+    const std::string ge = compare(host(g), host(w), tol);
+    if (!ge.empty()) errors.push_back(c.name + ": grad of input " + std::to_string(i) + ": " + ge);
+  }
+  return errors;
+}
+
+int gpu_case_count() {
+  int n = 0;
+  for (const OpCase& c : op_table()) n += 2 + (c.bf16 ? 1 : 0);  // f32, f64, bf16
+  return n + 3 * 2 /* dropout draws x f32/f64 */ + 2 /* adamw + clipping, f32/f64 */;
+}
+
+// The skip, said once and visibly (doctest MESSAGE), so a run without a GPU never
+// reads as if the GPU had been checked.
+bool gpu_or_skip() {
+  if (cuda_available()) return true;
+  static bool said = false;
+  if (!said) {
+    said = true;
+    const std::string msg = "no CUDA device: " + std::to_string(gpu_case_count()) + " GPU cases skipped";
+    MESSAGE(msg);
+    std::fprintf(stderr, "%s\n", msg.c_str());
+  }
+  return false;
+}
+
+}  // namespace
+
+// ================================================================ runs everywhere
+
+TEST_CASE("op table on the CPU: f32 matches f64 (the table and harness the GPU run uses)") {
+  for (const OpCase& c : op_table()) {
+    CAPTURE(c.name);
+    for (const std::string& e : check_case(c, Device::cpu(), DType::F32, Device::cpu(), DType::F64,
+                                           tol_for(DType::F32, 10.0 * c.tol)))
+      FAIL_CHECK(e);
+  }
+}
+
+TEST_CASE("geometry: coalesced offsets equal the strided offsets") {
+  using kernels::cuda::Geom;
+  Generator gen(7);
+  for (int trial = 0; trial < 200; ++trial) {
+    const int rank = 1 + int(gen.randint(5));
+    Shape shape(static_cast<size_t>(rank), 1), s0, s1(static_cast<size_t>(rank), 0);
+    for (int d = 0; d < rank; ++d) shape[size_t(d)] = 1 + int64_t(gen.randint(4));
+    // operand 0 contiguous; operand 1 a permutation of it, with broadcast dims
+    s0 = contiguous_strides(shape);
+    std::vector<int64_t> perm = gen.permutation(rank);
+    Shape ps(static_cast<size_t>(rank), 1);
+    for (int d = 0; d < rank; ++d) ps[size_t(d)] = shape[size_t(perm[size_t(d)])];
+    const Shape pst = contiguous_strides(ps);
+    for (int d = 0; d < rank; ++d) {
+      int64_t st = 0;
+      for (int e = 0; e < rank; ++e)
+        if (perm[size_t(e)] == d) st = pst[size_t(e)];
+      s1[size_t(d)] = gen.randint(4) == 0 ? 0 : st;
+    }
+    const Shape* st[2] = {&s0, &s1};
+    Geom<2> g;
+    REQUIRE(kernels::cuda::make_geom<2>(shape, st, &g));
+    REQUIRE(g.fits_int32());
+    const int64_t n = shape_numel(shape);
+    CHECK(g.numel == n);
+    std::vector<int64_t> idx(size_t(rank), 0);
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t want0 = 0, want1 = 0;
+      for (int d = 0; d < rank; ++d) want0 += idx[size_t(d)] * s0[size_t(d)], want1 += idx[size_t(d)] * s1[size_t(d)];
+      int64_t off64[2];
+      int32_t off32[2];
+      g.offsets<int64_t>(i, off64);
+      g.offsets<int32_t>(int32_t(i), off32);
+      if (off64[0] != want0 || off64[1] != want1 || off32[0] != want0 || off32[1] != want1) {
+        FAIL(("offset mismatch at " + std::to_string(i) + " for shape " + shape_str(shape)));
+      }
+      for (int d = rank - 1; d >= 0; --d) {
+        if (++idx[size_t(d)] < shape[size_t(d)]) break;
+        idx[size_t(d)] = 0;
+      }
+    }
+  }
+}
+
+TEST_CASE("geometry: contiguous operands coalesce to rank 1; too many dims is refused") {
+  using kernels::cuda::Geom;
+  Shape shape{3, 4, 5}, st = contiguous_strides(shape);
+  const Shape* p[1] = {&st};
+  Geom<1> g;
+  REQUIRE(kernels::cuda::make_geom<1>(shape, p, &g));
+  CHECK(g.rank == 1);
+  CHECK(g.size[0] == 60);
+  Shape big(10, 2), bst(10);
+  for (int d = 0; d < 10; ++d) bst[size_t(d)] = int64_t(1) << (2 * (9 - d));  // never mergeable
+  const Shape* q[1] = {&bst};
+  CHECK_FALSE(kernels::cuda::make_geom<1>(big, q, &g));
+}
+
+namespace {
+
+// cuBLAS's column-major strided-batched GEMM, on host memory: what a plan asks for.
+void reference_gemm(const kernels::cuda::GemmPlan& p, const double* A, const double* B, double* C) {
+  for (int64_t b = 0; b < p.batch; ++b)
+    for (int64_t i = 0; i < p.m; ++i)
+      for (int64_t j = 0; j < p.n; ++j) {
+        double s = 0;
+        for (int64_t l = 0; l < p.k; ++l) {
+          const double a = p.trans_a ? A[b * p.stride_a + l + i * p.lda] : A[b * p.stride_a + i + l * p.lda];
+          const double v = p.trans_b ? B[b * p.stride_b + j + l * p.ldb] : B[b * p.stride_b + l + j * p.ldb];
+          s += a * v;
+        }
+        C[b * p.stride_c + i + j * p.ldc] = s;
+      }
+}
+
+// a and b already at out's rank (as the op passes them).
+void check_plan(const Tensor& a0, const Tensor& b0, const char* what) {
+  CAPTURE(what);
+  Tensor want = matmul(a0, b0);
+  const Shape out_shape = want.shape();
+  const size_t r = out_shape.size();
+  auto pad = [&](const Tensor& t) {
+    Shape s(r - size_t(t.dim()), 1), st(r - size_t(t.dim()), 0);
+    s.insert(s.end(), t.shape().begin(), t.shape().end());
+    st.insert(st.end(), t.strides().begin(), t.strides().end());
+    return make_view(t, s, st, t.offset());
+  };
+  Tensor a = pad(a0), b = pad(b0);
+  kernels::cuda::GemmPlan p;
+  bool ca = false, cb = false;
+  if (!kernels::cuda::plan_gemm(a.shape(), a.strides(), b.shape(), b.strides(), out_shape, &p, &ca, &cb)) {
+    // What matmul.cu does: dense copies of the refused operands, expanded to the batch.
+    auto dense = [&](const Tensor& t, int64_t rows, int64_t cols) {
+      Shape s = out_shape;
+      s[r - 2] = rows, s[r - 1] = cols;
+      return expand(t, s).contiguous();
+    };
+    const int64_t K = a.shape()[r - 1];
+    if (ca) a = dense(a, out_shape[r - 2], K);
+    if (cb) b = dense(b, K, out_shape[r - 1]);
+    REQUIRE(kernels::cuda::plan_gemm(a.shape(), a.strides(), b.shape(), b.strides(), out_shape, &p, &ca, &cb));
+  }
+  Tensor got = Tensor::zeros(out_shape, DType::F64);
+  reference_gemm(p, b.data<double>(), a.data<double>(), got.data<double>());
+  CHECK(compare(got, want, {1e-12, 1e-12}) == "");
+}
+
+}  // namespace
+
+TEST_CASE("GEMM planning: cuBLAS parameters reproduce the CPU matmul on strided views") {
+  check_plan(U({4, 5}, 1), U({5, 3}, 2), "plain");
+  check_plan(transpose(U({5, 4}, 3), 0, 1), U({5, 3}, 4), "a transposed");
+  check_plan(U({4, 5}, 5), transpose(U({3, 5}, 6), 0, 1), "b transposed");
+  check_plan(transpose(U({5, 4}, 7), 0, 1), transpose(U({3, 5}, 8), 0, 1), "both transposed");
+  check_plan(slice(U({4, 9}, 9), 1, 2, 7), slice(U({5, 8}, 10), 1, 1, 4), "column slices (ld > cols)");
+  check_plan(slice(U({4, 9}, 11), 1, 0, 9, 2), U({5, 3}, 12), "stride-2 columns (copied)");
+  check_plan(U({3, 4, 5}, 13), U({5, 6}, 14), "batch @ shared 2-d (one folded GEMM)");
+  check_plan(U({3, 1, 5}, 15), U({5, 6}, 16), "M = 1 batches folded");
+  check_plan(U({1, 4, 5}, 17), U({3, 5, 6}, 18), "broadcast a over the batch");
+  check_plan(U({2, 1, 4, 5}, 19), U({3, 5, 6}, 20), "partial broadcast (copied)");
+  check_plan(U({2, 3, 4, 8}, 21), transpose(U({2, 3, 5, 8}, 22), -1, -2), "K^T per batch");
+  check_plan(transpose(U({3, 2, 4, 5}, 23), 0, 1), U({2, 3, 5, 6}, 24), "batch dims permuted (copied)");
+  check_plan(U({4, 1}, 25), U({1, 6}, 26), "K = 1");
+  check_plan(U({1, 5}, 27), U({5, 1}, 28), "M = N = 1");
+  check_plan(transpose(U({6, 4, 5}, 29), 1, 2), U({6, 4, 3}, 30), "batched, a transposed");
+}
+
+TEST_CASE("Philox (host build of the device code) equals bet::philox4x32") {
+  Generator g(99);
+  for (int i = 0; i < 2000; ++i) {
+    const uint64_t key = (uint64_t(g.randint(1u << 30)) << 34) ^ g.randint(1u << 30);
+    const uint64_t ctr = i < 1000 ? uint64_t(i) + (uint64_t(0xFFFFFFFFu) - 500) : (uint64_t(g.randint(1u << 30)) << 20);
+    const auto want = philox4x32(key, ctr);
+    const auto got = kernels::cuda::philox4x32_10(key, ctr);
+    for (int q = 0; q < 4; ++q) REQUIRE(got.w[q] == want[size_t(q)]);
+  }
+}
+
+TEST_CASE("dropout mask: the GPU kernel's block walk, run on the host, equals the CPU kernel") {
+  for (double p : {0.0, 0.1, 0.5, 1.0 / 3.0, 0.9, 1.0}) {
+    for (uint64_t offset : {uint64_t(0), uint64_t(3), uint64_t(5), (uint64_t(1) << 34) - 2}) {
+      const int64_t n = 37;
+      Tensor x = U({n}, 5, 0.5, 1.5).to(DType::F32);
+      Tensor want = dropout(x, p, true, 777, offset);
+      const std::vector<float> xv = x.to_vector<float>(), wv = want.to_vector<float>();
+      std::vector<float> got(size_t(n), -1.0f);
+      // The loop of dropout_kernel (kernels/cuda/rope_dropout.cu), one thread per block.
+      const int64_t thr = kernels::cuda::dropout_threshold(p);
+      const float scale = p >= 1.0 ? 0.0f : float(1.0 / (1.0 - p));
+      const uint64_t first = offset >> 2, nb = ((offset + uint64_t(n) - 1) >> 2) - first + 1;
+      for (uint64_t b = 0; b < nb; ++b) {
+        const auto r = kernels::cuda::philox4x32_10(777, first + b);
+        for (int q = 0; q < 4; ++q) {
+          const uint64_t c = ((first + b) << 2) + uint64_t(q);
+          if (c < offset || c - offset >= uint64_t(n)) continue;
+          const size_t i = size_t(c - offset);
+          got[i] = kernels::cuda::dropout_keep(r.w[q], thr) ? xv[i] * scale : 0.0f;
+        }
+      }
+      CAPTURE(p);
+      CAPTURE(offset);
+      for (int64_t i = 0; i < n; ++i) REQUIRE(got[size_t(i)] == wv[size_t(i)]);
+    }
+  }
+}
+
+namespace {
+// A fake device: malloc under a byte budget.
+struct FakeDevice {
+  static inline std::map<void*, size_t> blocks;
+  static inline size_t budget = 0;
+  static inline int frees = 0;
+  static size_t live() {
+    size_t n = 0;
+    for (auto& [p, s] : blocks) n += s;
+    return n;
+  }
+  static void* alloc(size_t n, int) {
+    if (live() + n > budget) return nullptr;
+    void* p = std::malloc(n);
+    blocks[p] = n;
+    return p;
+  }
+  static void release(void* p, int) {
+    blocks.erase(p);
+    std::free(p);
+    ++frees;
+  }
+};
+}  // namespace
+
+TEST_CASE("device caching allocator: size classes, reuse, stats, out-of-memory retry and error") {
+  for (size_t n : {size_t(0), size_t(1), size_t(511), size_t(512), size_t(513), size_t(100000), size_t(3) << 20}) {
+    const size_t c = DeviceCachingAllocator::round_size(n);
+    CHECK(c >= n);
+    CHECK(c % 512 == 0);
+  }
+  FakeDevice::budget = 64 << 10;
+  DeviceCachingAllocator a({&FakeDevice::alloc, &FakeDevice::release});
+  size_t cap1 = 0, cap2 = 0;
+  void* p1 = a.allocate(1000, 0, &cap1);
+  REQUIRE(p1 != nullptr);
+  a.release(p1, cap1, 0);
+  void* p2 = a.allocate(900, 0, &cap2);  // same size class: the cached block, no device call
+  CHECK(p2 == p1);
+  CHECK(cap2 == cap1);
+  AllocatorStats s = a.stats(0);
+  CHECK(s.system_allocs == 1);
+  CHECK(s.cache_hits == 1);
+  CHECK(s.bytes_in_use == cap2);
+  a.release(p2, cap2, 0);
+  CHECK(a.stats(0).bytes_cached == cap2);
+  CHECK(a.stats(1).system_allocs == 0);  // devices are separate
+  a.empty_cache();
+  CHECK(FakeDevice::live() == 0);
+  // The budget full of cached blocks of one class; a request of another class makes
+  // the allocator return its cache to the device and retry.
+  std::vector<std::pair<void*, size_t>> held;
+  for (int i = 0; i < 4; ++i) {
+    size_t c = 0;
+    void* p = a.allocate(16 << 10, 0, &c);
+    REQUIRE(p != nullptr);
+    held.push_back({p, c});
+  }
+  for (auto& [p, c] : held) a.release(p, c, 0);
+  CHECK(FakeDevice::live() == size_t(64 << 10));
+  const int frees = FakeDevice::frees;
+  size_t cb = 0;
+  void* big = a.allocate(40 << 10, 0, &cb);
+  CHECK(big != nullptr);
+  CHECK(FakeDevice::frees == frees + 4);
+  CHECK(a.stats(0).bytes_cached == 0);
+  size_t cx = 0;
+  CHECK_THROWS_WITH_AS(a.allocate(1 << 20, 0, &cx), doctest::Contains("out of memory on cuda:0"), Error);
+  a.release(big, cb, 0);
+  a.empty_cache();
+}
+
+TEST_CASE("--device parsing") {
+  CHECK(parse_device("cpu") == Device::cpu());
+  CHECK_THROWS_WITH_AS(parse_device("gpu"), doctest::Contains("expected cpu, cuda or cuda:N"), Error);
+  CHECK_THROWS_WITH_AS(parse_device("cuda:"), doctest::Contains("expected cpu, cuda or cuda:N"), Error);
+  CHECK_THROWS_WITH_AS(parse_device("cuda:-1"), doctest::Contains("expected cpu, cuda or cuda:N"), Error);
+  if (cuda_available()) {
+    CHECK(parse_device("cuda") == Device::cuda(0));
+    CHECK(parse_device("cuda:0") == Device::cuda(0));
+    CHECK_THROWS_WITH_AS(parse_device("cuda:999"), doctest::Contains("no CUDA device available"), Error);
+  } else {
+    CHECK(cuda_device_count() == 0);
+    CHECK_THROWS_WITH_AS(parse_device("cuda"), doctest::Contains("no CUDA device available"), Error);
+    CHECK_THROWS_WITH_AS(parse_device("cuda:1"), doctest::Contains("no CUDA device available"), Error);
+    // Device memory is refused with an error, never a crash.
+    CHECK_THROWS_AS(Tensor::zeros({2}, DType::F32, Device::cuda(0)), Error);
+  }
+}
+
+// ================================================================ GPU only
+
+TEST_CASE("GPU: op table against the CPU (f32, f64, bf16)") {
+  if (!gpu_or_skip()) return;
+  const Device gpu = Device::cuda(0);
+  for (const OpCase& c : op_table()) {
+    CAPTURE(c.name);
+    for (DType dt : {DType::F32, DType::F64})
+      for (const std::string& e : check_case(c, gpu, dt, Device::cpu(), dt, tol_for(dt, c.tol))) FAIL_CHECK(e);
+    if (c.bf16)
+      for (const std::string& e : check_case(c, gpu, DType::BF16, Device::cpu(), DType::F32, tol_for(DType::BF16, c.tol)))
+        FAIL_CHECK(e);
+  }
+}
+
+TEST_CASE("GPU: dropout masks are bit-identical to the CPU's (one Philox stream)") {
+  if (!gpu_or_skip()) return;
+  struct Draw {
+    int64_t n;
+    double p;
+    uint64_t seed, offset;
+  };
+  for (const Draw& d : {Draw{1 << 20, 0.1, 42, 0}, Draw{100003, 0.5, 7, 3}, Draw{4097, 0.9, ~uint64_t(0) >> 3, (uint64_t(1) << 34) - 6}}) {
+    CAPTURE(d.n);
+    CAPTURE(d.offset);
+    for (DType dt : {DType::F32, DType::F64}) {
+      Tensor x = U({d.n}, 11, 0.5, 1.5).to(dt);
+      const Tensor want = dropout(x, d.p, true, d.seed, d.offset);
+      const Tensor got = dropout(x.to(Device::cuda(0)), d.p, true, d.seed, d.offset).to(Device::cpu());
+      // Bit equality of the values (same mask, same x * scale rounding).
+      const std::vector<double> w = want.to_vector<double>(), g = got.to_vector<double>();
+      int64_t mismatches = 0;
+      for (size_t i = 0; i < w.size(); ++i) mismatches += w[i] != g[i];
+      CHECK(mismatches == 0);
+    }
+  }
+}
+
+TEST_CASE("GPU: AdamW steps and gradient clipping match the CPU") {
+  if (!gpu_or_skip()) return;
+  for (DType dt : {DType::F32, DType::F64}) {
+    CAPTURE(dtype_name(dt));
+    Tensor w_cpu = U({37, 11}, 1).to(dt).detach().set_requires_grad();
+    Tensor b_cpu = U({11}, 2).to(dt).detach().set_requires_grad();
+    Tensor w_gpu = w_cpu.detach().to(Device::cuda(0)).set_requires_grad();
+    Tensor b_gpu = b_cpu.detach().to(Device::cuda(0)).set_requires_grad();
+    optim::AdamW oc({w_cpu, b_cpu}, {}, {true, false}), og({w_gpu, b_gpu}, {}, {true, false});
+    for (int step = 0; step < 5; ++step) {
+      Tensor g1 = U({37, 11}, 100 + uint64_t(step)).to(dt), g2 = U({11}, 200 + uint64_t(step)).to(dt);
+      w_cpu.set_grad(g1);
+      b_cpu.set_grad(g2);
+      w_gpu.set_grad(g1.to(Device::cuda(0)));
+      b_gpu.set_grad(g2.to(Device::cuda(0)));
+      const double nc = optim::clip_grad_norm(oc.params(), 0.5), ng = optim::clip_grad_norm(og.params(), 0.5);
+      CHECK(std::abs(nc - ng) <= 1e-12 * std::abs(nc) + (dt == DType::F32 ? 1e-6 : 0.0));
+      oc.step();
+      og.step();
+    }
+    CHECK(compare(host(w_gpu), host(w_cpu), tol_for(dt, 10.0)) == "");
+    CHECK(compare(host(b_gpu), host(b_cpu), tol_for(dt, 10.0)) == "");
+  }
+}
