@@ -25,6 +25,11 @@ struct MemberOutput {
 
 // Rows x padded length one forward may hold (lm logits are [B, S, V], so less for them).
 int64_t forward_token_budget(const model::BetModel& m);
+// Whether `rows` sequences padded to `len` tokens fit one forward: within the token
+// budget, and with the attention scores of every path and head ([rows, paths, heads,
+// len, len] f32) within kAttentionBudget, so a batch of long texts runs as several
+// cache-sized forwards instead of one that streams hundreds of MB through memory.
+bool forward_fits(const model::BetModel& m, int64_t rows, int64_t len);
 
 // One forward over `rows` (each >= 1 token), padded to the longest. With `mc_dropout`
 // the model's dropout sites are on, drawing from the stream keyed by the model's

@@ -186,11 +186,10 @@ std::vector<json> run_prepared(const LoadedModel& L, const std::vector<const Pre
   }
   auto len = [&](const std::pair<size_t, size_t>& r) { return reqs[r.first]->members[r.second].size(); };
   std::stable_sort(rows.begin(), rows.end(), [&](const auto& a, const auto& b) { return len(a) < len(b); });
-  const int64_t budget = forward_token_budget(*L.model);
   for (size_t at = 0; at < rows.size();) {
     // Rows are sorted, so the chunk's padded length is its last row's length.
     size_t end = at + 1;
-    while (end < rows.size() && int64_t(end + 1 - at) * int64_t(len(rows[end])) <= budget) ++end;
+    while (end < rows.size() && forward_fits(*L.model, int64_t(end + 1 - at), int64_t(len(rows[end])))) ++end;
     std::vector<const std::vector<int32_t>*> ids;
     for (size_t r = at; r < end; ++r) ids.push_back(&reqs[rows[r].first]->members[rows[r].second]);
     std::vector<MemberOutput> o = forward_rows(*L.model, ids, false);
