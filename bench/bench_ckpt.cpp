@@ -1,4 +1,5 @@
 #include "bench/bench_ckpt.h"
+#include "bench/timing.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -18,6 +19,7 @@
 
 #include "bench/bench_train_profile.h"
 #include "bench/machine_baselines.h"
+#include "bench/peer_process.h"
 #include "bet_config.h"
 #include "kernels/cpu/threads.h"
 #include "runtime/checkpoint/checkpoint.h"
@@ -28,7 +30,6 @@
 namespace bet::bench {
 
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
 
 std::vector<std::pair<int64_t, int64_t>> parse_ckpt_shapes(const std::string& spec) {
   std::vector<std::pair<int64_t, int64_t>> out;
@@ -56,15 +57,6 @@ std::vector<std::pair<int64_t, int64_t>> parse_ckpt_shapes(const std::string& sp
 
 namespace {
 
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-double median(std::vector<double> v) {
-  if (v.empty()) return NAN;
-  std::sort(v.begin(), v.end());
-  size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 // Clean pages (the file was fsynced) leave the page cache on this hint; no root needed.
 void evict_from_cache(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -72,12 +64,6 @@ void evict_from_cache(const std::string& path) {
   ::fdatasync(fd);
   ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
   ::close(fd);
-}
-
-std::string shell_quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
 }
 
 model::ModelConfig ckpt_model_config(int64_t d, int64_t layers) {
@@ -181,47 +167,23 @@ struct PeerRun {
 PeerRun run_peer(const std::vector<std::string>& inputs, const CkptBenchOptions& o, const std::string& dir,
                  int threads) {
   PeerRun r;
-  const char* py_env = std::getenv("BET_PEER_PYTHON");
-  const std::string py = py_env && *py_env ? py_env : "/usr/bin/python3";
-  std::ostringstream cmd;
-  cmd << "cd " << shell_quote(BET_SOURCE_DIR) << " && " << shell_quote(py) << " bench/peer/ckpt_peer.py --reps "
-      << o.reps << " --threads " << threads << " --dir " << shell_quote(dir) << (o.drop_cache ? " --drop-cache" : "");
-  for (const auto& in : inputs) cmd << " " << shell_quote(in);
-  cmd << " 2>&1";
-  FILE* p = popen(cmd.str().c_str(), "r");
-  if (!p) {
-    r.error = "could not start " + py;
+  std::ostringstream args;
+  args << "--reps " << o.reps << " --threads " << threads << " --dir " << shell_quote(dir)
+       << (o.drop_cache ? " --drop-cache" : "");
+  for (const auto& in : inputs) args << " " << shell_quote(in);
+  PeerOutput out = run_peer_script("ckpt_peer.py", args.str());
+  if (!out.ok) {
+    r.error = out.error;
     return r;
   }
-  std::string out;
-  char buf[4096];
-  while (fgets(buf, sizeof buf, p)) out += buf;
-  int rc = pclose(p);
-  std::vector<std::string> lines;
-  std::istringstream in(out);
-  for (std::string l; std::getline(in, l);)
-    if (!l.empty()) lines.push_back(l);
-  for (auto it = lines.rbegin(); it != lines.rend(); ++it) {
-    if (it->front() != '{') continue;
-    try {
-      auto j = nlohmann::json::parse(*it);
-      r.torch = j.value("torch", "");
-      for (auto& e : j.at("results")) r.by_input[e.at("input").get<std::string>()] = e;
-      r.ok = true;
-      return r;
-    } catch (const std::exception&) {
-    }
+  try {
+    r.torch = out.result.value("torch", "");
+    for (auto& e : out.result.at("results")) r.by_input[e.at("input").get<std::string>()] = e;
+    r.ok = true;
+  } catch (const std::exception& e) {
+    r.error = std::string("unexpected peer output: ") + e.what();
   }
-  r.error = lines.empty() ? "exit status " + std::to_string(rc) : lines.back();
-  if (r.error.size() > 160) r.error = r.error.substr(0, 157) + "...";
   return r;
-}
-
-std::string load_average() {
-  std::ifstream f("/proc/loadavg");
-  std::string a, b, c;
-  if (!(f >> a >> b >> c)) return "unknown";
-  return a + " " + b + " " + c;
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
 #include "bench/bench_infer.h"
+#include "bench/peer_process.h"
 
 #include <unistd.h>
 
@@ -107,16 +108,7 @@ std::string bench_text(int64_t bytes, uint64_t i) {
   return t;
 }
 
-std::string peer_python() {
-  const char* py = std::getenv("BET_PEER_PYTHON");
-  return py && *py ? py : "/usr/bin/python3";
-}
 
-std::string shell_arg(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
 
 std::string make_temp_dir() {
   const char* tmp = std::getenv("TMPDIR");
@@ -132,12 +124,6 @@ void remove_tree(const std::string& dir) {
   if (!dir.empty()) std::filesystem::remove_all(dir, ec);
 }
 
-std::string load_average_text() {
-  std::ifstream f("/proc/loadavg");
-  std::string a, b, c;
-  if (!(f >> a >> b >> c)) return "unknown";
-  return a + " " + b + " " + c;
-}
 
 // ---- bench infer ----
 
@@ -223,22 +209,12 @@ PeerRun run_peer(std::vector<Case>& cases, const BenchModel& bm, const InferBenc
                               {"seconds", o.seconds}});
     }
     std::ofstream(job_path) << job.dump();
-    const std::string cmd = "cd " + shell_arg(BET_SOURCE_DIR) + " && " + shell_arg(peer_python()) +
-                            " bench/peer/infer_peer.py " + shell_arg(job_path) + " 2>&1";
-    std::string out;
-    FILE* p = popen(cmd.c_str(), "r");
-    BET_CHECK(p != nullptr, "could not start ", peer_python());
-    char buf[65536];
-    while (fgets(buf, sizeof buf, p)) out += buf;
-    const int rc = pclose(p);
-    std::vector<std::string> lines;
-    std::istringstream in(out);
-    for (std::string l; std::getline(in, l);)
-      if (!l.empty()) lines.push_back(l);
-    for (auto it = lines.rbegin(); it != lines.rend() && !r.ok; ++it) {
-      if (it->front() != '{') continue;
+    PeerOutput out = run_peer_script("infer_peer.py", shell_quote(job_path));
+    if (!out.ok) {
+      r.error = out.error;
+    } else {
       try {
-        json j = json::parse(*it);
+        const json& j = out.result;
         const json& jc = j.at("cases");
         BET_CHECK(jc.size() == cases.size(), "the peer answered ", jc.size(), " cases of ", cases.size());
         for (size_t i = 0; i < cases.size(); ++i) {
@@ -257,12 +233,9 @@ PeerRun run_peer(std::vector<Case>& cases, const BenchModel& bm, const InferBenc
         }
         r.torch = j.value("torch", "");
         r.ok = true;
-      } catch (const std::exception&) {
+      } catch (const std::exception& e) {
+        r.error = std::string("unexpected peer output: ") + e.what();
       }
-    }
-    if (!r.ok) {
-      r.error = lines.empty() ? "exit status " + std::to_string(rc) : lines.back();
-      if (r.error.size() > 160) r.error = r.error.substr(0, 157) + "...";
     }
   } catch (const std::exception& e) {
     r.error = e.what();
@@ -314,7 +287,7 @@ int run_infer(const BenchOptions& opts, const InferBenchOptions& o) {
     if (v < 1) return std::cerr << "bench infer: --batch-sizes must be >= 1\n", 2;
   if (opts.threads > 0) cpu::set_num_threads(opts.threads);
   const int threads = cpu::num_threads();
-  const std::string load_before = load_average_text();
+  const std::string load_before = load_average();
 
   BenchModel bm;
   try {
@@ -387,7 +360,7 @@ int run_infer(const BenchOptions& opts, const InferBenchOptions& o) {
                                     : "unavailable: " + peer.error)
       .add_meta("targets", "single 32 tokens: p50 < 5 ms; single 256 tokens: >= 10x the peer; batch: >= 2x the "
                            "peer; answers agree with the peer to 1e-4")
-      .add_meta("load average", load_before + " (start), " + load_average_text() + " (end)");
+      .add_meta("load average", load_before + " (start), " + load_average() + " (end)");
   if (!error.empty()) t.add_meta("error", error);
 
   for (const Case& c : cases) {

@@ -50,14 +50,9 @@ nlohmann::json relabellings_json(const model::BetModel& m, const std::vector<int
 // token per byte).
 std::string bench_text(int64_t bytes, uint64_t i);
 
-// The Python that runs the peers: $BET_PEER_PYTHON or /usr/bin/python3.
-std::string peer_python();
-std::string shell_arg(const std::string& s);  // single-quoted for /bin/sh
 // A fresh private directory under $TMPDIR (or /tmp); removed with remove_tree.
 std::string make_temp_dir();
 void remove_tree(const std::string& dir);
-// "1.0 0.8 0.5" from /proc/loadavg.
-std::string load_average_text();
 
 // Prints the tables (opts.format) to stdout or opts.out. 0; 1 when our side failed;
 // 2 for bad options. An unavailable peer is reported in the table, not as a failure.

@@ -1,4 +1,5 @@
 #include "bench/bench_serve.h"
+#include "bench/peer_process.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -241,7 +242,7 @@ int run_serve(const BenchOptions& opts, const ServeBenchOptions& o) {
     if (n < 1) return std::cerr << "bench serve: --tokens must be >= 1\n", 2;
   if (opts.threads > 0) cpu::set_num_threads(opts.threads);
   const int threads = cpu::num_threads();
-  const std::string load_before = load_average_text();
+  const std::string load_before = load_average();
 
   BenchModel bm;
   try {
@@ -319,7 +320,7 @@ int run_serve(const BenchOptions& opts, const ServeBenchOptions& o) {
       .add_meta("answers agree (max |dp|, one text)", num(agree))
       .add_meta("targets", "/health >= 20000 req/s and /v1/predict (batching) >= 5x the peer at 64 connections; "
                            "p99 < 50 ms for 32-token /v1/predict at 64 connections (batching)")
-      .add_meta("load average", load_before + " (start), " + load_average_text() + " (end)");
+      .add_meta("load average", load_before + " (start), " + load_average() + " (end)");
   if (!error.empty()) t.add_meta("error", error);
   if (!probe_error.empty()) t.add_meta("probe error", probe_error);
 

@@ -1,4 +1,5 @@
 #include "bench/bench_train.h"
+#include "bench/timing.h"
 
 #include <algorithm>
 #include <chrono>
@@ -19,6 +20,7 @@
 #include "bench/bench_train_profile.h"
 #include "bench/machine_baselines.h"
 #include "bet_config.h"
+#include "bench/peer_process.h"
 #include "engine/optim/optimizer.h"
 #include "kernels/cpu/threads.h"
 #include "model/bet_model.h"
@@ -95,24 +97,6 @@ double matmul_flops_per_step(const model::ModelConfig& cfg, int64_t B, int64_t S
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-double median(std::vector<double> v) {
-  if (v.empty()) return NAN;
-  std::sort(v.begin(), v.end());
-  size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-std::string load_average() {
-  std::ifstream f("/proc/loadavg");
-  std::string a, b, c;
-  if (!(f >> a >> b >> c)) return "unknown";
-  return a + " " + b + " " + c;
-}
-
 std::string shape_text(const TrainBenchOptions& t) {
   return "d_model " + std::to_string(t.d_model) + ", " + std::to_string(t.layers) + " layers, " +
          std::to_string(t.heads) + " heads, seq " + std::to_string(t.seq_len) + ", batch " +
@@ -139,56 +123,32 @@ struct PeerResult {
   std::string torch;
 };
 
-std::string shell_quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
 // The standard layer also times PyTorch's own nn.TransformerEncoderLayer (--native).
 PeerResult run_peer(const TrainBenchOptions& t, const std::string& layer, int threads) {
   PeerResult r;
-  const char* py_env = std::getenv("BET_PEER_PYTHON");
-  const std::string py = py_env && *py_env ? py_env : "/usr/bin/python3";
-  std::ostringstream cmd;
-  cmd << "cd " << shell_quote(BET_SOURCE_DIR) << " && " << shell_quote(py) << " bench/peer/train_peer.py"
-      << " --layer " << layer << " --task " << t.task << " --pe " << t.pe << " --d-model " << t.d_model
-      << " --layers " << t.layers << " --heads " << t.heads << " --seq " << t.seq_len << " --batch "
-      << t.batch_size << " --k-permutations " << t.k_permutations << " --steps " << t.steps << " --warmup "
-      << t.warmup << " --threads " << threads << (layer == "standard" ? " --native" : "") << " 2>&1";
-  std::string out;
-  FILE* p = popen(cmd.str().c_str(), "r");
-  if (!p) {
-    r.error = "could not start " + py;
+  std::ostringstream args;
+  args << "--layer " << layer << " --task " << t.task << " --pe " << t.pe << " --d-model " << t.d_model
+       << " --layers " << t.layers << " --heads " << t.heads << " --seq " << t.seq_len << " --batch " << t.batch_size
+       << " --k-permutations " << t.k_permutations << " --steps " << t.steps << " --warmup " << t.warmup
+       << " --threads " << threads << (layer == "standard" ? " --native" : "");
+  PeerOutput out = run_peer_script("train_peer.py", args.str());
+  if (!out.ok) {
+    r.error = out.error;
     return r;
   }
-  char buf[4096];
-  while (fgets(buf, sizeof buf, p)) out += buf;
-  int rc = pclose(p);
-  // The result is the last line that parses as a JSON object; anything else is noise
-  // (warnings) or, on failure, the reason.
-  std::vector<std::string> lines;
-  std::istringstream in(out);
-  for (std::string l; std::getline(in, l);)
-    if (!l.empty()) lines.push_back(l);
-  for (auto it = lines.rbegin(); it != lines.rend(); ++it) {
-    if (it->front() != '{') continue;
-    try {
-      auto j = nlohmann::json::parse(*it);
-      r.ms = j.at("ms_per_step").get<double>();
-      r.tokens_per_s = j.at("tokens_per_s").get<double>();
-      r.torch = j.value("torch", "");
-      if (j.contains("native")) {
-        r.native_ms = j["native"].at("ms_per_step").get<double>();
-        r.native_impl = j["native"].value("impl", "");
-      }
-      r.ok = true;
-      return r;
-    } catch (const std::exception&) {
+  try {
+    const auto& j = out.result;
+    r.ms = j.at("ms_per_step").get<double>();
+    r.tokens_per_s = j.at("tokens_per_s").get<double>();
+    r.torch = j.value("torch", "");
+    if (j.contains("native")) {
+      r.native_ms = j["native"].at("ms_per_step").get<double>();
+      r.native_impl = j["native"].value("impl", "");
     }
+    r.ok = true;
+  } catch (const std::exception& e) {
+    r.error = std::string("unexpected peer output: ") + e.what();
   }
-  r.error = lines.empty() ? "exit status " + std::to_string(rc) : lines.back();
-  if (r.error.size() > 160) r.error = r.error.substr(0, 157) + "...";
   return r;
 }
 

@@ -1,4 +1,6 @@
 #include "bench/bench_train_data.h"
+#include "bench/timing.h"
+#include "bench/peer_process.h"
 
 #include <algorithm>
 #include <chrono>
@@ -42,17 +44,6 @@ void apply_data_defaults(TrainBenchOptions& t, const std::function<bool(const st
 }
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-double median(std::vector<double> v) {
-  if (v.empty()) return NAN;
-  std::sort(v.begin(), v.end());
-  size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 double sum(const std::vector<double>& v) {
   double s = 0;
@@ -174,13 +165,6 @@ DataRun run_layer(const TrainBenchOptions& t, const std::string& layer) {
     done += k;
   }
   return r;
-}
-
-std::string load_average() {
-  std::ifstream f("/proc/loadavg");
-  std::string a, b, c;
-  if (!(f >> a >> b >> c)) return "unknown";
-  return a + " " + b + " " + c;
 }
 
 Row data_row(const DataRun& r) {

@@ -1,4 +1,5 @@
 #include "bench/bench_train_profile.h"
+#include "bench/timing.h"
 
 #include <algorithm>
 #include <chrono>
@@ -14,16 +15,7 @@ namespace bet::bench {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 double secs(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
-
-double median(std::vector<double> v) {
-  if (v.empty()) return NAN;
-  std::sort(v.begin(), v.end());
-  size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 struct OpTime {
   std::string op;
