@@ -233,7 +233,6 @@ Table flops_table(const std::vector<LayerRun>& runs, const TrainBenchOptions& t)
 }  // namespace
 
 int run_train(const BenchOptions& opts, const TrainBenchOptions& t) {
-  if (!t.data.empty()) return run_train_data(opts, t);
   if (!valid_format(opts.format)) {
     std::cerr << "bench train: unknown format '" << opts.format << "' (md, csv or json)\n";
     return 2;
@@ -246,6 +245,7 @@ int run_train(const BenchOptions& opts, const TrainBenchOptions& t) {
     std::cerr << "bench train: --steps, --batch-size and --seq-len must be >= 1\n";
     return 2;
   }
+  if (!t.data.empty()) return run_train_data(opts, t);
   if (opts.threads > 0) cpu::set_num_threads(opts.threads);
   const int threads = cpu::num_threads();
   const std::string load_before = load_average();

@@ -204,18 +204,6 @@ Row data_row(const DataRun& r) {
 }  // namespace
 
 int run_train_data(const BenchOptions& opts, const TrainBenchOptions& t) {
-  if (!valid_format(opts.format)) {
-    std::cerr << "bench train: unknown format '" << opts.format << "' (md, csv or json)\n";
-    return 2;
-  }
-  if (t.layer != "bet" && t.layer != "standard" && t.layer != "both") {
-    std::cerr << "bench train: --layer must be bet, standard or both\n";
-    return 2;
-  }
-  if (t.steps < 1 || t.warmup < 0 || t.batch_size < 1 || t.seq_len < 1) {
-    std::cerr << "bench train: --steps, --batch-size and --seq-len must be >= 1\n";
-    return 2;
-  }
   if (!std::ifstream(t.data).good()) {
     std::cerr << "bench train: --data " << t.data << ": cannot open\n";
     return 2;

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "runtime/checkpoint/checkpoint.h"
+#include "tests/betctl_driver.h"
 
 extern char** environ;
 
@@ -24,7 +25,7 @@ using namespace bet::runtime;
 
 namespace {
 
-std::string g_betctl;  // path to the betctl binary, from argv
+using bet::test::g_betctl;
 
 std::vector<std::string> train_args(const std::string& out) {
   return {g_betctl, "train", "--steps", "30", "--checkpoint-every", "2", "--keep", "3", "--d-model", "16",
@@ -126,13 +127,4 @@ TEST_CASE("kill -9 at random moments never leaves a torn checkpoint, and resume 
   fs::remove_all(root);
 }
 
-int main(int argc, char** argv) {
-  doctest::Context ctx;
-  if (argc > 1 && argv[1][0] != '-') {
-    g_betctl = argv[1];
-    ctx.applyCommandLine(argc - 1, argv + 1);
-  } else {
-    ctx.applyCommandLine(argc, argv);
-  }
-  return ctx.run();
-}
+int main(int argc, char** argv) { return bet::test::run_with_betctl_arg(argc, argv); }

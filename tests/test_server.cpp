@@ -27,6 +27,7 @@
 #include "runtime/server/prometheus_check.h"
 #include "runtime/server/router.h"
 #include "runtime/server/server.h"
+#include "tests/betctl_driver.h"
 
 using namespace bet::server;
 using nlohmann::json;
@@ -689,21 +690,7 @@ TEST_CASE("reload hook and signals") {
   signal(SIGINT, SIG_DFL);
 }
 
-namespace {
-
-std::optional<std::string> find_in_path(const std::string& tool) {
-  const char* path = std::getenv("PATH");
-  if (!path) return std::nullopt;
-  std::istringstream dirs(path);
-  std::string dir;
-  while (std::getline(dirs, dir, ':')) {
-    std::string candidate = dir + "/" + tool;
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  return std::nullopt;
-}
-
-}  // namespace
+using bet::test::find_in_path;
 
 TEST_CASE("/metrics: well-formed exposition with the server's metrics (and promtool, if installed)") {
   TestServer ts;

@@ -41,6 +41,7 @@
 #include "runtime/server/http_client.h"
 #include "runtime/server/server.h"
 #include "runtime/tokenizer/tokenizer.h"
+#include "tests/betctl_driver.h"
 
 extern char** environ;
 
@@ -51,7 +52,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string g_betctl;  // path to the betctl binary, from argv
+using bet::test::g_betctl;
 
 fs::path scratch() {
   static const fs::path dir = [] {
@@ -195,17 +196,7 @@ std::string write(const std::string& name, const std::string& text) {
   return path;
 }
 
-std::optional<std::string> find_in_path(const std::string& tool) {
-  const char* path = std::getenv("PATH");
-  if (!path) return std::nullopt;
-  std::istringstream dirs(path);
-  std::string dir;
-  while (std::getline(dirs, dir, ':')) {
-    std::string candidate = dir + "/" + tool;
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  return std::nullopt;
-}
+using bet::test::find_in_path;
 
 // node and the validator's node_modules, or nullopt after failing (CI) or saying why
 // the check is skipped (elsewhere).
@@ -475,13 +466,4 @@ TEST_CASE("the server's predictions equal `betctl predict`'s for the same model,
   }
 }
 
-int main(int argc, char** argv) {
-  doctest::Context ctx;
-  if (argc > 1 && argv[1][0] != '-') {
-    g_betctl = argv[1];
-    ctx.applyCommandLine(argc - 1, argv + 1);
-  } else {
-    ctx.applyCommandLine(argc, argv);
-  }
-  return ctx.run();
-}
+int main(int argc, char** argv) { return bet::test::run_with_betctl_arg(argc, argv); }

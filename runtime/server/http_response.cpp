@@ -22,6 +22,8 @@ std::string_view status_reason(int status) {
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
+    // 501 is the status RFC 9112 gives a request whose Transfer-Encoding the server
+    // does not support (http_parser.cpp answers it so); the phrase is the RFC's own.
     case 501: return "Not Implemented";
     case 503: return "Service Unavailable";
     case 505: return "HTTP Version Not Supported";
