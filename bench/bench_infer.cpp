@@ -35,10 +35,10 @@ constexpr double kAgreement = 1e-4;         // |p_ours - p_peer|
 
 // ---- shared with bench serve ----
 
-BenchModel make_bench_model(const std::string& checkpoint, uint64_t seed) {
+BenchModel make_bench_model(const std::string& checkpoint, uint64_t seed, Device device) {
   BenchModel b;
   if (!checkpoint.empty()) {
-    b.loaded = inference::load_model(checkpoint);
+    b.loaded = inference::load_model(checkpoint, device);
     BET_CHECK(b.loaded->model->config().task == model::Task::Classify, checkpoint,
               ": bench infer/serve need a classify model");
     b.description = "checkpoint " + checkpoint;
@@ -49,6 +49,7 @@ BenchModel make_bench_model(const std::string& checkpoint, uint64_t seed) {
   cfg.validate();
   Generator g(seed);
   auto m = std::make_shared<model::BetModel>(cfg, g, DType::F32);
+  m->to(device);
   m->eval();
   b.loaded = inference::wrap_model(m, runtime::make_byte_tokenizer()->to_json(),
                                    json{{"name", "bench-default-classifier"}, {"version", "0.0.0"}});
@@ -291,7 +292,7 @@ int run_infer(const BenchOptions& opts, const InferBenchOptions& o) {
 
   BenchModel bm;
   try {
-    bm = make_bench_model(o.model, o.seed);
+    bm = make_bench_model(o.model, o.seed, parse_device(opts.device));
   } catch (const std::exception& e) {
     std::cerr << "bench infer: " << e.what() << "\n";
     return 1;
@@ -340,6 +341,7 @@ int run_infer(const BenchOptions& opts, const InferBenchOptions& o) {
   Table t;
   t.title = "bench infer";
   t.add_meta("cpu", cpu_model_name())
+      .add_meta("device", bm.loaded->model->device().str() + (o.peer ? " (the peer runs on the cpu)" : ""))
       .add_meta("threads", int64_t(threads))
       .add_meta("model", bm.description)
       .add_meta("parameters", bm.loaded->model->parameter_count())

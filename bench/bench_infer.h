@@ -36,7 +36,7 @@ struct BenchModel {
   std::shared_ptr<const inference::LoadedModel> loaded;
   std::string description;
 };
-BenchModel make_bench_model(const std::string& checkpoint, uint64_t seed);
+BenchModel make_bench_model(const std::string& checkpoint, uint64_t seed, Device device = Device::cpu());
 
 // Writes the model's weights with its config and tokenizer (safetensors metadata, the
 // `betctl export --format safetensors` layout), which the peers load.

@@ -22,7 +22,12 @@
 #include "bet_config.h"
 #include "bench/peer_process.h"
 #include "engine/optim/optimizer.h"
+#include "engine/autocast.h"
+#include "engine/device.h"
 #include "kernels/cpu/threads.h"
+#if BET_HAVE_CUDA
+#include "kernels/cuda/runtime.h"
+#endif
 #include "model/bet_model.h"
 #include "model/sufficient_stats.h"
 
@@ -32,6 +37,9 @@ namespace cpu = bet::kernels::cpu;
 
 constexpr double kSpeedupTarget = 2.0;   // x PyTorch eager, both layer kinds
 constexpr double kStandardMfuTarget = 0.5;
+// On a GPU (issue targets): >= 1.0x PyTorch eager, >= 40% of the card's bf16 peak.
+constexpr double kGpuSpeedupTarget = 1.0;
+constexpr double kGpuStandardMfuTarget = 0.4;
 
 model::ModelConfig train_bench_config(const TrainBenchOptions& t, model::LayerKind layer) {
   model::ModelConfig c;
@@ -118,19 +126,23 @@ struct PeerResult {
   bool ok = false;
   std::string error;  // why it is unavailable
   double ms = NAN, tokens_per_s = NAN;
+  double compiled_ms = NAN;  // torch.compile of the same model (GPU runs)
   double native_ms = NAN;  // nn.TransformerEncoderLayer (standard layer, --native)
   std::string native_impl;
   std::string torch;
 };
 
 // The standard layer also times PyTorch's own nn.TransformerEncoderLayer (--native).
-PeerResult run_peer(const TrainBenchOptions& t, const std::string& layer, int threads) {
+PeerResult run_peer(const TrainBenchOptions& t, const std::string& layer, int threads, const Device& dev,
+                    DType compute) {
   PeerResult r;
   std::ostringstream args;
   args << "--layer " << layer << " --task " << t.task << " --pe " << t.pe << " --d-model " << t.d_model
        << " --layers " << t.layers << " --heads " << t.heads << " --seq " << t.seq_len << " --batch " << t.batch_size
        << " --k-permutations " << t.k_permutations << " --steps " << t.steps << " --warmup " << t.warmup
        << " --threads " << threads << (layer == "standard" ? " --native" : "");
+  if (dev.is_cuda() && !cuda_emulated()) args << " --device " << dev.str() << " --compile";
+  if (compute == DType::BF16) args << " --bf16";
   PeerOutput out = run_peer_script("train_peer.py", args.str());
   if (!out.ok) {
     r.error = out.error;
@@ -141,6 +153,8 @@ PeerResult run_peer(const TrainBenchOptions& t, const std::string& layer, int th
     r.ms = j.at("ms_per_step").get<double>();
     r.tokens_per_s = j.at("tokens_per_s").get<double>();
     r.torch = j.value("torch", "");
+    if (j.contains("compiled") && j["compiled"].contains("ms_per_step"))
+      r.compiled_ms = j["compiled"]["ms_per_step"].get<double>();
     if (j.contains("native")) {
       r.native_ms = j["native"].at("ms_per_step").get<double>();
       r.native_impl = j["native"].value("impl", "");
@@ -163,14 +177,17 @@ struct LayerRun {
   std::string error;
 };
 
-Row layer_row(const LayerRun& run, const TrainBenchOptions& t, double peak_gflops) {
+Row layer_row(const LayerRun& run, const TrainBenchOptions& t, double peak_gflops, bool gpu) {
   auto num = [](double v) { return std::isfinite(v) ? Value(v) : Value(); };
   const double tokens = double(t.batch_size * t.seq_len);
   const double flops = matmul_flops_per_step(run.cfg, t.batch_size, t.seq_len);
   const double s = median(run.ours.step_s);
   const double mfu = flops / s * 1e-9 / peak_gflops;
-  const double mfu_target = run.cfg.layer == model::LayerKind::Standard ? kStandardMfuTarget : NAN;
+  const double mfu_target =
+      run.cfg.layer == model::LayerKind::Standard ? (gpu ? kGpuStandardMfuTarget : kStandardMfuTarget) : NAN;
+  const double speedup_target = gpu ? kGpuSpeedupTarget : kSpeedupTarget;
   const double speedup = run.peer.ok ? run.peer.ms * 1e-3 / s : NAN;
+  const double speedup_compiled = run.peer.ok ? run.peer.compiled_ms * 1e-3 / s : NAN;
   const double speedup_native = run.peer.ok ? run.peer.native_ms * 1e-3 / s : NAN;
   // Judged against the faster PyTorch (the same math, or its own layer where timed).
   const double speedup_min = std::isfinite(speedup_native) ? std::min(speedup, speedup_native) : speedup;
@@ -181,7 +198,7 @@ Row layer_row(const LayerRun& run, const TrainBenchOptions& t, double peak_gflop
   } else {
     std::vector<std::string> shorts;
     if (std::isfinite(mfu_target) && !(mfu >= mfu_target)) shorts.push_back("mfu");
-    if (run.peer.ok && !(speedup_min >= kSpeedupTarget)) shorts.push_back("speedup");
+    if (run.peer.ok && !(speedup_min >= speedup_target)) shorts.push_back("speedup");
     status = shorts.empty() ? (run.peer.ok || std::isfinite(mfu_target) ? "pass" : "-") : "short: ";
     for (size_t i = 0; i < shorts.size(); ++i) status += (i ? ", " : "") + shorts[i];
   }
@@ -208,7 +225,9 @@ Row layer_row(const LayerRun& run, const TrainBenchOptions& t, double peak_gflop
       .set("speedup vs peer", num(speedup))
       .set("native ms/step", num(run.peer.native_ms))
       .set("speedup vs native", num(speedup_native))
-      .set("speedup target", run.peer.ok ? Value(kSpeedupTarget) : Value())
+      .set("compiled ms/step", num(run.peer.compiled_ms))
+      .set("speedup vs compiled", num(speedup_compiled))
+      .set("speedup target", run.peer.ok ? Value(speedup_target) : Value())
       .set("status", status)
       .set("mdl active", int64_t(run.ours.mdl_active))
       .set("final loss", num(run.ours.final_loss));
@@ -245,6 +264,17 @@ int run_train(const BenchOptions& opts, const TrainBenchOptions& t) {
     std::cerr << "bench train: --steps, --batch-size and --seq-len must be >= 1\n";
     return 2;
   }
+  Device dev;
+  DType compute = DType::F32;
+  try {
+    dev = parse_device(opts.device);
+    const bool gpu = dev.is_cuda() && !cuda_emulated();
+    compute = t.precision == "auto" ? (gpu ? DType::BF16 : DType::F32) : parse_precision(t.precision);
+  } catch (const std::exception& e) {
+    std::cerr << "bench train: " << e.what() << "\n";
+    return 2;
+  }
+  const bool gpu = dev.is_cuda() && !cuda_emulated();
   if (!t.data.empty()) return run_train_data(opts, t);
   if (opts.threads > 0) cpu::set_num_threads(opts.threads);
   const int threads = cpu::num_threads();
@@ -252,13 +282,24 @@ int run_train(const BenchOptions& opts, const TrainBenchOptions& t) {
 
   // The peak is the fastest repetition; more of them than bench ops takes, since on a
   // shared machine a repetition where every thread has its core is rarer than one where
-  // a single thread has.
+  // a single thread has. On a GPU: the card's dense bf16 tensor-core peak.
   const TimingPolicy pol = opts.quick ? TimingPolicy{0.1, 5} : TimingPolicy{0.3, 9};
   double peak = 0, peak1 = 0;
-  for (int width : {256, 512}) {
-    if (width == 512 && !cpu_has_avx512f()) continue;
-    peak = std::max(peak, fma_peak_gflops(0, width, pol));
-    if (threads > 1) peak1 = std::max(peak1, fma_peak_gflops(1, width, pol));
+  std::string device_text = cpu_model_name();
+  if (gpu) {
+#if BET_HAVE_CUDA
+    const kernels::cuda::DeviceInfo info = kernels::cuda::device_info(dev.index);
+    peak = info.bf16_peak_tflops * 1e3;
+    device_text = info.name + " (" + std::to_string(info.sms) + " SMs, " + std::to_string(int(info.clock_mhz)) +
+                  " MHz, sm_" + std::to_string(info.major) + std::to_string(info.minor) + ")";
+#endif
+    if (!(peak > 0)) peak = NAN;  // unknown architecture: no MFU
+  } else {
+    for (int width : {256, 512}) {
+      if (width == 512 && !cpu_has_avx512f()) continue;
+      peak = std::max(peak, fma_peak_gflops(0, width, pol));
+      if (threads > 1) peak1 = std::max(peak1, fma_peak_gflops(1, width, pol));
+    }
   }
 
   std::vector<LayerRun> runs;
@@ -279,7 +320,8 @@ int run_train(const BenchOptions& opts, const TrainBenchOptions& t) {
   std::vector<ProfileResult> profiles;
   for (auto& run : runs) {
     try {
-      TrainSetup s(run.cfg, t.batch_size, t.seq_len);
+      TrainSetup s(run.cfg, t.batch_size, t.seq_len, dev);
+      s.compute = compute;
       run.ours.params = 0;
       for (auto& p : s.params) run.ours.params += p.numel();
       uint64_t step = 0;
@@ -299,7 +341,7 @@ int run_train(const BenchOptions& opts, const TrainBenchOptions& t) {
       timed(first);
       if (t.peer) {
         run.peer_run = true;
-        run.peer = run_peer(t, run.layer, threads);
+        run.peer = run_peer(t, run.layer, threads, dev, compute);
         timed(t.steps - first);
       }
       if (t.profile) profiles.push_back(profile_training(s, run.layer, t.steps, step));
@@ -311,23 +353,29 @@ int run_train(const BenchOptions& opts, const TrainBenchOptions& t) {
 
   Table main;
   main.title = "bench train";
-  main.add_meta("cpu", cpu_model_name())
-      .add_meta("threads", int64_t(threads))
-      .add_meta("fma peak GFLOP/s", peak)
-      .add_meta("fma peak 1 thread GFLOP/s", threads > 1 ? Value(peak1) : Value(peak))
+  main.add_meta(gpu ? "gpu" : "cpu", device_text)
+      .add_meta("device", dev.str() + (dev.is_cuda() && !gpu ? " (emulated: host memory, cpu kernels)" : ""))
+      .add_meta("precision", compute == DType::BF16 ? "bf16 autocast (matmuls), f32 master weights" : "f32")
+      .add_meta("threads", int64_t(threads));
+  if (gpu) main.add_meta("bf16 peak GFLOP/s", peak);
+  else
+    main.add_meta("fma peak GFLOP/s", peak).add_meta("fma peak 1 thread GFLOP/s", threads > 1 ? Value(peak1) : Value(peak));
+  main
       .add_meta("shape", shape_text(t))
       .add_meta("step", "forward (dropout on) + MDL loss (beta 0.1) + backward + AdamW step + zero_grad; "
                         "no clipping (as the peer)")
       .add_meta("timing", std::to_string(t.warmup) + " warm-up steps, median of " + std::to_string(t.steps) +
                               " timed steps" + (t.peer ? " (half before the peer, half after)" : ""))
-      .add_meta("mfu", "3 x forward matmul FLOPs (see the FLOP table) / median step time / fma peak (all threads)")
+      .add_meta("mfu", gpu ? "3 x forward matmul FLOPs (see the FLOP table) / median step time / dense bf16 peak"
+                           : "3 x forward matmul FLOPs (see the FLOP table) / median step time / fma peak (all threads)")
       .add_meta("peer", "bench/peer/train_peer.py: PyTorch eager running the same math (tests/reference/"
                         "bet_reference.py); for standard also nn.TransformerEncoderLayer ('native': post-LN, "
                         "ReLU, same loss; no RoPE, so without positional encoding when pe = rope)")
-      .add_meta("targets", "speedup >= 2x PyTorch eager (both layers; standard: against the faster of the "
-                           "peer and native); mfu >= 0.5 (standard)")
+      .add_meta("targets", gpu ? "speedup >= 1x PyTorch eager (aim: torch.compile); mfu >= 0.4 of bf16 peak (standard)"
+                               : "speedup >= 2x PyTorch eager (both layers; standard: against the faster of the "
+                                 "peer and native); mfu >= 0.5 (standard)")
       .add_meta("load average", load_before + " (start), " + load_average() + " (end)");
-  for (const auto& run : runs) main.add(layer_row(run, t, peak));
+  for (const auto& run : runs) main.add(layer_row(run, t, peak, gpu));
 
   std::vector<Table> tables{main, flops_table(runs, t)};
   for (auto& p : profiles)

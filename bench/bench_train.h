@@ -26,6 +26,8 @@ struct TrainBenchOptions {
   // sequence cap (max_len).
   std::string data, val;
   std::string tokenizer = "byte";
+  // f32 | bf16 (autocast) | auto: bf16 on a GPU, f32 on the CPU.
+  std::string precision = "auto";
 };
 
 // The model of a bench run (the peer's defaults for everything the flags do not set).

@@ -1,4 +1,6 @@
 #include "bench/bench_train_profile.h"
+
+#include <optional>
 #include "bench/timing.h"
 
 #include <algorithm>
@@ -192,9 +194,10 @@ Table module_table(TrainSetup& s, const std::string& layer, int steps, uint64_t 
 
 }  // namespace
 
-TrainSetup::TrainSetup(const model::ModelConfig& c, int64_t B, int64_t S) : cfg(c) {
+TrainSetup::TrainSetup(const model::ModelConfig& c, int64_t B, int64_t S, Device dev) : cfg(c), device(dev) {
   Generator init(mix_key({0, 0x1417}));
   model = std::make_unique<model::BetModel>(cfg, init);
+  model->to(device);
   model->train();
   params = model->trainable_tensors();
   std::vector<bool> decay;
@@ -205,20 +208,20 @@ TrainSetup::TrainSetup(const model::ModelConfig& c, int64_t B, int64_t S) : cfg(
   Generator g(mix_key({0, 0xbe7c}));
   std::vector<int64_t> ids(size_t(B * S));
   for (auto& v : ids) v = 3 + int64_t(g.randint(uint64_t(cfg.vocab_size - 3)));
-  this->ids = Tensor::from_vector<int64_t>(ids, {B, S});
+  this->ids = Tensor::from_vector<int64_t>(ids, {B, S}).to(device);
   if (cfg.task == model::Task::Classify) {
     std::vector<int64_t> y(static_cast<size_t>(B));
     for (auto& v : y) v = int64_t(g.randint(uint64_t(cfg.num_classes)));
-    targets = Tensor::from_vector<int64_t>(y, {B});
+    targets = Tensor::from_vector<int64_t>(y, {B}).to(device);
   } else {
     std::vector<int64_t> y(size_t(B * S));
     for (auto& v : y) v = 3 + int64_t(g.randint(uint64_t(cfg.vocab_size - 3)));
-    targets = Tensor::from_vector<int64_t>(y, {B, S});
+    targets = Tensor::from_vector<int64_t>(y, {B, S}).to(device);
   }
-  ctx = model::SeqContext::from_lengths(std::vector<int64_t>(size_t(B), S), S, cfg.causal(), model->dtype());
+  ctx = model::SeqContext::from_lengths(std::vector<int64_t>(size_t(B), S), S, cfg.causal(), model->dtype(), device);
   std::vector<int64_t> index(static_cast<size_t>(B));
   for (int64_t b = 0; b < B; ++b) index[size_t(b)] = b;
-  ctx.sequence_index = Tensor::from_vector<int64_t>(index, {B});
+  ctx.sequence_index = Tensor::from_vector<int64_t>(index, {B}).to(device);
   ctx.training = true;
   ctx.seed = 0;
   ctx.dropout_offset = &dropout_offset;
@@ -234,9 +237,11 @@ void TrainSetup::begin_step(uint64_t step) {
 model::MDLLossOutput TrainSetup::step(uint64_t step, PhaseTimes* phases) {
   begin_step(step);
   auto t0 = Clock::now();
+  std::optional<AutocastGuard> autocast(std::in_place, compute);
   model::ForwardOutput out = model->forward(ids, ctx);
   auto t1 = Clock::now();
   model::MDLLossOutput L = model::model_loss(out, targets, ctx, cfg.task, 0.1);
+  autocast.reset();
   auto t2 = Clock::now();
   if (phases && phases->before_backward) phases->before_backward(L.loss);
   L.loss.backward();
@@ -244,6 +249,7 @@ model::MDLLossOutput TrainSetup::step(uint64_t step, PhaseTimes* phases) {
   opt->step();
   auto t4 = Clock::now();
   opt->zero_grad();
+  synchronize(device);
   auto t5 = Clock::now();
   if (phases) {
     auto d = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };

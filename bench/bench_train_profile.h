@@ -2,6 +2,7 @@
 // step of the model on a fixed random batch, and the `--profile` breakdown (per phase,
 // per module of layer 0, and per autograd op of the backward pass).
 #pragma once
+#include "engine/autocast.h"
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -24,14 +25,18 @@ struct PhaseTimes {
 // A model, its AdamW, and a fixed batch of full-length random sequences (the peer's
 // setup: random ids in 3..V-1, random targets).
 struct TrainSetup {
-  TrainSetup(const model::ModelConfig& cfg, int64_t B, int64_t S);
+  // On `device`: the model is initialised on the CPU (same weights everywhere), then moved.
+  TrainSetup(const model::ModelConfig& cfg, int64_t B, int64_t S, Device device = Device::cpu());
   ~TrainSetup();
   // Keys the step's relabellings and dropout (as the trainer does).
   void begin_step(uint64_t step);
-  // forward, model_loss (MDL beta 0.1), backward, AdamW step, zero_grad.
+  // forward, model_loss (MDL beta 0.1), backward, AdamW step, zero_grad; returns once the
+  // device has finished the step.
   model::MDLLossOutput step(uint64_t step, PhaseTimes* phases = nullptr);
 
   model::ModelConfig cfg;
+  Device device;
+  DType compute = DType::F32;  // BF16: forward and loss under autocast
   std::unique_ptr<model::BetModel> model;
   std::vector<Tensor> params;
   std::unique_ptr<optim::AdamW> opt;

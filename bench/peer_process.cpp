@@ -24,7 +24,11 @@ std::string shell_quote(const std::string& s) {
 PeerOutput run_peer_script(const std::string& script, const std::string& args) {
   PeerOutput r;
   const std::string py = peer_python();
-  const std::string cmd = "cd " + shell_quote(BET_SOURCE_DIR) + " && " + shell_quote(py) + " bench/peer/" + script +
+  // BET_SOURCE_ROOT: the checkout when the binary runs away from where it was built
+  // (a bundle on a GPU machine).
+  const char* root_env = std::getenv("BET_SOURCE_ROOT");
+  const std::string root = root_env && *root_env ? root_env : BET_SOURCE_DIR;
+  const std::string cmd = "cd " + shell_quote(root) + " && " + shell_quote(py) + " bench/peer/" + script +
                           " " + args + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) {

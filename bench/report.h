@@ -19,6 +19,7 @@ struct BenchOptions {
   std::string out;            // file to write; empty = stdout
   int threads = 0;            // > 0: size of the OpenMP pool
   bool quick = false;         // shorter timings and smaller problems (smoke runs, CI)
+  std::string device = "cpu";  // --device: cpu | cuda[:N] (train and infer)
 };
 
 // A cell. Doubles print with a magnitude-dependent precision in md/csv and exactly in

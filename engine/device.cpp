@@ -1,5 +1,8 @@
 #include "engine/device.h"
 
+#include <atomic>
+#include <cstdlib>
+
 #include "bet_config.h"
 #include "engine/error.h"
 
@@ -9,12 +12,52 @@
 
 namespace bet {
 
-int cuda_device_count() {
+namespace {
+int real_cuda_device_count() {
 #if BET_HAVE_CUDA
   return kernels::cuda::device_count();
 #else
   return 0;
 #endif
+}
+
+int emulated_count() {
+  static const int n = [] {
+    const char* e = std::getenv("BET_EMULATE_CUDA");
+    if (!e || !*e) return 0;
+    char* end = nullptr;
+    const long v = std::strtol(e, &end, 10);
+    if (*end != '\0' || v < 1 || v > 8) return 0;
+    return real_cuda_device_count() > 0 ? 0 : int(v);
+  }();
+  return n;
+}
+
+std::atomic<int> g_device_memory_scopes{0};
+}  // namespace
+
+int cuda_device_count() {
+  const int e = emulated_count();
+  return e > 0 ? e : real_cuda_device_count();
+}
+
+bool cuda_emulated() { return emulated_count() > 0; }
+
+void synchronize(Device d) {
+#if BET_HAVE_CUDA
+  if (d.is_cuda() && !cuda_emulated()) kernels::cuda::synchronize(d.index);
+#else
+  (void)d;
+#endif
+}
+
+DeviceMemoryScope::DeviceMemoryScope() { g_device_memory_scopes.fetch_add(1, std::memory_order_relaxed); }
+DeviceMemoryScope::~DeviceMemoryScope() { g_device_memory_scopes.fetch_sub(1, std::memory_order_relaxed); }
+
+void check_host_access(Device d) {
+  if (!cuda_emulated() || g_device_memory_scopes.load(std::memory_order_relaxed) > 0) return;
+  fail("host code read the memory of a tensor on ", d.str(),
+       " (emulated device): copy it to the CPU first (to(Device::cpu()), to_vector, item)");
 }
 
 Device parse_device(const std::string& s) {
@@ -25,6 +68,11 @@ Device parse_device(const std::string& s) {
                   s.find_first_not_of("0123456789", 5) == std::string::npos,
               "--device ", s, ": expected cpu, cuda or cuda:N");
     index = std::stoi(s.substr(5));
+  }
+  if (cuda_emulated()) {
+    BET_CHECK(index < cuda_device_count(), "--device ", s, ": no CUDA device available with index ", index, " (",
+              cuda_device_count(), " emulated)");
+    return Device::cuda(index);
   }
 #if BET_HAVE_CUDA
   const int n = cuda_device_count();

@@ -21,9 +21,38 @@ struct Device {
 };
 
 // GPUs this process can use: 0 in a build without the CUDA backend, and on a machine
-// without a driver or a GPU. Never throws and never prints.
+// without a driver or a GPU (unless emulated, below). Never throws and never prints.
 int cuda_device_count();
 inline bool cuda_available() { return cuda_device_count() > 0; }
+
+// Emulated CUDA devices, for testing device placement where there is no GPU (CI).
+// With BET_EMULATE_CUDA=N (1..8) in the environment and no real GPU, the process sees
+// N "cuda" devices whose memory is host memory and whose kernels are the CPU's, so
+// results are bit-identical to the CPU. What it checks is everything above the
+// kernels: a tensor left on the wrong device fails the op's same-device check, and
+// host code that reads a device tensor's memory without copying it to the CPU first
+// fails check_host_access() (on a real GPU that read would be of a device pointer).
+bool cuda_emulated();
+
+// Waits until the work issued to `d` has finished (timings); nothing to wait for on the
+// CPU or an emulated device, whose kernels complete before they return.
+void synchronize(Device d);
+
+// Scope of code allowed to touch a device tensor's memory directly: kernels and the
+// copies between devices. Process-wide (a counter), so a kernel's OpenMP workers are
+// covered; another thread's stray read during a kernel goes unnoticed, never the
+// reverse.
+class DeviceMemoryScope {
+ public:
+  DeviceMemoryScope();
+  ~DeviceMemoryScope();
+  DeviceMemoryScope(const DeviceMemoryScope&) = delete;
+  DeviceMemoryScope& operator=(const DeviceMemoryScope&) = delete;
+};
+
+// Called by Tensor::data() for a CUDA tensor: throws when emulating and no
+// DeviceMemoryScope is open (host code reading device memory). Free otherwise.
+void check_host_access(Device d);
 
 // Parses a --device value: "cpu", "cuda" (= cuda:0) or "cuda:N". Throws bet::Error
 // for a malformed value, and "no CUDA device available" (with the reason) when a

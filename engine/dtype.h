@@ -1,5 +1,6 @@
 // Element types. The CPU backend computes in f32 and f64 (gradient checks) and
-// stores i32/i64 (token ids, indices); bf16 and f16 are reserved for the GPU.
+// stores i32/i64 (token ids, indices); bf16 is computed on the GPU (autocast's
+// matmuls) and stored and converted on the CPU; f16 is reserved.
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -112,4 +112,16 @@ Tensor rope(const Tensor& x, const Tensor& positions, double base = 10000.0);
 // Identity when !training or p == 0.
 Tensor dropout(const Tensor& a, double p, bool training, uint64_t seed, uint64_t offset);
 
+// ---- fused attention (engine/ops/attention_ops.cpp) ----
+// out = dropout(softmax(q k^T, mask), p, training, seed, offset) v, q already scaled.
+// q, k [P, B, H, S, hd]; v [P or 1, B, H, S, hd] (shared over P: its gradient sums
+// over P); any strides. mask (optional) broadcasts to the scores [P, B, H, S, S]:
+// zero entries get probability 0, a fully masked row gives zeros (as softmax). The
+// dropout mask is bet::dropout's over the contiguous [P, B, H, S, S] probabilities.
+// Gradients to q, k, v. CPU: exactly matmul / softmax / dropout / matmul (bit for
+// bit; bf16: that in f32, rounded). GPU, f32/bf16, hd <= 128: fused flash-attention
+// kernels (f32 accumulation); otherwise the composite.
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, double dropout_p,
+                 bool training, uint64_t seed, uint64_t offset);
+
 }  // namespace bet

@@ -27,7 +27,9 @@ std::shared_ptr<Storage> Storage::allocate(size_t nbytes, Device device) {
   std::shared_ptr<Storage> s(new Storage());
   s->nbytes_ = nbytes;
   s->device_ = device;
-  if (device.is_cpu()) {
+  if (device.is_cpu() || cuda_emulated()) {
+    BET_CHECK(device.is_cpu() || device.index < cuda_device_count(), "Storage: no device ", device.str());
+    s->host_backed_ = true;
     s->data_ = CachingAllocator::host().allocate(nbytes, &s->capacity_);
   } else {
     BET_CHECK(g_cuda_hooks.allocate, "Storage: this build has no CUDA backend (device ", device.str(), ")");
@@ -49,7 +51,7 @@ std::shared_ptr<Storage> Storage::wrap(void* data, size_t nbytes, Device device,
 Storage::~Storage() {
   if (release_) {
     release_(data_);
-  } else if (device_.is_cpu()) {
+  } else if (host_backed_) {
     CachingAllocator::host().release(data_, capacity_);
   } else if (g_cuda_hooks.release) {
     g_cuda_hooks.release(data_, capacity_, device_.index);

@@ -30,6 +30,7 @@ class Storage {
   size_t nbytes_ = 0;
   size_t capacity_ = 0;
   Device device_;
+  bool host_backed_ = false;  // from the host allocator (the CPU, or an emulated device)
   std::function<void(void*)> release_;
 };
 

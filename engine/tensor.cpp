@@ -1,8 +1,10 @@
 #include "engine/tensor.h"
+#include <cstring>
 
 #include "bet_config.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
+#include "engine/ops/dispatch.h"
 #include "kernels/cpu/copy.h"
 
 #if BET_HAVE_CUDA
@@ -13,22 +15,27 @@
 namespace bet {
 
 namespace {
-void expect_cpu(const Tensor& t, const char* op) {
-  BET_CHECK(t.device().is_cpu(), op, ": not available on ", t.device().str(), " in this build");
-}
-
 // Strided copy with conversion between two tensors on one device.
 void copy_on_device(const Tensor& src, const Tensor& dst, const char* op) {
+  BET_CHECK(src.device() == dst.device(), op, ": tensors on ", src.device().str(), " and ", dst.device().str());
+  ops_detail::check_device(dst, op);
+  BET_KERNEL(dst.device(), copy(src, dst));
+}
+
+// n dense bytes from one device's memory to another's (either may be the CPU).
+void copy_bytes(const Tensor& dst, const Tensor& src, size_t n) {
+  if (n == 0) return;
 #if BET_HAVE_CUDA
-  if (dst.device().is_cuda() || src.device().is_cuda()) {
-    BET_CHECK(src.device() == dst.device(), op, ": tensors on ", src.device().str(), " and ", dst.device().str());
-    kernels::cuda::copy(src, dst);
+  const Device s = src.device(), d = dst.device();
+  if (runs_on_gpu(s) || runs_on_gpu(d)) {
+    if (s.is_cpu()) kernels::cuda::copy_host_to_device(dst.raw_data(), src.raw_data(), n, d.index);
+    else if (d.is_cpu()) kernels::cuda::copy_device_to_host(dst.raw_data(), src.raw_data(), n, s.index);
+    else kernels::cuda::copy_device_to_device(dst.raw_data(), d.index, src.raw_data(), s.index, n);
     return;
   }
 #endif
-  expect_cpu(src, op);
-  expect_cpu(dst, op);
-  kernels::cpu::copy(src, dst);
+  DeviceMemoryScope scope;  // host-backed on both sides: the CPU or an emulated device
+  std::memcpy(dst.raw_data(), src.raw_data(), n);
 }
 }  // namespace
 
@@ -132,20 +139,15 @@ Tensor Tensor::to(DType t) const {
 
 Tensor Tensor::to(Device d) const {
   if (d == device()) return *this;
-#if BET_HAVE_CUDA
+  BET_CHECK(d.is_cpu() || d.index < cuda_device_count(), "to(device): ", d.str(), " is not available (",
+            cuda_device_count(), " CUDA devices", BET_HAVE_CUDA ? "" : "; this build has no CUDA backend", ")");
   // Dense bytes moved in one copy; recorded (the gradient moves back), as in torch.
   Tensor c = is_contiguous() ? *this : detach().contiguous();
   Tensor out = empty(shape(), dtype(), d);
-  const size_t n = nbytes();
-  if (device().is_cpu()) kernels::cuda::copy_host_to_device(out.raw_data(), c.raw_data(), n, d.index);
-  else if (d.is_cpu()) kernels::cuda::copy_device_to_host(out.raw_data(), c.raw_data(), n, device().index);
-  else kernels::cuda::copy_device_to_device(out.raw_data(), d.index, c.raw_data(), device().index, n);
+  copy_bytes(out, c, nbytes());
   if (!is_floating(dtype())) return out;
   const Device from = device();
   return autograd::record("to_device", out, {*this}, [from](const Tensor& g) { return std::vector<Tensor>{g.to(from)}; });
-#else
-  fail("to(device): ", d.str(), " is not available in this build (no CUDA backend)");
-#endif
 }
 
 template <typename T>
@@ -173,11 +175,8 @@ void Tensor::copy_(const Tensor& src) {
 }
 
 void Tensor::fill_(double value) {
-#if BET_HAVE_CUDA
-  if (device().is_cuda()) return kernels::cuda::fill(*this, value);
-#endif
-  expect_cpu(*this, "fill_");
-  kernels::cpu::fill(*this, value);
+  ops_detail::check_device(*this, "fill_");
+  BET_KERNEL(device(), fill(*this, value));
 }
 
 Tensor& Tensor::set_requires_grad(bool r) {

@@ -70,9 +70,11 @@ class Tensor {
   T* data() const {
     BET_CHECK(dtype_of<T>::value == dtype(), "Tensor::data: tensor is ", dtype_name(dtype()),
               ", asked for ", dtype_name(dtype_of<T>::value));
+    if (impl().storage->device().is_cuda()) check_host_access(impl().storage->device());
     return static_cast<T*>(impl().storage->data()) + impl().offset;
   }
   void* raw_data() const {
+    if (impl().storage->device().is_cuda()) check_host_access(impl().storage->device());
     return static_cast<char*>(impl().storage->data()) + impl().offset * int64_t(dtype_size(dtype()));
   }
 

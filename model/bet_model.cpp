@@ -106,15 +106,15 @@ MDLLossOutput model_loss(const ForwardOutput& out, const Tensor& targets, const 
   std::vector<double> m = ctx.mask.to(DType::F64).to_vector<double>();
   for (size_t i = 0; i < t.size(); ++i)
     if (m[i] == 0.0) t[i] = ignore_index;
-  return mdl_regularized_loss(reshape(out.logits, {B * S, V}), Tensor::from_vector<int64_t>(t, {B * S}), mdl_beta,
-                              ignore_index);
+  return mdl_regularized_loss(reshape(out.logits, {B * S, V}),
+                              Tensor::from_vector<int64_t>(t, {B * S}).to(out.logits.device()), mdl_beta, ignore_index);
 }
 
 Tensor at_last_valid(const Tensor& v, const SeqContext& ctx) {
   BET_CHECK(v.dim() == 2, "at_last_valid: expects [B, S], got ", shape_str(v.shape()));
   std::vector<int64_t> last = ctx.lengths.to(DType::I64).to_vector<int64_t>();
   for (auto& n : last) n -= 1;
-  return squeeze(gather(v, 1, Tensor::from_vector<int64_t>(last, {int64_t(last.size()), 1})), 1);
+  return squeeze(gather(v, 1, Tensor::from_vector<int64_t>(last, {int64_t(last.size()), 1}).to(v.device())), 1);
 }
 
 }  // namespace bet::model

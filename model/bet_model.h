@@ -67,6 +67,13 @@ class BetModel : public Module {
   Tensor sin_table;              // [max_len, D] for sinusoidal pe (a constant, not a parameter)
 
  private:
+  void move_constants(Device d) override {
+    if (sin_table.defined()) sin_table = sin_table.to(d);
+  }
+
+ public:
+
+ private:
   DType dtype_;
 };
 

@@ -4,7 +4,8 @@
 
 namespace bet::model {
 
-SeqContext SeqContext::from_lengths(const std::vector<int64_t>& lengths, int64_t S, bool causal, DType dtype) {
+SeqContext SeqContext::from_lengths(const std::vector<int64_t>& lengths, int64_t S, bool causal, DType dtype,
+                                    Device device) {
   const int64_t B = int64_t(lengths.size());
   std::vector<double> mask(size_t(B * S)), nctx(size_t(B * S));
   for (int64_t b = 0; b < B; ++b) {
@@ -21,6 +22,13 @@ SeqContext SeqContext::from_lengths(const std::vector<int64_t>& lengths, int64_t
   c.lengths = Tensor::from_vector<int64_t>(lengths, {B});
   c.positions = Tensor::arange(S);
   c.causal = causal;
+  return device.is_cpu() ? c : c.to(device);
+}
+
+SeqContext SeqContext::to(Device device) const {
+  SeqContext c = *this;
+  for (Tensor* t : {&c.mask, &c.lengths, &c.n_ctx, &c.positions, &c.sequence_index})
+    if (t->defined()) *t = t->to(device);
   return c;
 }
 

@@ -3,6 +3,8 @@
 #pragma once
 #include <cstdint>
 
+#include <vector>
+
 #include "engine/tensor.h"
 
 namespace bet::model {
@@ -39,7 +41,9 @@ struct SeqContext {
   int64_t seq_len() const { return mask.size(1); }
   // Builds mask, lengths, n_ctx and positions from per-sequence lengths.
   static SeqContext from_lengths(const std::vector<int64_t>& lengths, int64_t seq_len, bool causal,
-                                 DType dtype = DType::F32);
+                                 DType dtype = DType::F32, Device device = Device::cpu());
+  // The same context with its tensors on `device`.
+  SeqContext to(Device device) const;
 };
 
 }  // namespace bet::model

@@ -23,7 +23,7 @@ Tensor attention_mask(const SeqContext& ctx) {
   std::vector<double> tri(size_t(S * S), 0.0);
   for (int64_t t = 0; t < S; ++t)
     for (int64_t s = 0; s <= t; ++s) tri[size_t(t * S + s)] = 1.0;
-  Tensor lower = Tensor::from_vector<double>(tri, {S, S}).to(ctx.mask.dtype());
+  Tensor lower = Tensor::from_vector<double>(tri, {S, S}).to(ctx.mask.dtype()).to(ctx.mask.device());
   return mul(keys, lower);
 }
 
@@ -59,7 +59,7 @@ Tensor MartingaleAwareAttention::path_weight(const SeqContext& ctx) const {
   const Tensor& n = ctx.n_ctx;
   Tensor w = clamp(mul(lam, div(log(n), n)), 0.01, 1.0);
   Tensor single = clamp(rsub(2.0, n), 0.0, 1.0);  // nonzero exactly where n <= 1 (n is whole)
-  return where(single, Tensor::ones({}, w.dtype()), w);
+  return where(single, Tensor::ones({}, w.dtype(), w.device()), w);
 }
 
 AttentionOutput MartingaleAwareAttention::forward(const Tensor& x, const SeqContext& ctx, const Tensor& perm_ids,
@@ -91,7 +91,7 @@ AttentionOutput MartingaleAwareAttention::forward(const Tensor& x, const SeqCont
       for (int64_t t = 0; t < S; ++t) pos[size_t(b * S + t)] = t;
     std::vector<int64_t> drawn = ids.to(DType::I64).to_vector<int64_t>();
     std::copy(drawn.begin(), drawn.end(), pos.begin() + B * S);
-    Tensor positions = Tensor::from_vector<int64_t>(pos, {P * B, S});
+    Tensor positions = Tensor::from_vector<int64_t>(pos, {P * B, S}).to(x.device());
     qh = rope(reshape(expand(unsqueeze(qh, 0), {P, B, H, S, hd}), {P * B, H, S, hd}), positions);
     kh = rope(reshape(expand(unsqueeze(kh, 0), {P, B, H, S, hd}), {P * B, H, S, hd}), positions);
   } else if (use_rope) {
@@ -101,10 +101,19 @@ AttentionOutput MartingaleAwareAttention::forward(const Tensor& x, const SeqCont
   qh = reshape(qh, {P, B, H, S, hd});
   kh = reshape(kh, {P, B, H, S, hd});
 
-  Tensor scores = matmul(qh, transpose(kh, 3, 4));  // [P, B, H, S, S]
-  Tensor probs = softmax(scores, 4, m);             // the mask broadcasts over paths and heads
-  probs = site_dropout(probs, dropout, ctx);
-  Tensor heads_out = matmul(probs, vh);             // v broadcasts over paths: [P, B, H, S, hd]
+  // softmax(q k^T, mask) -> dropout -> @ v, [P, B, H, S, hd]: one fused kernel on a GPU
+  // (scores never materialised), the composite of matmul/softmax/dropout on the CPU.
+  // The mask broadcasts over paths and heads, v over paths. The dropout site draws
+  // P*B*H*S*S numbers from the step's stream, as a dropout of the probabilities would.
+  const bool drop = ctx.dropout_active() && dropout > 0.0;
+  uint64_t offset = 0;
+  if (drop) {
+    BET_CHECK(ctx.dropout_offset != nullptr,
+              "dropout: a training context needs dropout_offset (sites would share random numbers)");
+    offset = *ctx.dropout_offset;
+    *ctx.dropout_offset += uint64_t(P * B * H * S * S);
+  }
+  Tensor heads_out = attention(qh, kh, unsqueeze(vh, 0), m, dropout, drop, ctx.seed, offset);
   Tensor merged = reshape(permute(heads_out, {0, 1, 3, 2, 4}), {P, B, S, D});
   Tensor O = o->forward(merged);                    // [P, B, S, D], bias included per path
   Tensor o_std = select(O, 0, 0);
@@ -112,7 +121,7 @@ AttentionOutput MartingaleAwareAttention::forward(const Tensor& x, const SeqCont
   AttentionOutput res;
   if (k_paths == 0) {
     res.out = o_std;
-    res.order_dispersion = Tensor::zeros({B}, x.dtype());
+    res.order_dispersion = Tensor::zeros({B}, x.dtype(), x.device());
     return res;
   }
   Tensor w = unsqueeze(path_weight(ctx), 2);  // [B, S, 1]
@@ -121,7 +130,7 @@ AttentionOutput MartingaleAwareAttention::forward(const Tensor& x, const SeqCont
     // permutation path computes exactly O_std and (1 - w) O_std + w gamma mean_i O_pi_i
     // = (1 - w + w gamma) O_std. One path is computed instead of k + 1 equal ones.
     res.out = mul(o_std, add(mul(w, add(gamma, -1.0)), 1.0));
-    res.order_dispersion = Tensor::zeros({B}, x.dtype());
+    res.order_dispersion = Tensor::zeros({B}, x.dtype(), x.device());
     return res;
   }
   Tensor perm = slice(O, 0, 1, P);  // [k, B, S, D]

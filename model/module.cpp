@@ -50,6 +50,28 @@ void Module::load_parameters(const NamedTensors& values, bool strict) {
   }
 }
 
+void Module::to(Device device) {
+  for (auto& [n, p] : params_) {
+    if (p.device() == device) continue;
+    // Every handle to a parameter aliases one TensorImpl, so swapping that impl's
+    // storage moves the parameter for all of them (torch's `param.data = ...`).
+    Tensor moved = p.detach().contiguous().to(device);
+    TensorImpl* impl = p.impl_ptr();
+    impl->storage = moved.storage();
+    impl->strides = moved.strides();
+    impl->offset = moved.offset();
+    impl->grad.reset();
+  }
+  for (auto& [n, c] : children_) c->to(device);
+  move_constants(device);
+}
+
+Device Module::device() const {
+  for (const auto& [n, p] : params_) return p.device();
+  for (const auto& [n, c] : children_) return c->device();
+  return Device::cpu();
+}
+
 void Module::train(bool on) {
   training_ = on;
   for (auto& [n, c] : children_) c->train(on);

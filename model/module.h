@@ -26,6 +26,12 @@ class Module {
   // present unless `strict` is false). Errors name the parameter at fault.
   void load_parameters(const NamedTensors& values, bool strict = true);
 
+  // Moves every parameter (and constant) of the tree to `device`, in place: each
+  // parameter keeps its identity, so handles held elsewhere (Linear::weight, an
+  // optimizer built afterwards) see the moved data. Gradients are dropped.
+  void to(Device device);
+  Device device() const;
+
   void train(bool on = true);
   void eval() { train(false); }
   bool training() const { return training_; }
@@ -40,6 +46,8 @@ class Module {
   }
 
  private:
+  // Constants that are not parameters (tables) move with the module: override.
+  virtual void move_constants(Device) {}
   void collect(NamedTensors& out, const std::string& prefix) const;
   NamedTensors params_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;

@@ -37,7 +37,7 @@ Tensor PositionalDebiasing::phi_table(const Tensor& positions, int64_t offset, D
   Shape shape = positions.shape();
   shape.push_back(2 * nh);
   Tensor t = Tensor::from_vector<double>(table, shape);
-  return dtype == DType::F64 ? t : t.to(dtype);
+  return (dtype == DType::F64 ? t : t.to(dtype)).to(positions.device());
 }
 
 DebiasOutput PositionalDebiasing::forward(const Tensor& x, const SeqContext& ctx, int64_t offset) const {
@@ -50,12 +50,12 @@ DebiasOutput PositionalDebiasing::forward(const Tensor& x, const SeqContext& ctx
   DebiasOutput out;
   if (identity) {
     out.out = x;
-    out.artifact_scores = Tensor::zeros({B, S, nh}, x.dtype());
-    out.artifact_magnitude = Tensor::zeros({B}, x.dtype());
-    out.correction_magnitude = Tensor::zeros({B}, x.dtype());
+    out.artifact_scores = Tensor::zeros({B, S, nh}, x.dtype(), x.device());
+    out.artifact_magnitude = Tensor::zeros({B}, x.dtype(), x.device());
+    out.correction_magnitude = Tensor::zeros({B}, x.dtype(), x.device());
     return out;
   }
-  Tensor positions = ctx.positions.defined() ? ctx.positions : Tensor::arange(S);
+  Tensor positions = ctx.positions.defined() ? ctx.positions : Tensor::arange(S).to(x.device());
   const bool pos_ok = positions.shape() == Shape{S} || positions.shape() == Shape{B, S};
   BET_CHECK(pos_ok,
             "PositionalDebiasing: positions ", shape_str(positions.shape()), " do not match x ",

@@ -8,7 +8,12 @@ tests/reference/bet_reference.py, in eager mode on the CPU. Prints one JSON obje
 
 --native (standard layer only) also times PyTorch's own nn.TransformerEncoderLayer stack of
 the same size (it has no RoPE: with pe=rope it runs without positional encoding).
+
+On a GPU (PyTorch 2.x): --device cuda runs there (synchronised before each step's clock
+stops), --bf16 under torch.autocast(bfloat16) as betctl's --precision bf16, and --compile
+also times torch.compile of the same model ("compiled" in the output).
 """
+import contextlib
 import argparse
 import json
 import os
@@ -51,33 +56,53 @@ class NativeModel(nn.Module):
         return {"logits": self.head(x)}
 
 
+def on_cpu():
+    """Factories default to the CPU inside (the CPU generator draws there)."""
+    return torch.device("cpu") if hasattr(torch, "set_default_device") else contextlib.nullcontext()
+
+
 def make_batch(a, gen):
-    ids = torch.randint(3, a.vocab, (a.batch, a.seq), generator=gen)
-    mask = torch.ones(a.batch, a.seq, dtype=torch.long)
-    if a.task == "lm":
-        ids[:, 0] = R.BOS
-        targets = torch.randint(3, a.vocab, (a.batch, a.seq), generator=gen)
-    else:
-        targets = torch.randint(0, a.classes, (a.batch,), generator=gen)
-    return ids, mask, targets
+    with on_cpu():
+        ids = torch.randint(3, a.vocab, (a.batch, a.seq), generator=gen)
+        mask = torch.ones(a.batch, a.seq, dtype=torch.long)
+        if a.task == "lm":
+            ids[:, 0] = R.BOS
+            targets = torch.randint(3, a.vocab, (a.batch, a.seq), generator=gen)
+        else:
+            targets = torch.randint(0, a.classes, (a.batch,), generator=gen)
+    return ids.to(a.device), mask, targets.to(a.device)
+
+
+def sync(a):
+    if a.device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def time_training(model, a, draw_perms):
     gen = torch.Generator().manual_seed(a.seed)
-    ids, mask, targets = make_batch(a, gen)
+    ids, cpu_mask, targets = make_batch(a, gen)
+    mask = cpu_mask.to(a.device)
+    cast = (torch.autocast(device_type=a.device.split(":")[0], dtype=torch.bfloat16) if a.bf16
+            else contextlib.nullcontext())
     crit = R.MDLRegularizedLoss(a.mdl_beta)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
     model.train()
     times, active = [], 0
     for step in range(a.warmup + a.steps):
+        sync(a)
         t0 = time.perf_counter()
-        pp = (R.draw_perm_pos(a.layers, a.k_permutations, mask, a.task == "lm", a.max_len, gen)
-              if draw_perms else None)
-        out = model(ids, mask, pp)
-        res = crit(out["logits"], targets, mask)
+        pp = None
+        if draw_perms:
+            with on_cpu():
+                pp = R.draw_perm_pos(a.layers, a.k_permutations, cpu_mask, a.task == "lm", a.max_len, gen)
+            pp = pp.to(a.device)
+        with cast:
+            out = model(ids, mask, pp)
+            res = crit(out["logits"], targets, mask)
         opt.zero_grad(set_to_none=True)
         res["loss"].backward()
         opt.step()
+        sync(a)
         dt = time.perf_counter() - t0
         if step >= a.warmup:
             times.append(dt)
@@ -116,7 +141,15 @@ def main():
     p.add_argument("--native", action="store_true",
                    help="also time nn.TransformerEncoderLayer (layer standard only)")
     p.add_argument("--skip-reference", action="store_true", help="with --native: time only it")
+    p.add_argument("--device", default="cpu", help="cpu | cuda[:N]")
+    p.add_argument("--bf16", action="store_true", help="torch.autocast(bfloat16) for forward and loss")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile(model) (PyTorch 2.x)")
     a = p.parse_args()
+    if a.device != "cpu":
+        if not hasattr(torch, "set_default_device"):
+            p.error("--device %s needs PyTorch 2.x (this is %s)" % (a.device, torch.__version__))
+        # The reference model creates tables inside forward without a device.
+        torch.set_default_device(a.device)
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     a.max_len = max(a.max_len, a.seq)
@@ -126,12 +159,20 @@ def main():
               "config": {k: getattr(a, k) for k in ("layer", "task", "d_model", "layers", "heads", "seq",
                                                    "batch", "vocab", "classes", "pe", "k_permutations",
                                                    "max_len", "dropout", "mdl_beta", "lr", "weight_decay")},
-              "step": "perm ids + forward + MDL loss + backward + AdamW", "dtype": "float32"}
+              "step": "perm ids + forward + MDL loss + backward + AdamW",
+              "dtype": "bfloat16 autocast" if a.bf16 else "float32", "device": a.device}
     if not a.skip_reference:
         model = R.BETModel(a.vocab, a.d_model, a.heads, a.layers, a.task, a.classes, a.layer, a.pe,
                            a.k_permutations, a.max_len, a.dropout)
         needs_perms = a.layer == "bet" and a.pe == "rope" and a.k_permutations > 0
         result.update(time_training(model, a, needs_perms))
+        if a.compile:
+            try:
+                fresh = R.BETModel(a.vocab, a.d_model, a.heads, a.layers, a.task, a.classes, a.layer, a.pe,
+                                   a.k_permutations, a.max_len, a.dropout)
+                result["compiled"] = time_training(torch.compile(fresh), a, needs_perms)
+            except Exception as e:  # noqa: BLE001 - reported, the eager numbers stand
+                result["compiled"] = {"error": "%s: %s" % (type(e).__name__, e)}
     if a.native:
         if a.layer != "standard":
             p.error("--native needs --layer standard")

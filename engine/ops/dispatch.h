@@ -1,22 +1,39 @@
 // (op, device) -> kernel. An op calls BET_KERNEL(device, fn(args...)): the CPU
-// kernel kernels::cpu::fn, or in a CUDA build, for a CUDA tensor, the kernel of the
-// same name and contract in kernels::cuda. A CPU-only build compiles to the CPU
-// call alone.
+// kernel kernels::cpu::fn, or in a CUDA build, for a tensor on a real GPU, the
+// kernel of the same name and contract in kernels::cuda. An emulated CUDA device
+// (engine/device.h) runs the CPU kernel, inside a DeviceMemoryScope.
 #pragma once
 #include "bet_config.h"
 #include "engine/tensor.h"
 
+namespace bet {
+// The tensor's kernels run on a GPU: a CUDA device in a CUDA build, not emulated.
+inline bool runs_on_gpu(const Device& d) {
 #if BET_HAVE_CUDA
-#define BET_KERNEL(device, call)              \
-  do {                                        \
-    if ((device).is_cuda()) {                 \
-      ::bet::kernels::cuda::call;             \
-    } else {                                  \
-      ::bet::kernels::cpu::call;              \
-    }                                         \
+  return d.is_cuda() && !cuda_emulated();
+#else
+  (void)d;
+  return false;
+#endif
+}
+}  // namespace bet
+
+#if BET_HAVE_CUDA
+#define BET_KERNEL(device, call)                 \
+  do {                                           \
+    if (::bet::runs_on_gpu(device)) {            \
+      ::bet::kernels::cuda::call;                \
+    } else {                                     \
+      ::bet::DeviceMemoryScope bet_dms_;         \
+      ::bet::kernels::cpu::call;                 \
+    }                                            \
   } while (0)
 #else
-#define BET_KERNEL(device, call) ::bet::kernels::cpu::call
+#define BET_KERNEL(device, call)           \
+  do {                                     \
+    ::bet::DeviceMemoryScope bet_dms_;     \
+    ::bet::kernels::cpu::call;             \
+  } while (0)
 #endif
 
 namespace bet::ops_detail {
@@ -27,7 +44,7 @@ inline void check_device(const Tensor& t, const char* op) {
   (void)t;
   (void)op;
 #else
-  BET_CHECK(t.device().is_cpu(), op, ": not available on ", t.device().str(), " in this build");
+  BET_CHECK(t.device().is_cpu() || cuda_emulated(), op, ": not available on ", t.device().str(), " in this build");
 #endif
 }
 

@@ -20,8 +20,9 @@ void check_cpu(const Tensor& t, const char* op) { ops_detail::check_device(t, op
 // Range check on the index's device (on a GPU: one small read back).
 bool out_of_range(const Tensor& index, int64_t n, int64_t* bad) {
 #if BET_HAVE_CUDA
-  if (index.device().is_cuda()) return kernels::cuda::find_out_of_range(index, n, bad);
+  if (runs_on_gpu(index.device())) return kernels::cuda::find_out_of_range(index, n, bad);
 #endif
+  DeviceMemoryScope scope;
   return kernels::cpu::find_out_of_range(index, n, bad);
 }
 

@@ -1,5 +1,6 @@
 // matmul and linear. Operands reach the kernel as strided views (a transposed weight
 // or K^T is read in place), so the backward's transposes cost no copies either.
+#include "engine/autocast.h"
 #include "engine/ops.h"
 #include "engine/ops/dispatch.h"
 #include "kernels/cpu/copy.h"
@@ -16,9 +17,8 @@ namespace {
 void check_float_pair(const Tensor& a, const Tensor& b, const char* op) {
   BET_CHECK(a.dtype() == b.dtype(), op, ": dtypes differ: ", dtype_name(a.dtype()), " and ",
             dtype_name(b.dtype()), " (", shape_str(a.shape()), ", ", shape_str(b.shape()), ")");
-  // bf16 (f32 accumulation) on a GPU only: the CPU path has no bf16 kernels.
-  BET_CHECK(a.dtype() == DType::F32 || a.dtype() == DType::F64 || (a.dtype() == DType::BF16 && a.device().is_cuda()),
-            op, ": dtype ", dtype_name(a.dtype()), " not supported (f32 or f64; bf16 on cuda)");
+  BET_CHECK(a.dtype() == DType::F32 || a.dtype() == DType::F64 || a.dtype() == DType::BF16, op, ": dtype ",
+            dtype_name(a.dtype()), " not supported (f32, f64 or bf16)");
   BET_CHECK(a.device() == b.device(), op, ": tensors on ", a.device().str(), " and ", b.device().str());
   ops_detail::check_device(a, op);
 }
@@ -62,9 +62,30 @@ Tensor as_rows(const Tensor& x) {
   return make_view(c, {rows, C}, {C, 1}, 0);
 }
 
+// out = a @ b (+ bias). bf16 on a GPU: cuBLAS with f32 accumulation. bf16 on the CPU,
+// which has no bf16 GEMM here: the operands (exact in f32) are multiplied in f32 and
+// the product rounded to bf16, the same numbers up to the order of accumulation.
+void run_matmul(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out) {
+  if (out.dtype() != DType::BF16 || runs_on_gpu(out.device())) {
+    BET_KERNEL(out.device(), matmul(a, b, bias, out));
+    return;
+  }
+  autograd::NoGradGuard ng;
+  Tensor o32 = Tensor::empty(out.shape(), DType::F32, out.device());
+  BET_KERNEL(out.device(), matmul(a.detach().to(DType::F32), b.detach().to(DType::F32),
+                                  bias.defined() ? bias.detach().to(DType::F32) : Tensor(), o32));
+  BET_KERNEL(out.device(), copy(o32, out));
+}
+
+bool autocast_bf16(const Tensor& a, const Tensor& b) {
+  return autocast_dtype() == DType::BF16 && a.dtype() == DType::F32 && b.dtype() == DType::F32;
+}
+
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
+  if (a.defined() && b.defined() && autocast_bf16(a, b))
+    return matmul(a.to(DType::BF16), b.to(DType::BF16)).to(DType::F32);
   BET_CHECK(a.defined() && b.defined(), "matmul: undefined operand");
   BET_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul: operands must have at least 2 dims, got ",
             shape_str(a.shape()), " @ ", shape_str(b.shape()));
@@ -93,7 +114,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   const int64_t rank = int64_t(out_shape.size());
 
   Tensor out = Tensor::empty(out_shape, a.dtype(), a.device());
-  BET_KERNEL(out.device(), matmul(pad_rank(a, rank), pad_rank(b, rank), Tensor(), out));
+  run_matmul(pad_rank(a, rank), pad_rank(b, rank), Tensor(), out);
 
   if (!autograd::needs_grad({&a, &b})) return out;
   const bool ga = a.requires_grad(), gb = b.requires_grad();
@@ -117,6 +138,11 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   BET_CHECK(x.defined() && weight.defined(), "linear: undefined operand");
+  if (autocast_bf16(x, weight)) {
+    // The bias is added in f32 after the bf16 product.
+    Tensor y = linear(x.to(DType::BF16), weight.to(DType::BF16), Tensor()).to(DType::F32);
+    return bias.defined() ? add(y, bias) : y;
+  }
   BET_CHECK(weight.dim() == 2, "linear: weight must be [out, in], got ", shape_str(weight.shape()));
   BET_CHECK(x.dim() >= 1, "linear: input must have at least 1 dim, got ", shape_str(x.shape()));
   check_float_pair(x, weight, "linear");
@@ -131,7 +157,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   Tensor x2 = as_rows(x);
   const int64_t rows = x2.shape()[0];
   Tensor out2 = Tensor::empty({rows, out_f}, x.dtype(), x.device());
-  BET_KERNEL(out2.device(), matmul(x2, mT(weight), bias, out2));
+  run_matmul(x2, mT(weight), bias, out2);
   Shape out_shape = x.shape();
   out_shape.back() = out_f;
   Tensor out = make_view(out2, out_shape, contiguous_strides(out_shape), 0);

@@ -136,23 +136,32 @@ Tensor cross_entropy_sum(const Tensor& logits, const Tensor& targets, int64_t ig
   Tensor lse = Tensor::empty({logits.shape()[0]}, logits.dtype(), logits.device());
   Tensor out;
 #if BET_HAVE_CUDA
-  if (logits.device().is_cuda()) {  // the loss stays on the device: no sync per step
+  if (runs_on_gpu(logits.device())) {  // the loss stays on the device: no sync per step
     out = Tensor::empty({}, logits.dtype(), logits.device());
     kernels::cuda::cross_entropy_forward(lc, tc, ignore_index, lse, out);
   }
 #endif
-  if (!out.defined()) out = Tensor::scalar(kernels::cpu::cross_entropy_forward(lc, tc, ignore_index, lse), logits.dtype());
+  if (!out.defined()) {
+    double v;
+    {
+      DeviceMemoryScope scope;
+      v = kernels::cpu::cross_entropy_forward(lc, tc, ignore_index, lse);
+    }
+    out = Tensor::full({}, v, logits.dtype(), logits.device());
+  }
   if (!autograd::needs_grad({&logits})) return out;
   Tensor ls = lc.detach();
   return autograd::record("cross_entropy_sum", out, {logits}, [ls, tc, lse, ignore_index](const Tensor& g) {
     Tensor dl = Tensor::empty(ls.shape(), ls.dtype(), ls.device());
 #if BET_HAVE_CUDA
-    if (ls.device().is_cuda()) {
+    if (runs_on_gpu(ls.device())) {
       kernels::cuda::cross_entropy_backward(ls, tc, ignore_index, lse, g.contiguous(), dl);
       return std::vector<Tensor>{dl};
     }
 #endif
-    kernels::cpu::cross_entropy_backward(ls, tc, ignore_index, lse, g.item(), dl);
+    const double gv = g.item();
+    DeviceMemoryScope scope;
+    kernels::cpu::cross_entropy_backward(ls, tc, ignore_index, lse, gv, dl);
     return std::vector<Tensor>{dl};
   });
 }
@@ -162,14 +171,17 @@ int64_t count_valid(const Tensor& targets, int64_t ignore_index) {
   BET_CHECK(targets.dtype() == DType::I32 || targets.dtype() == DType::I64,
             "count_valid: targets must be i32 or i64, got ", dtype_name(targets.dtype()));
 #if BET_HAVE_CUDA
-  if (targets.device().is_cuda()) return kernels::cuda::count_valid(contig(targets), ignore_index);
+  if (runs_on_gpu(targets.device())) return kernels::cuda::count_valid(contig(targets), ignore_index);
 #endif
-  return kernels::cpu::count_valid(contig(targets), ignore_index);
+  Tensor tc = contig(targets);
+  DeviceMemoryScope scope;
+  return kernels::cpu::count_valid(tc, ignore_index);
 }
 
 Tensor rope(const Tensor& x, const Tensor& positions, double base) {
   expect_cpu(x, "rope");
   expect_cpu(positions, "rope");
+  ops_detail::check_same_device(x, positions, "rope");
   expect_float(x, "rope", "input");
   BET_CHECK(x.dim() == 4, "rope: input must be [B, H, S, hd], got ", shape_str(x.shape()));
   const int64_t B = x.shape()[0], S = x.shape()[2], hd = x.shape()[3];

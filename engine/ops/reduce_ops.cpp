@@ -1,8 +1,10 @@
 // Reductions (sum, mean, max, argmax) and the prefix sum.
 #include "engine/ops.h"
 #include "engine/ops/dispatch.h"
+#include "kernels/cpu/copy.h"
 #include "kernels/cpu/reduce.h"
 #if BET_HAVE_CUDA
+#include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/reduce.h"
 #endif
 
@@ -49,6 +51,14 @@ Tensor finish(const Tensor& kept, const Shape& full, const std::vector<bool>& m,
 // Sum without recording (the shared forward of sum and mean).
 Tensor sum_raw(const Tensor& a, const std::vector<bool>& m) {
   Tensor out = Tensor::empty(keep_shape(a.shape(), m), a.dtype(), a.device());
+  if (a.dtype() == DType::BF16 && !runs_on_gpu(a.device())) {
+    // The CPU keeps no bf16 kernels: summed in f32 (as the GPU accumulates), then rounded.
+    Tensor a32 = a.detach().to(DType::F32);
+    Tensor o32 = Tensor::empty(out.shape(), DType::F32, out.device());
+    BET_KERNEL(out.device(), sum(a32, m, o32));
+    BET_KERNEL(out.device(), copy(o32, out));
+    return out;
+  }
   BET_KERNEL(out.device(), sum(a, m, out));
   return out;
 }

@@ -44,8 +44,7 @@ Optimizer::Optimizer(std::vector<Tensor> params, double lr, std::vector<bool> de
     BET_CHECK(p.defined(), "optimizer: parameter ", i, " is undefined");
     BET_CHECK(p.dtype() == DType::F32 || p.dtype() == DType::F64, "optimizer: parameter ", i, " is ",
               dtype_name(p.dtype()), "; only f32 and f64 are supported");
-    BET_CHECK(p.device().is_cpu() || (BET_HAVE_CUDA && p.device().is_cuda()), "optimizer: parameter ", i,
-              " is on ", p.device().str(), "; only cpu is supported in this build");
+    ops_detail::check_device(p, "optimizer");
     BET_CHECK(p.is_contiguous(), "optimizer: parameter ", i, " of shape ", shape_str(p.shape()),
               " is not contiguous");
     BET_CHECK(p.is_leaf() && p.requires_grad(), "optimizer: parameter ", i,
@@ -183,11 +182,12 @@ double grad_norm(const std::vector<Tensor>& params) {
     ops_detail::check_device(g, "clip_grad_norm");
     if (!g.is_contiguous()) g = g.detach().contiguous();
 #if BET_HAVE_CUDA
-    if (g.device().is_cuda()) {
+    if (runs_on_gpu(g.device())) {
       total += kernels::cuda::sum_squares(g);
       continue;
     }
 #endif
+    DeviceMemoryScope scope;
     total += kernels::cpu::sum_squares(g);
   }
   return std::sqrt(total);

@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "kernels/cpu/bf16.h"
 #include "kernels/cpu/strided.h"
 
 namespace bet::kernels::cpu {
@@ -35,6 +36,7 @@ void copy_from(const Tensor& src, const Tensor& dst) {
     case DType::F64: return copy_typed<S, double>(src, dst);
     case DType::I32: return copy_typed<S, int32_t>(src, dst);
     case DType::I64: return copy_typed<S, int64_t>(src, dst);
+    case DType::BF16: return copy_typed<S, BF16>(src, dst);
     default: fail("copy: dtype ", dtype_name(dst.dtype()), " not supported on cpu");
   }
 }
@@ -60,6 +62,7 @@ void copy(const Tensor& src, const Tensor& dst) {
     case DType::F64: return copy_from<double>(src, dst);
     case DType::I32: return copy_from<int32_t>(src, dst);
     case DType::I64: return copy_from<int64_t>(src, dst);
+    case DType::BF16: return copy_from<BF16>(src, dst);
     default: fail("copy: dtype ", dtype_name(src.dtype()), " not supported on cpu");
   }
 }
@@ -71,6 +74,7 @@ void fill(const Tensor& dst, double value) {
     case DType::F64: return fill_typed<double>(dst, value);
     case DType::I32: return fill_typed<int32_t>(dst, int32_t(value));
     case DType::I64: return fill_typed<int64_t>(dst, int64_t(value));
+    case DType::BF16: return fill_typed<BF16>(dst, BF16(value));
     default: fail("fill: dtype ", dtype_name(dst.dtype()), " not supported on cpu");
   }
 }

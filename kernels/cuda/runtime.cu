@@ -136,3 +136,28 @@ void synchronize(int device) {
 }
 
 }  // namespace bet::kernels::cuda
+
+namespace bet::kernels::cuda {
+
+DeviceInfo device_info(int device) {
+  check_device(device);
+  cudaDeviceProp p{};
+  BET_CUDA_CHECK(cudaGetDeviceProperties(&p, device));
+  int clock_khz = 0;
+  (void)cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, device);
+  (void)cudaGetLastError();
+  DeviceInfo d;
+  d.name = p.name;
+  d.major = p.major;
+  d.minor = p.minor;
+  d.sms = p.multiProcessorCount;
+  d.clock_mhz = clock_khz / 1000.0;
+  d.memory_bytes = p.totalGlobalMem;
+  // Dense bf16 tensor-core FLOPs per SM per clock: 4096 on Hopper (989 TFLOP/s on an
+  // H100 SXM: 132 SMs at 1.83 GHz), 2048 on Ampere A100; others unknown (0).
+  const double per_sm_clock = d.major == 9 ? 4096.0 : (d.major == 8 && d.minor == 0) ? 2048.0 : 0.0;
+  d.bf16_peak_tflops = per_sm_clock * d.sms * d.clock_mhz * 1e6 * 1e-12;
+  return d;
+}
+
+}  // namespace bet::kernels::cuda

@@ -3,6 +3,7 @@
 // the host compiler; the definitions are in kernels/cuda/runtime.cu.
 #pragma once
 #include <cstddef>
+#include <string>
 
 #include "engine/allocator.h"
 
@@ -23,6 +24,16 @@ void empty_cache();
 void copy_host_to_device(void* dst, const void* src, size_t n, int device);
 void copy_device_to_host(void* dst, const void* src, size_t n, int device);
 void copy_device_to_device(void* dst, int dst_device, const void* src, int src_device, size_t n);
+
+// What a benchmark reports about the card, and its dense bf16 peak (0 when unknown).
+struct DeviceInfo {
+  std::string name;
+  int major = 0, minor = 0, sms = 0;
+  double clock_mhz = 0;
+  size_t memory_bytes = 0;
+  double bf16_peak_tflops = 0;
+};
+DeviceInfo device_info(int device);
 
 // Waits for every kernel issued to `device`.
 void synchronize(int device);

@@ -109,8 +109,8 @@ EncodedBet encode_parts(const nlohmann::json& header, const NamedTensorList& ten
   enc.frame_sizes.assign(tensors.size(), 0);
   for (size_t i = 0; i < tensors.size(); ++i) {
     const auto& [name, t0] = tensors[i];
-    BET_CHECK(t0.device().is_cpu(), "checkpoint: tensor '", name, "' must be on cpu to be saved");
-    ts[i] = t0.contiguous();
+    // Files are device-independent: a GPU tensor is brought over first (dense).
+    ts[i] = t0.detach().contiguous().to(Device::cpu());
   }
   std::vector<size_t> order(ts.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;

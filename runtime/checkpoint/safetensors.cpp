@@ -100,8 +100,7 @@ std::string encode_safetensors(const NamedTensorList& tensors, const Safetensors
   for (const auto& [name, t0] : tensors) {
     BET_CHECK(name != "__metadata__", "safetensors: '__metadata__' cannot name a tensor");
     BET_CHECK(seen.insert(name).second, "safetensors: tensor '", name, "' appears twice");
-    BET_CHECK(t0.device().is_cpu(), "safetensors: tensor '", name, "' must be on cpu to be saved");
-    Tensor t = t0.contiguous();
+    Tensor t = t0.detach().contiguous().to(Device::cpu());  // files are device-independent
     header[name] = {{"dtype", st_dtype(t.dtype())}, {"shape", t.shape()}, {"data_offsets", {offset, offset + t.nbytes()}}};
     offset += t.nbytes();
     data.push_back(t);

@@ -40,7 +40,8 @@ bool forward_fits(const model::BetModel& m, int64_t rows, int64_t len) {
   // 4M scores (16 MiB of f32): about what stays in this class of CPU's L2 + L3. Measured
   // with `betctl bench serve` (256-token texts, 64 connections): one 64-row forward ran
   // 5x slower per request than single-row forwards.
-  constexpr int64_t kAttentionBudget = int64_t(1) << 22;
+  // A GPU has no such cliff short of its memory: 256M scores (1 GiB of f32).
+  const int64_t kAttentionBudget = m.device().is_cpu() ? int64_t(1) << 22 : int64_t(1) << 28;
   const model::ModelConfig& cfg = m.config();
   const int64_t paths = cfg.layer == model::LayerKind::Bet && cfg.pe == model::PosEncoding::Rope
                             ? 1 + cfg.k_permutations
@@ -70,7 +71,8 @@ std::vector<MemberOutput> forward_rows(const model::BetModel& m, const std::vect
   }
 
   autograd::NoGradGuard no_grad;
-  model::SeqContext ctx = model::SeqContext::from_lengths(lengths, S, cfg.causal(), m.dtype());
+  const Device dev = m.device();
+  model::SeqContext ctx = model::SeqContext::from_lengths(lengths, S, cfg.causal(), m.dtype(), dev);
   model::ForwardOptions opt;
   opt.temperature = 1.0;  // raw logits: each request applies its own temperature
   uint64_t offset = 0;
@@ -81,12 +83,12 @@ std::vector<MemberOutput> forward_rows(const model::BetModel& m, const std::vect
     ctx.seed = mix_key({kDropoutTag, cfg.inference_seed});
     ctx.dropout_offset = &offset;
   }
-  model::ForwardOutput out = m.forward(Tensor::from_vector<int64_t>(ids, {B, S}), ctx, opt);
+  model::ForwardOutput out = m.forward(Tensor::from_vector<int64_t>(ids, {B, S}).to(dev), ctx, opt);
 
   Tensor logits = out.logits;
   if (cfg.task != model::Task::Classify) {
     const int64_t V = logits.size(2);
-    logits = index_select(reshape(logits, {B * S, V}), 0, Tensor::from_vector<int64_t>(last, {B}));
+    logits = index_select(reshape(logits, {B * S, V}), 0, Tensor::from_vector<int64_t>(last, {B}).to(dev));
   }
   const int64_t C = logits.size(1);
   const std::vector<double> lv = logits.to_vector<double>();

@@ -235,7 +235,7 @@ std::shared_ptr<const LoadedModel> wrap_model(std::shared_ptr<const model::BetMo
   return L;
 }
 
-std::shared_ptr<const LoadedModel> load_model(const std::string& path) {
+std::shared_ptr<const LoadedModel> load_model(const std::string& path, Device device) {
   runtime::Checkpoint ck = runtime::load_checkpoint(path);
   DType dt = DType::F32;
   for (const auto& [name, t] : ck.weights)
@@ -243,6 +243,7 @@ std::shared_ptr<const LoadedModel> load_model(const std::string& path) {
   Generator g(0);
   auto m = std::make_shared<model::BetModel>(ck.config, g, dt);
   runtime::apply_checkpoint(ck, *m);
+  m->to(device);
   m->eval();
   std::shared_ptr<const LoadedModel> base;
   try {
@@ -257,14 +258,16 @@ std::shared_ptr<const LoadedModel> load_model(const std::string& path) {
   L->info["metrics"] = ck.metrics;
   L->info["created_at"] = ck.created_at;
   L->info["versions"] = ck.versions;
+  L->info["device"] = device.str();
   return L;
 }
 
-ModelPredictor::ModelPredictor(const std::string& path) { reload(path); }
+ModelPredictor::ModelPredictor(const std::string& path, Device device) : device_(device) { reload(path); }
 
 ModelPredictor::ModelPredictor(std::shared_ptr<const LoadedModel> loaded) : loaded_(std::move(loaded)) {
   BET_CHECK(loaded_ != nullptr, "predictor: no model");
   path_ = loaded_->path;
+  device_ = loaded_->model->device();
 }
 
 std::shared_ptr<const LoadedModel> ModelPredictor::current() const {
@@ -323,7 +326,7 @@ json ModelPredictor::generate(const server::GenerateRequest& req) {
 
 void ModelPredictor::reload(const std::string& path) {
   // Built aside: a bad file throws here and the serving model is untouched.
-  std::shared_ptr<const LoadedModel> fresh = load_model(path);
+  std::shared_ptr<const LoadedModel> fresh = load_model(path, device_);
   std::lock_guard<std::mutex> lock(mu_);
   loaded_ = std::move(fresh);
   path_ = path;

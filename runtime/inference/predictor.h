@@ -62,9 +62,9 @@ struct LoadedModel {
   nlohmann::json info;       // GET /v1/model
 };
 
-// Reads a checkpoint and builds the model in its weights' dtype, eval mode. Throws
-// bet::Error naming the file and what is wrong.
-std::shared_ptr<const LoadedModel> load_model(const std::string& checkpoint_path);
+// Reads a checkpoint and builds the model in its weights' dtype, eval mode, on `device`
+// (files are device-independent). Throws bet::Error naming the file and what is wrong.
+std::shared_ptr<const LoadedModel> load_model(const std::string& checkpoint_path, Device device = Device::cpu());
 // Wraps a model already in memory (tests, bench). `tokenizer_json` as Tokenizer::to_json.
 std::shared_ptr<const LoadedModel> wrap_model(std::shared_ptr<const model::BetModel> m,
                                               const nlohmann::json& tokenizer_json, const nlohmann::json& card = {});
@@ -72,7 +72,7 @@ std::shared_ptr<const LoadedModel> wrap_model(std::shared_ptr<const model::BetMo
 class ModelPredictor : public server::Predictor {
  public:
   ModelPredictor() = default;  // not ready until reload(path) succeeds
-  explicit ModelPredictor(const std::string& checkpoint_path);
+  explicit ModelPredictor(const std::string& checkpoint_path, Device device = Device::cpu());
   explicit ModelPredictor(std::shared_ptr<const LoadedModel> loaded);
 
   bool ready() override;
@@ -102,6 +102,7 @@ class ModelPredictor : public server::Predictor {
   mutable std::mutex mu_;  // guards the pointers below, never held while computing
   std::shared_ptr<const LoadedModel> loaded_;
   std::string path_;
+  Device device_;  // where reloads put the model
   std::string reload_error_;
 };
 

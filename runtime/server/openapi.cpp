@@ -70,7 +70,8 @@ const char* kComponents = R"json({
         "kind": {"type": "string"},
         "metrics": {"type": "object", "additionalProperties": true},
         "created_at": {"type": "string"},
-        "versions": {"type": "object", "additionalProperties": true}
+        "versions": {"type": "object", "additionalProperties": true},
+        "device": {"type": "string", "description": "where the model computes: cpu or cuda:N"}
       },
       "additionalProperties": true
     },

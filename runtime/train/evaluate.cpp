@@ -5,8 +5,9 @@
 namespace bet::runtime {
 
 model::SeqContext batch_context(const Batch& b, const model::BetModel& m) {
-  model::SeqContext ctx = model::SeqContext::from_lengths(b.lengths, b.ids.size(1), m.config().causal(), m.dtype());
-  ctx.sequence_index = Tensor::from_vector<int64_t>(b.indices, {int64_t(b.indices.size())});
+  const Device dev = m.device();
+  model::SeqContext ctx = model::SeqContext::from_lengths(b.lengths, b.ids.size(1), m.config().causal(), m.dtype(), dev);
+  ctx.sequence_index = Tensor::from_vector<int64_t>(b.indices, {int64_t(b.indices.size())}).to(dev);
   return ctx;
 }
 
@@ -24,7 +25,7 @@ EvalResult evaluate(const model::BetModel& m, const std::vector<EncodedSequence>
     Batch b = cfg.task == model::Task::Classify ? make_classify_batch(data, idx, cfg.max_len)
                                                 : make_lm_batch(data, idx, cfg.max_len);
     model::SeqContext ctx = batch_context(b, m);
-    model::ForwardOutput out = m.forward(b.ids, ctx);
+    model::ForwardOutput out = m.forward(b.ids.to(m.device()), ctx);
     const int64_t B = b.ids.size(0), S = b.ids.size(1);
     seqs += B;
     auto disp = out.attention_dispersion.to_vector<double>();

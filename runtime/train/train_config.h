@@ -45,6 +45,7 @@ struct TrainConfig {
   std::string early_stop;        // METRIC:PATIENCE (in evaluations)
   int threads = 0;
   std::string device = "cpu";
+  std::string precision = "f32";  // f32 | bf16 (autocast: matmuls in bf16, f32 master weights)
   bool json = false;             // print the final result as JSON
   bool quiet = false;            // no progress output
   int64_t log_every = 10;        // steps between log lines / progress updates

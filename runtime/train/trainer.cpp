@@ -6,6 +6,7 @@
 #include <csignal>
 #include <map>
 
+#include "engine/autocast.h"
 #include "engine/optim/optimizer.h"
 #include "engine/optim/schedule.h"
 #include "kernels/cpu/threads.h"
@@ -69,9 +70,9 @@ bool stop_requested() { return g_stop.load(); }
 TrainResult train(TrainConfig cfg) {
   if (cfg.threads > 0) kernels::cpu::set_num_threads(cfg.threads);
   // Parsed here too (betctl validates the flag first): a library caller gets the same
-  // "no CUDA device available" error. The trainer itself allocates on the CPU.
-  BET_CHECK(parse_device(cfg.device).is_cpu(), "--device ", cfg.device,
-            ": training runs on the cpu in this version (only the engine's ops have CUDA kernels)");
+  // "no CUDA device available" error.
+  const Device device = parse_device(cfg.device);
+  const DType compute = parse_precision(cfg.precision);
   BET_CHECK(cfg.batch_size >= 1, "--batch-size must be >= 1");
   BET_CHECK(cfg.lr > 0, "--lr must be positive");
   const std::string log_dir = cfg.log_dir.empty() ? cfg.out + "/logs" : cfg.log_dir;
@@ -102,6 +103,9 @@ TrainResult train(TrainConfig cfg) {
 
   Generator init_rng(mix_key({cfg.seed, 0x1417}));
   model::BetModel model(mc, init_rng);
+  // Initialised on the CPU from the seed (so every device starts from the same
+  // weights), then moved before the optimizer allocates its moments beside them.
+  model.to(device);
   std::vector<Tensor> params = model.trainable_tensors();
   std::vector<bool> decay;
   for (auto& p : params) decay.push_back(p.dim() >= 2);  // no decay on biases, norms, scalars
@@ -232,9 +236,14 @@ TrainResult train(TrainConfig cfg) {
     uint64_t dropout_offset = uint64_t(step) << 40;
     ctx.dropout_offset = &dropout_offset;
 
-    model::ForwardOutput out = model.forward(b.ids, ctx);
-    model::MDLLossOutput L =
-        model::model_loss(out, mc.task == model::Task::Classify ? b.labels : b.targets, ctx, mc.task, cfg.mdl_beta);
+    model::ForwardOutput out;
+    model::MDLLossOutput L;
+    {
+      AutocastGuard autocast(compute);
+      out = model.forward(b.ids.to(device), ctx);
+      L = model::model_loss(out, (mc.task == model::Task::Classify ? b.labels : b.targets).to(device), ctx, mc.task,
+                            cfg.mdl_beta);
+    }
     L.loss.backward();
     const double norm = cfg.clip > 0 ? optim::clip_grad_norm(params, cfg.clip) : optim::grad_norm(params);
     const double loss = L.loss.item();

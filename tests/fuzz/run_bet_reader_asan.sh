@@ -28,6 +28,7 @@ FLAGS="-std=c++20 -g -O1 -fno-omit-frame-pointer $SAN -fsanitize=fuzzer-no-link 
 compile_objects "$OUT/obj" "$FLAGS" \
   "$ROOT/runtime/checkpoint/bet_format.cpp" "$ROOT/runtime/io/atomic_file.cpp" \
   "$ROOT/engine/tensor.cpp" "$ROOT/engine/storage.cpp" "$ROOT/engine/allocator.cpp" "$ROOT/engine/shape.cpp" \
+  "$ROOT/engine/device.cpp" \
   "$ROOT/tests/fuzz/bet_reader_support.cpp"
 LIB_OBJECTS=("${OBJECTS[@]}")
 compile_objects "$OUT/obj" "$FLAGS" "$ROOT/tests/fuzz/test_bet_reader_asan.cpp" "$ROOT/tests/test_main.cpp"

@@ -65,7 +65,7 @@ void add_bench_command(CLI::App& app, Registry& registry) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--quick", opts->quick, "shorter runs (noisier)");
   static std::string device = "cpu";  // checked while parsing (device_flag.h)
-  add_device_option(cmd, device, "bench");
+  add_device_option(cmd, device);
   cmd->add_flag("--json", *json, "same as --format json");
 
   auto* g = cmd->add_option_group("train", "bench train: one training step (forward, backward, AdamW)");
@@ -89,6 +89,9 @@ void add_bench_command(CLI::App& app, Registry& registry) {
       ->capture_default_str();
   g->add_option("--k-permutations", train->k_permutations, "permutation paths of the bet layer")
       ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  g->add_option("--precision", train->precision, "f32 | bf16 (autocast) | auto: bf16 on a GPU, f32 on the cpu")
+      ->check(CLI::IsMember({"f32", "bf16", "auto"}))
       ->capture_default_str();
   g->add_flag("--peer", train->peer, "also run the PyTorch eager peer (bench/peer/train_peer.py) and print the ratio");
   g->add_flag("--profile", train->profile, "also print where a step's time goes (phases, modules, backward ops)");
@@ -153,6 +156,7 @@ void add_bench_command(CLI::App& app, Registry& registry) {
     }
     registry.selected = [opts, train, ckpt, infer, serve, what, json] {
       if (*json) opts->format = "json";
+      opts->device = device;
       if (opts->threads > 0) bet::kernels::cpu::set_num_threads(opts->threads);
       if (*what == "ops") return bet::bench::run_ops(*opts);
       if (*what == "train") return bet::bench::run_train(*opts, *train);

@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "kernels/cpu/threads.h"
+#include "tools/betctl/device_flag.h"
 #include "model/bet_model.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/checkpoint/checkpoint_manager.h"
@@ -33,12 +34,13 @@ struct LoadedModel {
   std::unique_ptr<Tokenizer> tokenizer;
 };
 
-LoadedModel load_model(const std::string& path) {
+LoadedModel load_model(const std::string& path, Device device = Device::cpu()) {
   LoadedModel m;
   m.ck = load_checkpoint(path);
   Generator g(0);
   m.model = std::make_unique<model::BetModel>(m.ck.config, g);
   apply_checkpoint(m.ck, *m.model);
+  m.model->to(device);
   m.model->eval();
   m.tokenizer = Tokenizer::from_json(m.ck.tokenizer);
   return m;
@@ -177,10 +179,12 @@ void add_model_commands(CLI::App& app, Registry& registry) {
     cmd->add_option("--threads", *threads, "threads")->check(CLI::NonNegativeNumber);
     cmd->add_flag("--skip-bad", *skip_bad, "skip malformed records");
     cmd->add_flag("--json", *json, "print JSON");
+    static std::string eval_device = "cpu";  // checked while parsing (device_flag.h)
+    add_device_option(cmd, eval_device);
     cmd->callback([&registry, path, data, text_field, label_field, positive, batch, threads, skip_bad, json] {
       registry.selected = [=] {
         if (*threads > 0) kernels::cpu::set_num_threads(*threads);
-        LoadedModel m = load_model(*path);
+        LoadedModel m = load_model(*path, parse_device(eval_device));
         auto seqs = load_eval_data(m, *data, *text_field, *label_field, *skip_bad);
         EvalResult r = evaluate(*m.model, seqs, *batch);
         nlohmann::json out;
@@ -215,9 +219,11 @@ void add_model_commands(CLI::App& app, Registry& registry) {
     cmd->add_option("--text-field", *text_field, "text field");
     cmd->add_option("--label-field", *label_field, "label field");
     cmd->add_flag("--json", *json, "print JSON");
+    static std::string calibrate_device = "cpu";
+    add_device_option(cmd, calibrate_device);
     cmd->callback([&registry, path, data, out, text_field, label_field, json] {
       registry.selected = [=] {
-        LoadedModel m = load_model(*path);
+        LoadedModel m = load_model(*path, parse_device(calibrate_device));
         BET_CHECK(m.model->config().task == model::Task::Classify, "calibrate: only classify models have labels");
         m.model->set_temperature(1.0);  // fit on raw logits
         auto seqs = load_eval_data(m, *data, *text_field, *label_field, false);

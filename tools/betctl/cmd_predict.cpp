@@ -33,14 +33,14 @@ void add_predict_commands(CLI::App& app, Registry& registry) {
     cmd->add_option("--temperature", *temperature, "override the calibrated temperature")->check(CLI::NonNegativeNumber);
     cmd->add_option("--threads", *threads, "threads")->check(CLI::NonNegativeNumber);
     static std::string device = "cpu";  // checked while parsing (device_flag.h)
-    add_device_option(cmd, device, "predict");
+    add_device_option(cmd, device);
     auto json = std::make_shared<bool>(true);
     cmd->add_flag("--json", *json, "JSON output (always)");
     cmd->callback([&registry, path, text, input, perms, mc, temperature, threads] {
       registry.selected = [=] {
         if (*threads > 0) kernels::cpu::set_num_threads(*threads);
         BET_CHECK(!text->empty() || !input->empty(), "predict: give --text or --input");
-        inference::ModelPredictor predictor(*path);
+        inference::ModelPredictor predictor(*path, bet::parse_device(device));
         auto make = [&](const std::string& line, int64_t lineno) {
           server::PredictRequest r;
           r.permutations = *perms;
@@ -98,10 +98,10 @@ void add_predict_commands(CLI::App& app, Registry& registry) {
     cmd->add_option("--top-p", *top_p, "nucleus sampling mass")->check(CLI::Range(0.0, 1.0));
     cmd->add_option("--seed", *seed, "sampling seed");
     static std::string device = "cpu";
-    add_device_option(cmd, device, "generate");
+    add_device_option(cmd, device);
     cmd->callback([&registry, path, prompt, max_tokens, cot, temperature, top_k, top_p, seed] {
       registry.selected = [=] {
-        inference::ModelPredictor predictor(*path);
+        inference::ModelPredictor predictor(*path, bet::parse_device(device));
         server::GenerateRequest r;
         r.prompt = *prompt;
         if (*cot == "auto") r.cot_auto = true;

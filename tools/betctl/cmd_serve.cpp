@@ -36,7 +36,7 @@ void add_serve_command(CLI::App& app, Registry& registry) {
   cmd->add_option("--default-mc-dropout", cfg->default_mc_dropout, "MC dropout members by default")->check(CLI::Range(0, 64));
   cmd->add_option("--threads", *threads, "inference threads")->check(CLI::NonNegativeNumber);
   static std::string device = "cpu";  // checked while parsing (device_flag.h)
-  add_device_option(cmd, device, "serve");
+  add_device_option(cmd, device);
   cmd->callback([&registry, path, cfg, keys, rate, wait_us, threads, port] {
     registry.selected = [=] {
       if (*threads > 0) kernels::cpu::set_num_threads(*threads);
@@ -53,7 +53,7 @@ void add_serve_command(CLI::App& app, Registry& registry) {
           fail("--rate-limit: '", *rate, "' is not R/s");
         }
       }
-      inference::ModelPredictor predictor(*path);
+      inference::ModelPredictor predictor(*path, bet::parse_device(device));
       server::HttpServer srv(*cfg, predictor);
       srv.bind();
       server::install_signal_handlers(srv);

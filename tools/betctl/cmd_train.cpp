@@ -49,7 +49,11 @@ void add_train_command(CLI::App& app, Registry& registry) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--keep", c->keep, "training checkpoints kept")->check(CLI::Range(1, 1000));
   cmd->add_option("--resume", c->resume, "auto | FILE");
-  add_device_option(cmd, c->device, "train");
+  add_device_option(cmd, c->device);
+  cmd->add_option("--precision", c->precision,
+                  "f32 | bf16 (autocast: matmuls in bf16 with f32 accumulation, f32 master weights)")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
   cmd->add_option("--threads", c->threads, "threads (default: all cores)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--log-dir", c->log_dir, "TensorBoard and JSONL logs (default OUT/logs)");
   cmd->add_option("--text-field", c->text_field, "JSON/CSV field holding the text");

@@ -1,0 +1,34 @@
+// bfloat16 on the CPU: storage and conversion only (the CPU computes in f32). The
+// rounding is round-to-nearest-even, NaN kept quiet: what the GPU's __float2bfloat16_rn
+// does, so a tensor converted on either device has the same bits.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+namespace bet::kernels::cpu {
+
+struct BF16 {
+  uint16_t bits = 0;
+
+  BF16() = default;
+  template <typename T, typename = std::enable_if_t<std::is_arithmetic_v<T>>>
+  explicit BF16(T v) : bits(round(float(v))) {}
+  operator float() const {
+    const uint32_t u = uint32_t(bits) << 16;
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+  }
+
+  static uint16_t round(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x0040u);  // NaN, made quiet
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return uint16_t(u >> 16);
+  }
+};
+static_assert(sizeof(BF16) == 2);
+
+}  // namespace bet::kernels::cpu
