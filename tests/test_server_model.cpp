@@ -466,4 +466,44 @@ TEST_CASE("the server's predictions equal `betctl predict`'s for the same model,
   }
 }
 
+TEST_CASE("--device on the command line: one clear error without a GPU; an emulated cuda:0 answers as the CPU") {
+  REQUIRE_MESSAGE(!g_betctl.empty(), "pass the betctl binary as the first argument");
+  const std::string out = (scratch() / "device.out").string();
+  const std::vector<std::string> predict = {g_betctl, "predict", "--model", classifier_path(), "--text",
+                                            "some text", "--permutations", "3", "--threads", "1"};
+  auto with = [](std::vector<std::string> args, std::initializer_list<std::string> more) {
+    args.insert(args.end(), more);
+    return args;
+  };
+  REQUIRE(run(with(predict, {"--device", "cpu"}), out) == 0);
+  const std::string on_cpu = slurp(out);
+  if (!bet::cuda_available()) {  // a real GPU would accept the flag
+    CHECK(run(with(predict, {"--device", "cuda"}), out) == 2);
+    CHECK(slurp(out + ".err").find("no CUDA device available") != std::string::npos);
+  }
+  CHECK(run(with(predict, {"--device", "gpu"}), out) == 2);
+  CHECK(slurp(out + ".err").find("expected cpu, cuda or cuda:N") != std::string::npos);
+
+  // Children see BET_EMULATE_CUDA; this process never asks for a device, so it is unaffected.
+  ::setenv("BET_EMULATE_CUDA", "1", 1);
+  const int rc_predict = run(with(predict, {"--device", "cuda:0"}), out);
+  const std::string on_gpu = slurp(out), predict_err = slurp(out + ".err");
+  const std::string dir = (scratch() / "device_train").string();
+  const int rc_train = run({g_betctl, "train", "--device", "cuda", "--precision", "bf16", "--steps", "4", "--d-model",
+                            "16", "--heads", "2", "--layers", "1", "--seq-len", "12", "--max-len", "16",
+                            "--batch-size", "4", "--threads", "1", "--out", dir, "--quiet"},
+                           out);
+  const std::string train_err = slurp(out + ".err");
+  ::unsetenv("BET_EMULATE_CUDA");
+  INFO(predict_err);
+  CHECK(rc_predict == 0);
+  CHECK(on_gpu == on_cpu);  // emulated: the CPU's kernels, so the same bytes
+  INFO(train_err);
+  REQUIRE(rc_train == 0);
+  // The device-trained checkpoint serves on the CPU.
+  const std::string ckpt = dir + "/checkpoints/training/step-00000004.bet";
+  CHECK(run({g_betctl, "predict", "--model", ckpt, "--text", "0101", "--device", "cpu"}, out) == 0);
+  CHECK(json::parse(slurp(out)).contains("top_tokens"));
+}
+
 int main(int argc, char** argv) { return bet::test::run_with_betctl_arg(argc, argv); }
