@@ -368,7 +368,10 @@ int run_train(const BenchOptions& opts, const TrainBenchOptions& t) {
                               " timed steps" + (t.peer ? " (half before the peer, half after)" : ""))
       .add_meta("mfu", gpu ? "3 x forward matmul FLOPs (see the FLOP table) / median step time / dense bf16 peak"
                            : "3 x forward matmul FLOPs (see the FLOP table) / median step time / fma peak (all threads)")
-      .add_meta("peer", "bench/peer/train_peer.py: PyTorch eager running the same math (tests/reference/"
+      .add_meta("peer", gpu ? "bench/peer/train_peer.py on the same card: PyTorch eager running the same math "
+                              "(tests/reference/bet_reference.py), with torch.autocast(bfloat16) when ours runs bf16, "
+                              "and torch.compile of it ('compiled')"
+                            : "bench/peer/train_peer.py: PyTorch eager running the same math (tests/reference/"
                         "bet_reference.py); for standard also nn.TransformerEncoderLayer ('native': post-LN, "
                         "ReLU, same loss; no RoPE, so without positional encoding when pe = rope)")
       .add_meta("targets", gpu ? "speedup >= 1x PyTorch eager (aim: torch.compile); mfu >= 0.4 of bf16 peak (standard)"

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <map>
 
+#include "engine/ops.h"
 #include "engine/ops/dispatch.h"
 #include "engine/optim/optim_kernels.h"
 #if BET_HAVE_CUDA
@@ -176,19 +177,26 @@ StateList SGD::state() const {
 
 double grad_norm(const std::vector<Tensor>& params) {
   double total = 0.0;
+  std::vector<Tensor> on_gpu;  // per-parameter sums of squares, left on the device
   for (size_t i = 0; i < params.size(); ++i) {
     Tensor g = params[i].grad();
     if (!g.defined()) continue;
     ops_detail::check_device(g, "clip_grad_norm");
     if (!g.is_contiguous()) g = g.detach().contiguous();
-#if BET_HAVE_CUDA
     if (runs_on_gpu(g.device())) {
-      total += kernels::cuda::sum_squares(g);
+      // One read back for all parameters instead of a synchronisation per parameter.
+      // (Not on an emulated device: f32 partial sums would round differently from the
+      // CPU's double sum_squares, and the emulated run must match the CPU bit for bit.)
+      autograd::NoGradGuard ng;
+      on_gpu.push_back(reshape(sum(mul(g, g)).to(DType::F64), {1}));
       continue;
     }
-#endif
     DeviceMemoryScope scope;
     total += kernels::cpu::sum_squares(g);
+  }
+  if (!on_gpu.empty()) {
+    autograd::NoGradGuard ng;
+    total += sum(concat(on_gpu, 0)).item();
   }
   return std::sqrt(total);
 }
