@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "bench/machine_baselines.h"
+#include "engine/autocast.h"
 #include "engine/optim/optimizer.h"
 #include "engine/optim/schedule.h"
 #include "engine/random.h"
@@ -68,6 +69,8 @@ struct Stepper {
   const std::vector<Tensor>& params;
   const optim::WarmupCosineSchedule& schedule;
   const runtime::TrainConfig& cfg;
+  Device device;
+  DType compute;
 
   double operator()(const runtime::Batch& b, int64_t step) {
     model::SeqContext ctx = runtime::batch_context(b, model);
@@ -76,10 +79,15 @@ struct Stepper {
     ctx.step = uint64_t(step);
     uint64_t dropout_offset = uint64_t(step) << 40;
     ctx.dropout_offset = &dropout_offset;
-    model::ForwardOutput out = model.forward(b.ids, ctx);
     const auto& mc = model.config();
-    model::MDLLossOutput L =
-        model::model_loss(out, mc.task == model::Task::Classify ? b.labels : b.targets, ctx, mc.task, cfg.mdl_beta);
+    model::ForwardOutput out;
+    model::MDLLossOutput L;
+    {
+      AutocastGuard autocast(compute);
+      out = model.forward(b.ids.to(device), ctx);
+      L = model::model_loss(out, (mc.task == model::Task::Classify ? b.labels : b.targets).to(device), ctx, mc.task,
+                            cfg.mdl_beta);
+    }
     L.loss.backward();
     const double norm = cfg.clip > 0 ? optim::clip_grad_norm(params, cfg.clip) : optim::grad_norm(params);
     const double loss = L.loss.item();
@@ -92,7 +100,7 @@ struct Stepper {
   }
 };
 
-DataRun run_layer(const TrainBenchOptions& t, const std::string& layer) {
+DataRun run_layer(const TrainBenchOptions& t, const std::string& layer, Device device, DType compute) {
   DataRun r;
   r.layer = layer;
   runtime::TrainConfig cfg;
@@ -118,6 +126,7 @@ DataRun run_layer(const TrainBenchOptions& t, const std::string& layer) {
   // ---- the trainer's model and optimiser ----
   Generator init_rng(mix_key({cfg.seed, 0x1417}));
   model::BetModel model(cfg.model, init_rng);
+  model.to(device);
   model.train();
   std::vector<Tensor> params = model.trainable_tensors();
   std::vector<bool> decay;
@@ -129,7 +138,7 @@ DataRun run_layer(const TrainBenchOptions& t, const std::string& layer) {
   const int64_t total = kDefaultEpochs * bpe;
   optim::WarmupCosineSchedule schedule(cfg.lr, std::min(cfg.warmup, total / 2), total, cfg.lr * 0.1);
   for (auto& [n, p] : model.named_parameters()) r.params += p.numel();
-  Stepper step{model, opt, params, schedule, cfg};
+  Stepper step{model, opt, params, schedule, cfg, device, compute};
 
   auto next_batch = [&](int64_t i) {
     return data.batch(i / bpe, i % bpe, cfg.batch_size, cfg.model.max_len, cfg.seed);
@@ -212,6 +221,16 @@ int run_train_data(const BenchOptions& opts, const TrainBenchOptions& t) {
     std::cerr << "bench train: --val " << t.val << ": cannot open\n";
     return 2;
   }
+  Device device;
+  DType compute = DType::F32;
+  try {
+    device = parse_device(opts.device);
+    const bool gpu = device.is_cuda() && !cuda_emulated();
+    compute = t.precision == "auto" ? (gpu ? DType::BF16 : DType::F32) : parse_precision(t.precision);
+  } catch (const std::exception& e) {
+    std::cerr << "bench train: " << e.what() << "\n";
+    return 2;
+  }
   if (opts.threads > 0) cpu::set_num_threads(opts.threads);
   const int threads = cpu::num_threads();
   const std::string load_before = load_average();
@@ -221,7 +240,7 @@ int run_train_data(const BenchOptions& opts, const TrainBenchOptions& t) {
   for (const char* kind : {"bet", "standard"}) {
     if (t.layer != "both" && t.layer != kind) continue;
     try {
-      runs.push_back(run_layer(t, kind));
+      runs.push_back(run_layer(t, kind, device, compute));
     } catch (const std::exception& e) {
       DataRun r;
       r.layer = kind;
@@ -240,6 +259,8 @@ int run_train_data(const BenchOptions& opts, const TrainBenchOptions& t) {
       break;
     }
   tab.add_meta("cpu", cpu_model_name())
+      .add_meta("device", device.str())
+      .add_meta("precision", compute == DType::BF16 ? "bf16 autocast (matmuls), f32 master weights" : "f32")
       .add_meta("threads", int64_t(threads))
       .add_meta("data", t.data + (t.val.empty() ? " (validation: --val-split 0.1)" : ", validation " + t.val) +
                             (records.empty() ? "" : ": " + records))
