@@ -22,49 +22,15 @@
 #include "engine/ops.h"
 #include "engine/optim/optimizer.h"
 #include "engine/random.h"
+#include "tests/gpu_op_harness.h"
 #include "kernels/cuda/gemm_plan.h"
 #include "kernels/cuda/geom.h"
 #include "kernels/cuda/philox.h"
 
 using namespace bet;
+using namespace bet::test::gpu;
 
 namespace {
-
-// ---------------------------------------------------------------- inputs
-
-Tensor U(const Shape& s, uint64_t seed, double lo = -1.0, double hi = 1.0) {
-  Generator g(seed);
-  return g.uniform(s, lo, hi, DType::F64);
-}
-
-Tensor ids(const Shape& s, int64_t n, uint64_t seed, DType dt = DType::I64) {
-  Generator g(seed);
-  std::vector<int64_t> v(size_t(shape_numel(s)));
-  for (auto& x : v) x = int64_t(g.randint(uint64_t(n)));
-  return Tensor::from_vector(v, s).to(dt);
-}
-
-// 0/1 mask (i64), about `keep` of it ones.
-Tensor mask01(const Shape& s, uint64_t seed, double keep = 0.7) {
-  Tensor u = U(s, seed, 0.0, 1.0);
-  std::vector<double> uv = u.to_vector<double>();
-  std::vector<int64_t> v(uv.size());
-  for (size_t i = 0; i < v.size(); ++i) v[i] = uv[i] < keep ? 1 : 0;
-  return Tensor::from_vector(v, s);
-}
-
-// ---------------------------------------------------------------- the table
-
-using Inputs = std::vector<Tensor>;
-
-struct OpCase {
-  std::string name;
-  std::function<Inputs()> make;                      // CPU inputs; floating ones in f64
-  std::function<Tensor(const Inputs&)> fn;           // the op under test (views applied inside)
-  double tol = 1.0;                                  // multiplier on the dtype's tolerance
-  bool backward = true;
-  bool bf16 = false;  // also run on the GPU in bf16 (f32 accumulation) against the CPU's f32
-};
 
 std::vector<OpCase> op_table() {
   std::vector<OpCase> t;
@@ -191,129 +157,13 @@ std::vector<OpCase> op_table() {
   return t;
 }
 
-// ---------------------------------------------------------------- comparison
-
-struct Tol {
-  double atol, rtol;
-};
-Tol tol_for(DType dt, double mult) {
-  switch (dt) {
-    case DType::F64: return {1e-12 * mult, 1e-10 * mult};
-    case DType::BF16: return {2e-2 * mult, 3e-2 * mult};
-    default: return {1e-5 * mult, 1e-4 * mult};
-  }
-}
-
-// Empty string when `got` matches `want` elementwise (|got - want| <= atol + rtol |want|;
-// NaN never matches), else a description of the worst element.
-std::string compare(const Tensor& got, const Tensor& want, Tol tol) {
-  if (got.shape() != want.shape()) return "shape " + shape_str(got.shape()) + " vs " + shape_str(want.shape());
-  if (got.dtype() != want.dtype() && (is_integer(got.dtype()) || is_integer(want.dtype())))
-    return std::string("dtype ") + dtype_name(got.dtype()) + " vs " + dtype_name(want.dtype());
-  const std::vector<double> g = got.to_vector<double>(), w = want.to_vector<double>();
-  double worst = 0;
-  size_t at = 0;
-  bool bad = false;
-  for (size_t i = 0; i < g.size(); ++i) {
-    const double lim = tol.atol + tol.rtol * std::abs(w[i]);
-    const double err = std::abs(g[i] - w[i]);
-    const bool inf_ok = std::isinf(w[i]) && g[i] == w[i];
-    if (inf_ok) continue;
-    if (!(err <= lim)) {
-      if (!bad || !(err / lim <= worst)) worst = err / lim, at = i;
-      bad = true;
-    }
-  }
-  if (!bad) return "";
-  char buf[200];
-  std::snprintf(buf, sizeof buf, "element %zu: got %.17g, want %.17g (%.3g x the tolerance)", at, g[at], w[at], worst);
-  return buf;
-}
-
-// On the host, floating values as f64 (converted on their device: the CPU has no bf16).
-Tensor host(const Tensor& t) {
-  Tensor h = t.detach();
-  if (is_floating(h.dtype())) h = h.to(DType::F64);
-  return h.to(Device::cpu());
-}
-
-struct RunResult {
-  Tensor out;
-  std::vector<Tensor> grads;  // per input (undefined for non-floating inputs)
-};
-
-// Runs a case on `device` with floating inputs cast to `dt` (on that device). The
-// same seeded upstream gradient R gives the backward: grads of sum(out * R).
-RunResult run(const OpCase& c, const Inputs& base, Device device, DType dt, bool backward) {
-  Inputs in;
-  for (const Tensor& x : base) {
-    Tensor y = x.to(device);
-    if (is_floating(x.dtype())) {
-      y = y.to(dt).detach();
-      if (backward) y.set_requires_grad();
-    }
-    in.push_back(y);
-  }
-  RunResult r;
-  r.out = c.fn(in);
-  if (!backward || !is_floating(r.out.dtype())) return r;
-  Tensor R = U(r.out.shape(), 4242, -1.0, 1.0).to(device).to(r.out.dtype());
-  sum(mul(r.out, R)).backward();
-  for (const Tensor& x : in) r.grads.push_back(is_floating(x.dtype()) ? x.grad() : Tensor());
-  return r;
-}
-
-// Compares `test` against `ref`; returns the failures (empty when all match).
-std::vector<std::string> check_case(const OpCase& c, Device dev, DType dt, Device ref_dev, DType ref_dt, Tol tol) {
-  std::vector<std::string> errors;
-  const Inputs base = c.make();
-  RunResult ref, got;
-  try {
-    ref = run(c, base, ref_dev, ref_dt, c.backward);
-    got = run(c, base, dev, dt, c.backward);
-  } catch (const std::exception& e) {
-    return {c.name + ": threw: " + e.what()};
-  }
-  const std::string e = compare(host(got.out), host(ref.out), tol);
-  if (!e.empty()) errors.push_back(c.name + ": forward: " + e);
-  for (size_t i = 0; i < got.grads.size() && i < ref.grads.size(); ++i) {
-    const Tensor& g = got.grads[i];
-    const Tensor& w = ref.grads[i];
-    if (!is_floating(base[i].dtype())) continue;
-    if (g.defined() != w.defined()) {
-      errors.push_back(c.name + ": grad " + std::to_string(i) + " defined on one device only");
-      continue;
-    }
-    if (!g.defined()) continue;
-    const std::string ge = compare(host(g), host(w), tol);
-    if (!ge.empty()) errors.push_back(c.name + ": grad of input " + std::to_string(i) + ": " + ge);
-  }
-  return errors;
-}
-
-std::vector<OpCase> attention_cases();  // the fused attention's cases (below)
-
 int gpu_case_count() {
   int n = 0;
   for (const OpCase& c : op_table()) n += 2 + (c.bf16 ? 1 : 0);  // f32, f64, bf16
-  for (const OpCase& c : attention_cases()) n += 2 + (c.bf16 ? 1 : 0);
-  return n + 3 * 2 /* dropout draws x f32/f64 */ + 2 /* adamw + clipping, f32/f64 */ +
-         3 + 1 /* attention dropout offsets, determinism */;
+  return n + 3 * 2 /* dropout draws x f32/f64 */ + 2 /* adamw + clipping, f32/f64 */;
 }
 
-// The skip, said once and visibly (doctest MESSAGE), so a run without a GPU never
-// reads as if the GPU had been checked.
-bool gpu_or_skip() {
-  if (cuda_available()) return true;
-  static bool said = false;
-  if (!said) {
-    said = true;
-    const std::string msg = "no CUDA device: " + std::to_string(gpu_case_count()) + " GPU cases skipped";
-    MESSAGE(msg);
-    std::fprintf(stderr, "%s\n", msg.c_str());
-  }
-  return false;
-}
+bool gpu_or_skip() { return bet::test::gpu::gpu_or_skip(gpu_case_count()); }
 
 }  // namespace
 
@@ -650,115 +500,3 @@ TEST_CASE("GPU: AdamW steps and gradient clipping match the CPU") {
 // ================================================================ fused attention (engine/ops/attention_ops.cpp)
 // On a GPU, f32 and bf16 run the fused kernels (kernels/cuda/attention.cu), f64 and
 // head dims above 128 the composite; all against the CPU composite.
-
-namespace {
-
-// Key mask [B, 1, 1, S] (i64); every key of batch `dead` masked (-1: none).
-Tensor keys01(int64_t B, int64_t S, uint64_t seed, int64_t dead) {
-  std::vector<int64_t> m = mask01({B, 1, 1, S}, seed, 0.75).to_vector<int64_t>();
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t s = 0; s < S; ++s)
-      if (b == dead) m[size_t(b * S + s)] = 0;
-  return Tensor::from_vector(m, {B, 1, 1, S});
-}
-
-// The model's causal * key mask [B, 1, S, S] (i64); key 0 of batch 0 masked, so query
-// row 0 there has no key at all.
-Tensor causal01(int64_t B, int64_t S, uint64_t seed) {
-  std::vector<int64_t> keys = mask01({B, S}, seed, 0.8).to_vector<int64_t>();
-  keys[0] = 0;
-  std::vector<int64_t> m(size_t(B * S * S), 0);
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = 0; t < S; ++t)
-      for (int64_t s = 0; s <= t; ++s) m[size_t((b * S + t) * S + s)] = keys[size_t(b * S + s)];
-  return Tensor::from_vector(m, {B, 1, S, S});
-}
-
-std::vector<OpCase> attention_cases() {
-  std::vector<OpCase> t;
-  auto def = [&](std::string name, std::function<Inputs()> make, std::function<Tensor(const Inputs&)> fn,
-                 double tol, bool bf16) { t.push_back({std::move(name), std::move(make), std::move(fn), tol, true, bf16}); };
-  def("attention: shared v, key mask with a dead batch, S 70 (ragged tiles), hd 8",
-      [] {
-        return Inputs{U({2, 3, 2, 70, 8}, 200), U({2, 3, 2, 70, 8}, 201), U({1, 3, 2, 70, 8}, 202),
-                      keys01(3, 70, 203, 1)};
-      },
-      [](const Inputs& x) { return attention(x[0], x[1], x[2], x[3], 0.0, true, 0, 0); }, 2.0, true);
-  def("attention: per-path v, causal mask, dropout, S 45, hd 40",
-      [] {
-        return Inputs{U({2, 2, 2, 45, 40}, 204, -0.5, 0.5), U({2, 2, 2, 45, 40}, 205), U({2, 2, 2, 45, 40}, 206),
-                      causal01(2, 45, 207)};
-      },
-      [](const Inputs& x) { return attention(x[0], x[1], x[2], x[3], 0.2, true, 77, 3); }, 2.0, true);
-  def("attention: hd 128, permuted q, expanded v, causal mask, dropout",
-      [] {
-        return Inputs{U({2, 1, 33, 2, 128}, 208, -0.3, 0.3), U({2, 1, 2, 33, 128}, 209), U({1, 1, 2, 33, 128}, 210),
-                      causal01(1, 33, 211)};
-      },
-      [](const Inputs& x) {
-        return attention(permute(x[0], {0, 1, 3, 2, 4}), x[1], expand(x[2], {2, 1, 2, 33, 128}), x[3], 0.1, true, 5,
-                         8);
-      },
-      2.0, true);
-  def("attention: hd 1, S 3, no mask, dropout ignored when not training",
-      [] { return Inputs{U({2, 1, 3, 3, 1}, 212), U({2, 1, 3, 3, 1}, 213), U({1, 1, 3, 3, 1}, 214)}; },
-      [](const Inputs& x) { return attention(x[0], x[1], x[2], Tensor(), 0.5, false, 1, 2); }, 2.0, true);
-  def("attention: hd 160 (composite fallback), key mask",
-      [] {
-        return Inputs{U({1, 2, 2, 9, 160}, 215, -0.2, 0.2), U({1, 2, 2, 9, 160}, 216), U({1, 2, 2, 9, 160}, 217),
-                      keys01(2, 9, 218, -1)};
-      },
-      [](const Inputs& x) { return attention(x[0], x[1], x[2], x[3], 0.3, true, 3, 1); }, 2.0, true);
-  return t;
-}
-
-}  // namespace
-
-TEST_CASE("attention cases on the CPU: f32 matches f64 (the cases the GPU run uses)") {
-  for (const OpCase& c : attention_cases()) {
-    CAPTURE(c.name);
-    for (const std::string& e : check_case(c, Device::cpu(), DType::F32, Device::cpu(), DType::F64,
-                                           tol_for(DType::F32, 10.0 * c.tol)))
-      FAIL_CHECK(e);
-  }
-}
-
-TEST_CASE("GPU: fused attention against the CPU (forward, q/k/v gradients; f32, f64, bf16)") {
-  if (!gpu_or_skip()) return;
-  const Device gpu = Device::cuda(0);
-  for (const OpCase& c : attention_cases()) {
-    CAPTURE(c.name);
-    for (DType dt : {DType::F32, DType::F64})
-      for (const std::string& e : check_case(c, gpu, dt, Device::cpu(), dt, tol_for(dt, c.tol))) FAIL_CHECK(e);
-    if (c.bf16)
-      for (const std::string& e : check_case(c, gpu, DType::BF16, Device::cpu(), DType::F32, tol_for(DType::BF16, c.tol)))
-        FAIL_CHECK(e);
-  }
-}
-
-TEST_CASE("GPU: fused attention's dropout mask is the CPU's bit for bit; results repeat exactly") {
-  if (!gpu_or_skip()) return;
-  const Device gpu = Device::cuda(0);
-  // v = identity (hd = S): the output IS the dropped probability matrix, so a dropped
-  // element is an exact 0 on both devices and a kept one is not.
-  const int64_t P = 2, B = 2, H = 3, S = 48;
-  Tensor q = U({P, B, H, S, S}, 220).to(DType::F32), k = U({P, B, H, S, S}, 221).to(DType::F32);
-  std::vector<double> eye(size_t(S * S), 0.0);
-  for (int64_t i = 0; i < S; ++i) eye[size_t(i * S + i)] = 1.0;
-  Tensor v = expand(Tensor::from_vector(eye, {1, 1, 1, S, S}), {1, B, H, S, S}).contiguous().to(DType::F32);
-  for (uint64_t offset : {uint64_t(0), uint64_t(3), (uint64_t(1) << 34) - 6}) {
-    CAPTURE(offset);
-    const std::vector<float> want = attention(q, k, v, Tensor(), 0.4, true, 99, offset).to_vector<float>();
-    const std::vector<float> got =
-        attention(q.to(gpu), k.to(gpu), v.to(gpu), Tensor(), 0.4, true, 99, offset).to(Device::cpu()).to_vector<float>();
-    int64_t mismatches = 0;
-    for (size_t i = 0; i < want.size(); ++i) mismatches += (want[i] == 0.0f) != (got[i] == 0.0f);
-    CHECK(mismatches == 0);
-  }
-  // Deterministic kernels (no atomics): two runs give the same bits, gradients included.
-  const OpCase c = attention_cases()[1];
-  const Inputs base = c.make();
-  RunResult r1 = run(c, base, gpu, DType::F32, true), r2 = run(c, base, gpu, DType::F32, true);
-  CHECK(compare(host(r1.out), host(r2.out), {0.0, 0.0}) == "");
-  for (size_t i = 0; i < 3; ++i) CHECK(compare(host(r1.grads[i]), host(r2.grads[i]), {0.0, 0.0}) == "");
-}
