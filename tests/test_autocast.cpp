@@ -65,6 +65,17 @@ TEST_CASE("bf16 conversion rounds to nearest, ties to even; NaN and infinities s
     CAPTURE(f);
     CHECK(BF16(f).bits == nearest_bf16(f));
   }
+  // From double in one rounding: doubles a hair off a bf16 tie (where rounding through
+  // float would create a false tie) go to the nearer neighbour.
+  for (int i = 0; i < 2000; ++i) {
+    const uint16_t a = uint16_t(0x3f00 + g.randint(0x0200));  // bf16 values in [0.5, 4)
+    const double lo = double(float(BF16(bits_to_float(uint32_t(a) << 16)))),
+                 hi = double(bits_to_float(uint32_t(a + 1) << 16));
+    const double mid = 0.5 * (lo + hi), eps = (hi - lo) * std::ldexp(1.0, -30);
+    CHECK(BF16(mid + eps).bits == uint16_t(a + 1));
+    CHECK(BF16(mid - eps).bits == a);
+    CHECK(BF16(mid).bits == ((a & 1) ? uint16_t(a + 1) : a));  // an exact tie: to even
+  }
   // Exact ties: halfway between two bf16 values goes to the even one.
   CHECK(BF16(bits_to_float(0x3f808000u)).bits == 0x3f80);  // 1 + 2^-8: tie, 0x3f80 is even
   CHECK(BF16(bits_to_float(0x3f818000u)).bits == 0x3f82);  // tie, rounds up to even

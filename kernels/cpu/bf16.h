@@ -2,6 +2,7 @@
 // rounding is round-to-nearest-even, NaN kept quiet: what the GPU's __float2bfloat16_rn
 // does, so a tensor converted on either device has the same bits.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -14,9 +15,23 @@ struct BF16 {
   BF16() = default;
   template <typename T, typename = std::enable_if_t<std::is_arithmetic_v<T>>>
   explicit BF16(T v) : bits(round(float(v))) {}
+  // From double in one rounding (as __double2bfloat16): through float rounded to odd,
+  // so the second rounding cannot land on a false tie.
+  explicit BF16(double v) : bits(round(to_float_odd(v))) {}
   operator float() const {
     const uint32_t u = uint32_t(bits) << 16;
     float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+  }
+
+  static float to_float_odd(double d) {
+    float f = float(d);
+    if (!(double(f) != d) || d != d) return f;  // exact, or NaN
+    if (std::fabs(double(f)) > std::fabs(d)) f = std::nextafter(f, 0.0f);  // toward zero
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    u |= 1u;  // inexact: odd
     std::memcpy(&f, &u, sizeof f);
     return f;
   }

@@ -28,10 +28,9 @@
 //   above 48 KB). Bank conflicts: rows padded by one float.
 //
 // Verified on a machine without a GPU: compiles for sm_90 with ptxas -v reporting no
-// spills and no stack frame (124-234 registers, 128 threads). This file, run through a
-// host emulation of CUDA (one std::thread per CUDA thread, barriers for __syncthreads
-// and the shuffles, NaN-filled shared memory; not part of the repository), matched
-// the CPU composite: forward and dq/dk/dv for f32 and bf16, hd 1/8/16/40/64/100/128,
+// spills and no stack frame (124-234 registers, 128 threads). This file runs in the
+// kernel-level CUDA emulator of tests/cuda_emu (every test run) against the CPU
+// composite; during development it also matched it over forward and dq/dk/dv for f32 and bf16, hd 1/8/16/40/64/100/128,
 // S 3..70 (ragged tiles), shared and per-path v, key/causal/i64 per-head masks with
 // fully masked rows, dropout (so the Philox mapping), permuted q, expanded v, dq-only
 // and dk/dv-only calls; the tests/test_cuda_ops attention cases came out within 0.2x

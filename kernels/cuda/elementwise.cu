@@ -22,7 +22,9 @@ __device__ __forceinline__ C unary_float_op(UnaryOp op, C x, C p0, C p1) {
     case UnaryOp::Sigmoid: return C(1) / (C(1) + exp(-x));
     case UnaryOp::Relu: return x < C(0) ? C(0) : x;
     case UnaryOp::Gelu: return C(0.5) * x * (C(1) + erf(x * C(0.70710678118654752440)));
-    case UnaryOp::Softplus: return (x > C(0) ? x : C(0)) + log1p(exp(-fabs(x)));  // never overflows
+    // Above 20 the identity, as torch's threshold and the CPU kernel; below, a form that
+    // never overflows.
+    case UnaryOp::Softplus: return x > C(20) ? x : (x > C(0) ? x : C(0)) + log1p(exp(-fabs(x)));
     case UnaryOp::Abs: return fabs(x);
     case UnaryOp::AddScalar: return x + p0;
     case UnaryOp::MulScalar: return x * p0;

@@ -45,7 +45,7 @@ __global__ void rope_apply_kernel(const T* x, const T* cs, const T* sn, T* y, in
 // Thread per Philox block: its 4 words decide 4 consecutive elements.
 template <typename T>
 __global__ void dropout_kernel(const T* x, T* y, int64_t n, uint64_t seed, uint64_t offset, int64_t threshold,
-                               T scale) {
+                               Acc<T> scale) {
   const uint64_t first = offset >> 2;
   const uint64_t nblocks = ((offset + uint64_t(n) - 1) >> 2) - first + 1;
   for (uint64_t b = uint64_t(blockIdx.x) * blockDim.x + threadIdx.x; b < nblocks;
@@ -58,7 +58,8 @@ __global__ void dropout_kernel(const T* x, T* y, int64_t n, uint64_t seed, uint6
       const uint64_t i = c - offset;
       if (i >= uint64_t(n)) continue;
       // A dropped element is 0 even where x is Inf or NaN, as on the CPU.
-      y[i] = dropout_keep(r.w[q], threshold) ? convert<T>(convert<Acc<T>>(x[i]) * convert<Acc<T>>(scale))
+      // The scale stays in f32 for bf16: the CPU's f32 product, rounded once.
+      y[i] = dropout_keep(r.w[q], threshold) ? convert<T>(convert<Acc<T>>(x[i]) * scale)
                                              : convert<T>(0.0f);
     }
   }
@@ -99,7 +100,7 @@ void dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset, const Te
   const int64_t threshold = dropout_threshold(p);
   dispatch_float(x.dtype(), "dropout", [&](auto tag) {
     using T = decltype(tag);
-    const T scale = p >= 1.0 ? convert<T>(0.0) : convert<T>(1.0 / (1.0 - p));
+    const Acc<T> scale = p >= 1.0 ? Acc<T>(0) : Acc<T>(1.0 / (1.0 - p));
     const int64_t nblocks = int64_t(((offset + uint64_t(n) - 1) >> 2) - (offset >> 2) + 1);
     dropout_kernel<T><<<grid_for(nblocks), kThreads>>>(ptr<T>(x), ptr<T>(out), n, seed, offset, threshold, scale);
     BET_CUDA_LAUNCHED("dropout");
