@@ -10,6 +10,7 @@
 #include <doctest/doctest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -57,6 +58,15 @@ void check_close(const Tensor& a, const Tensor& b, double tol, const std::string
   INFO(what << ": max |diff| " << d);
   if (exact()) CHECK(d == 0.0);
   else CHECK(d <= tol);
+}
+
+// Tolerance for a parameter after `steps` AdamW steps (lr 1e-3) on a real GPU. Softmax
+// ignores a per-query constant, so the key bias's gradient is zero up to rounding, and
+// AdamW turns that noise into steps of up to lr: it can only be held to 2 x lr x steps.
+// (Emulated runs stay bit for bit whatever this says.)
+double param_tol(const std::string& name, double tol, int steps) {
+  const bool key_bias = name.size() >= 11 && name.compare(name.size() - 11, 11, "attn.k.bias") == 0;
+  return key_bias ? std::max(tol, 2 * 1e-3 * steps) : tol;
 }
 
 model::ModelConfig small_config(model::Task task, model::LayerKind layer, model::PosEncoding pe) {
@@ -238,7 +248,8 @@ TEST_CASE("training steps on the device match the CPU: every layer kind, task an
     }
     REQUIRE(cpu.params.size() == gpu.params.size());
     for (size_t i = 0; i < cpu.params.size(); ++i)
-      check_close(gpu.params[i].second, cpu.params[i].second, 1e-4, cpu.params[i].first);
+      check_close(gpu.params[i].second, cpu.params[i].second, param_tol(cpu.params[i].first, 1e-4, 3),
+                  cpu.params[i].first);
   }
 }
 
@@ -252,7 +263,7 @@ TEST_CASE("bf16 autocast training steps on the device match the CPU's bf16 path"
   }
   for (size_t i = 0; i < cpu.params.size(); ++i) {
     CHECK(gpu.params[i].second.dtype() == DType::F32);
-    check_close(gpu.params[i].second, cpu.params[i].second, 2e-2, cpu.params[i].first);
+    check_close(gpu.params[i].second, cpu.params[i].second, param_tol(cpu.params[i].first, 2e-2, 3), cpu.params[i].first);
   }
 }
 
@@ -287,7 +298,8 @@ TEST_CASE("betctl train on the device: same run as the CPU; its checkpoint serve
   REQUIRE(cc.weights.size() == cg.weights.size());
   for (size_t i = 0; i < cc.weights.size(); ++i) {
     CHECK(cg.weights[i].second.device().is_cpu());  // files are device-independent
-    check_close(cg.weights[i].second, cc.weights[i].second, 1e-4, cc.weights[i].first);
+    check_close(cg.weights[i].second, cc.weights[i].second, param_tol(cc.weights[i].first, 1e-4, 6),
+                cc.weights[i].first);
   }
   REQUIRE(cc.optimizer.size() == cg.optimizer.size());
   for (size_t i = 0; i < cc.optimizer.size(); ++i)
@@ -300,7 +312,8 @@ TEST_CASE("betctl train on the device: same run as the CPU; its checkpoint serve
   runtime::Checkpoint cr = runtime::load_checkpoint(rr.summary["checkpoint"].get<std::string>());
   REQUIRE(cr.weights.size() == cg.weights.size());
   for (size_t i = 0; i < cr.weights.size(); ++i)
-    check_close(cr.weights[i].second, cg.weights[i].second, 1e-4, "resumed " + cr.weights[i].first);
+    check_close(cr.weights[i].second, cg.weights[i].second, param_tol(cr.weights[i].first, 1e-4, 6),
+                "resumed " + cr.weights[i].first);
   for (const auto& d : {dc, dg, dr}) std::filesystem::remove_all(d);
 }
 

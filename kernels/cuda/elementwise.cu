@@ -72,7 +72,7 @@ __device__ __forceinline__ C unary_grad_op(UnaryOp op, C v, C d, C p0, C p1) {
       const C pdf = exp(C(-0.5) * v * v) * C(0.3989422804014327);
       return d * (cdf + v * pdf);
     }
-    case UnaryOp::Softplus: return d / (C(1) + exp(-v));
+    case UnaryOp::Softplus: return v > C(20) ? d : d / (C(1) + exp(-v));  // the forward's identity above 20
     case UnaryOp::Abs: return d * (v > C(0) ? C(1) : (v < C(0) ? C(-1) : C(0)));
     case UnaryOp::Pow:
       if (p0 == C(0)) return C(0);

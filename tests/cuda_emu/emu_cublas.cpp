@@ -117,6 +117,7 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t tr
       (need_b && emu::check_device_range(B, need_b, "cublasGemmStridedBatchedEx B") != cudaSuccess) ||
       emu::check_device_range(C, need_c, "cublasGemmStridedBatchedEx C") != cudaSuccess)
     return CUBLAS_STATUS_EXECUTION_FAILED;
+  emu::DeviceAccess access;
   if (f64) {
     gemm<double, double>(transa, transb, m, n, k, *static_cast<const double*>(alpha), static_cast<const double*>(A),
                          lda, strideA, static_cast<const double*>(B), ldb, strideB, *static_cast<const double*>(beta),

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 
+#include "cuda_emu_access.h"
 #include "cuda_runtime.h"
 #include "tests/cuda_emu/emu_stats.h"
 

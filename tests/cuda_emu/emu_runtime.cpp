@@ -4,10 +4,21 @@
 // address or cudaErrorInvalidValue); fresh allocations are filled with 0xff bytes
 // (NaN for floats), so a kernel that reads memory nobody wrote shows it. Calls are
 // synchronous: streams and events exist only as handles.
+//
+// Device memory comes from one reserved address range (the arena) that the host
+// cannot read or write except inside an emu::DeviceAccess (include/cuda_emu_access.h):
+// host code that dereferences a device pointer faults, as on a GPU.
+#include <execinfo.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <string>
@@ -31,6 +42,117 @@ struct Alloc {
 
 std::mutex g_mu;
 std::map<uintptr_t, Alloc> g_allocs;
+
+// The arena (under g_mu): [g_base, g_base + kArenaBytes) reserved, [g_base, g_hw)
+// committed; allocations are first-fit from g_free (offset -> bytes, coalesced) or
+// bumped from g_top. g_open counts live DeviceAccess scopes: while it is positive the
+// committed part is read-write, otherwise PROT_NONE (unless the guard is off).
+// On by default where the whole engine runs on the emulator (-Dcuda=emulated: its
+// host code is what the guard checks); off for test_cuda_emu in a CPU-only build,
+// whose test code handles device pointers itself (each launch's two mprotect calls
+// would double its time).
+#ifndef EMU_HOST_GUARD_DEFAULT
+#define EMU_HOST_GUARD_DEFAULT 0
+#endif
+constexpr size_t kArenaBytes = size_t(64) << 30;
+constexpr size_t kAllocAlign = 256, kCommitStep = size_t(1) << 20;
+char* g_base = nullptr;
+size_t g_top = 0, g_hw = 0;
+std::map<size_t, size_t> g_free;
+int g_open = 0;
+bool g_guard = true;
+struct sigaction g_prev_segv;
+
+bool host_may_touch() { return g_open > 0 || !g_guard; }
+
+void protect(size_t from, size_t to, bool rw) {
+  if (to > from) (void)mprotect(g_base + from, to - from, rw ? PROT_READ | PROT_WRITE : PROT_NONE);
+}
+
+void on_segv(int sig, siginfo_t* si, void* uc) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(si->si_addr), b = reinterpret_cast<uintptr_t>(g_base);
+  if (si->si_code > 0 && g_base && a >= b && a < b + kArenaBytes) {
+    char msg[320];
+    const int n = std::snprintf(msg, sizeof msg,
+                                "cuda_emu: host code accessed device memory at %p (outside a kernel, copy, memset or "
+                                "cuBLAS/CUB call): on a GPU this reads garbage or crashes; copy the tensor to the CPU "
+                                "first. Host backtrace:\n",
+                                si->si_addr);
+    if (n > 0) (void)!write(2, msg, size_t(n) < sizeof msg ? size_t(n) : sizeof msg - 1);
+    void* frames[64];
+    backtrace_symbols_fd(frames, backtrace(frames, 64), 2);
+  }
+  // The fault repeats under the previous handler (doctest names the test case) or
+  // the default action.
+  sigaction(SIGSEGV, &g_prev_segv, nullptr);
+  (void)sig;
+  (void)uc;
+}
+
+// Test frameworks install their own SIGSEGV handler per test case; ours goes back
+// in front of it (and chains to it) whenever device memory closes.
+void ensure_segv_handler() {
+  struct sigaction cur;
+  if (sigaction(SIGSEGV, nullptr, &cur) != 0 || ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == &on_segv)) return;
+  g_prev_segv = cur;
+  struct sigaction sa = {};
+  sa.sa_sigaction = &on_segv;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  sigemptyset(&sa.sa_mask);
+  (void)sigaction(SIGSEGV, &sa, nullptr);
+}
+
+// Under g_mu. Null when the arena is exhausted.
+char* arena_allocate(size_t n) {
+  if (!g_base) {
+    void* m = mmap(nullptr, kArenaBytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) return nullptr;
+    g_base = static_cast<char*>(m);
+    const char* e = std::getenv("BET_CUDA_EMU_HOST_GUARD");
+    g_guard = e && *e ? std::strcmp(e, "0") != 0 : EMU_HOST_GUARD_DEFAULT;
+    void* warm[1];
+    (void)backtrace(warm, 1);  // loads the unwinder now, not inside the signal handler
+    if (g_guard) ensure_segv_handler();
+  }
+  const size_t r = (n + kAllocAlign - 1) / kAllocAlign * kAllocAlign;
+  for (auto it = g_free.begin(); it != g_free.end(); ++it) {
+    if (it->second < r) continue;
+    const size_t off = it->first, left = it->second - r;
+    g_free.erase(it);
+    if (left) g_free[off + r] = left;
+    return g_base + off;
+  }
+  if (g_top + r > kArenaBytes) return nullptr;
+  const size_t off = g_top;
+  g_top += r;
+  if (g_top > g_hw) {
+    const size_t hw = std::min(kArenaBytes, (g_top + kCommitStep - 1) / kCommitStep * kCommitStep);
+    protect(g_hw, hw, true);  // committed read-write first (then closed again below if need be)
+    if (!host_may_touch()) protect(g_hw, hw, false);
+    g_hw = hw;
+  }
+  return g_base + off;
+}
+
+// Under g_mu.
+void arena_release(char* p, size_t n) {
+  size_t off = size_t(p - g_base), r = (n + kAllocAlign - 1) / kAllocAlign * kAllocAlign;
+  auto next = g_free.lower_bound(off);
+  if (next != g_free.end() && off + r == next->first) {
+    r += next->second;
+    next = g_free.erase(next);
+  }
+  if (next != g_free.begin()) {
+    auto prev = std::prev(next);
+    if (prev->first + prev->second == off) {
+      off = prev->first;
+      r += prev->second;
+      g_free.erase(prev);
+    }
+  }
+  if (off + r == g_top) g_top = off;
+  else g_free[off] = r;
+}
 size_t g_used[kDevices] = {};
 std::map<const void*, size_t> g_dyn_smem;
 Stats g_stats;
@@ -81,6 +203,7 @@ cudaError_t copy_checked(void* dst, const void* src, size_t n, cudaMemcpyKind ki
                                                   " is device memory (wrong cudaMemcpyKind)");
     }
   }
+  DeviceAccess access;
   std::memmove(dst, src, n);
   return cudaSuccess;
 }
@@ -88,6 +211,19 @@ cudaError_t copy_checked(void* dst, const void* src, size_t n, cudaMemcpyKind ki
 bool valid_device(int d) { return d >= 0 && d < kDevices; }
 
 }  // namespace
+
+DeviceAccess::DeviceAccess() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (g_open++ == 0 && g_guard) protect(0, g_hw, true);
+}
+
+DeviceAccess::~DeviceAccess() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (--g_open == 0 && g_guard && g_base) {
+    protect(0, g_hw, false);
+    ensure_segv_handler();
+  }
+}
 
 cudaError_t set_error(cudaError_t e, const std::string& detail) {
   g_last = e;
@@ -266,15 +402,22 @@ cudaError_t cudaMalloc(void** p, size_t n) {
       return cudaErrorMemoryAllocation;
     }
   }
-  const size_t rounded = (n + 255) / 256 * 256;
-  void* m = std::aligned_alloc(256, rounded);
-  if (!m) return set_error(cudaErrorMemoryAllocation, "cudaMalloc: host allocation failed");
-  std::memset(m, 0xff, rounded);
-  std::lock_guard<std::mutex> lock(emu::g_mu);
-  emu::g_allocs[reinterpret_cast<uintptr_t>(m)] = {n, d};
-  emu::g_used[d] += n;
-  ++emu::g_stats.allocations;
-  emu::g_stats.bytes_in_use += n;
+  void* m;
+  {
+    std::lock_guard<std::mutex> lock(emu::g_mu);
+    m = emu::arena_allocate(n);
+    if (m) {
+      emu::g_allocs[reinterpret_cast<uintptr_t>(m)] = {n, d};
+      emu::g_used[d] += n;
+      ++emu::g_stats.allocations;
+      emu::g_stats.bytes_in_use += n;
+    }
+  }
+  if (!m) return set_error(cudaErrorMemoryAllocation, "cudaMalloc: the emulator's address range is exhausted");
+  {
+    emu::DeviceAccess access;
+    std::memset(m, 0xff, (n + emu::kAllocAlign - 1) / emu::kAllocAlign * emu::kAllocAlign);
+  }
   *p = m;
   return cudaSuccess;
 }
@@ -287,8 +430,8 @@ cudaError_t cudaFree(void* p) {
     if (it != emu::g_allocs.end()) {
       emu::g_used[it->second.device] -= it->second.n;
       emu::g_stats.bytes_in_use -= it->second.n;
+      emu::arena_release(static_cast<char*>(p), it->second.n);
       emu::g_allocs.erase(it);
-      std::free(p);
       return cudaSuccess;
     }
   }
@@ -329,6 +472,7 @@ cudaError_t cudaMemcpyPeerAsync(void* dst, int dst_dev, const void* src, int src
 cudaError_t cudaMemset(void* p, int v, size_t n) {
   if (n == 0) return cudaSuccess;
   if (emu::check_device_range(p, n, "cudaMemset") != cudaSuccess) return cudaErrorInvalidValue;
+  emu::DeviceAccess access;
   std::memset(p, v, n);
   return cudaSuccess;
 }

@@ -401,6 +401,7 @@ void run_grid(const Config& c, const LaunchSite& site, void (*thread_fn)(void*),
     return;
   }
   count_launch(c.grid, threads);
+  DeviceAccess access;
   static const bool trace = std::getenv("BET_CUDA_EMU_TRACE") != nullptr;
   if (trace) std::fprintf(stderr, "cuda_emu: launch %s grid %s block %s smem %zu\n", name.c_str(), dims(c.grid).c_str(), dims(c.block).c_str(), c.smem);
   const dim3 saved_grid = gridDim, saved_block = blockDim;

@@ -10,6 +10,7 @@
 #include "kernels/cpu/copy.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/reduce.h"
+#include "cuda_emu_access.h"
 #include "kernels/cuda/reduce.h"
 #include "tests/cuda_emu/emu_test_util.h"
 
@@ -24,6 +25,7 @@ namespace {
 // allocation: a kernel that counts on zeroed or stale memory reads NaN.
 void* poisoned_allocate(size_t n, int device, size_t* capacity) {
   void* p = kc::device_allocate(n, device, capacity);
+  emu::DeviceAccess access;  // device memory is closed to the host otherwise
   std::memset(p, 0xff, *capacity);
   return p;
 }

@@ -9,6 +9,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cuda_emu_access.h"
 #include "cuda_runtime.h"
 
 namespace emu {
@@ -40,6 +41,7 @@ struct DeviceRadixSort {
                         {d_values_out, n * sizeof(V)}})
       if (n > 0 && emu::check_device_range(p, b, "cub::DeviceRadixSort::SortPairs") != cudaSuccess)
         return cudaErrorInvalidValue;
+    emu::DeviceAccess access;
     using U = std::make_unsigned_t<K>;
     auto digit = [&](K k) {
       U u = U(k);
