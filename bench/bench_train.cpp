@@ -41,6 +41,14 @@ constexpr double kStandardMfuTarget = 0.5;
 constexpr double kGpuSpeedupTarget = 1.0;
 constexpr double kGpuStandardMfuTarget = 0.4;
 
+TrainPlacement train_placement(const BenchOptions& opts, const TrainBenchOptions& t) {
+  TrainPlacement p;
+  p.device = parse_device(opts.device);
+  p.gpu = p.device.is_cuda() && !cuda_emulated();
+  p.compute = t.precision == "auto" ? (p.gpu ? DType::BF16 : DType::F32) : parse_precision(t.precision);
+  return p;
+}
+
 model::ModelConfig train_bench_config(const TrainBenchOptions& t, model::LayerKind layer) {
   model::ModelConfig c;
   c.task = model::parse_task(t.task);
@@ -264,17 +272,16 @@ int run_train(const BenchOptions& opts, const TrainBenchOptions& t) {
     std::cerr << "bench train: --steps, --batch-size and --seq-len must be >= 1\n";
     return 2;
   }
-  Device dev;
-  DType compute = DType::F32;
+  TrainPlacement place;
   try {
-    dev = parse_device(opts.device);
-    const bool gpu = dev.is_cuda() && !cuda_emulated();
-    compute = t.precision == "auto" ? (gpu ? DType::BF16 : DType::F32) : parse_precision(t.precision);
+    place = train_placement(opts, t);
   } catch (const std::exception& e) {
     std::cerr << "bench train: " << e.what() << "\n";
     return 2;
   }
-  const bool gpu = dev.is_cuda() && !cuda_emulated();
+  const Device dev = place.device;
+  const DType compute = place.compute;
+  const bool gpu = place.gpu;
   if (!t.data.empty()) return run_train_data(opts, t);
   if (opts.threads > 0) cpu::set_num_threads(opts.threads);
   const int threads = cpu::num_threads();

@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "bench/report.h"
+#include "engine/device.h"
+#include "engine/dtype.h"
 #include "model/config.h"
 
 namespace bet::bench {
@@ -29,6 +31,16 @@ struct TrainBenchOptions {
   // f32 | bf16 (autocast) | auto: bf16 on a GPU, f32 on the CPU.
   std::string precision = "auto";
 };
+
+// Where a bench run trains and in which precision: --device, and --precision with
+// auto = bf16 on a real GPU, f32 elsewhere (an emulated device included). Throws
+// bet::Error naming a bad flag.
+struct TrainPlacement {
+  Device device;
+  DType compute = DType::F32;
+  bool gpu = false;  // a real GPU (not the emulated device)
+};
+TrainPlacement train_placement(const BenchOptions& opts, const TrainBenchOptions& t);
 
 // The model of a bench run (the peer's defaults for everything the flags do not set).
 model::ModelConfig train_bench_config(const TrainBenchOptions& t, model::LayerKind layer);

@@ -221,16 +221,15 @@ int run_train_data(const BenchOptions& opts, const TrainBenchOptions& t) {
     std::cerr << "bench train: --val " << t.val << ": cannot open\n";
     return 2;
   }
-  Device device;
-  DType compute = DType::F32;
+  TrainPlacement place;
   try {
-    device = parse_device(opts.device);
-    const bool gpu = device.is_cuda() && !cuda_emulated();
-    compute = t.precision == "auto" ? (gpu ? DType::BF16 : DType::F32) : parse_precision(t.precision);
+    place = train_placement(opts, t);
   } catch (const std::exception& e) {
     std::cerr << "bench train: " << e.what() << "\n";
     return 2;
   }
+  const Device device = place.device;
+  const DType compute = place.compute;
   if (opts.threads > 0) cpu::set_num_threads(opts.threads);
   const int threads = cpu::num_threads();
   const std::string load_before = load_average();
