@@ -282,7 +282,7 @@ int run_train(const BenchOptions& opts, const TrainBenchOptions& t) {
   const Device dev = place.device;
   const DType compute = place.compute;
   const bool gpu = place.gpu;
-  if (!t.data.empty()) return run_train_data(opts, t);
+  if (!t.data.empty()) return run_train_data(opts, t, place);
   if (opts.threads > 0) cpu::set_num_threads(opts.threads);
   const int threads = cpu::num_threads();
   const std::string load_before = load_average();

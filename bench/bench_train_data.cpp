@@ -212,20 +212,13 @@ Row data_row(const DataRun& r) {
 
 }  // namespace
 
-int run_train_data(const BenchOptions& opts, const TrainBenchOptions& t) {
+int run_train_data(const BenchOptions& opts, const TrainBenchOptions& t, const TrainPlacement& place) {
   if (!std::ifstream(t.data).good()) {
     std::cerr << "bench train: --data " << t.data << ": cannot open\n";
     return 2;
   }
   if (!t.val.empty() && !std::ifstream(t.val).good()) {
     std::cerr << "bench train: --val " << t.val << ": cannot open\n";
-    return 2;
-  }
-  TrainPlacement place;
-  try {
-    place = train_placement(opts, t);
-  } catch (const std::exception& e) {
-    std::cerr << "bench train: " << e.what() << "\n";
     return 2;
   }
   const Device device = place.device;

@@ -36,7 +36,8 @@ void apply_data_defaults(TrainBenchOptions& t, const std::function<bool(const st
 
 // Prints the table; returns 0, 1 when a layer's run failed (its row says why), 2 for bad
 // options or an unreadable file.
-// Called by run_train (which has checked the format and the shared flags) when --data is given.
-int run_train_data(const BenchOptions& opts, const TrainBenchOptions& t);
+// Called by run_train (which has checked the format and the shared flags, and resolved
+// --device and --precision) when --data is given.
+int run_train_data(const BenchOptions& opts, const TrainBenchOptions& t, const TrainPlacement& place);
 
 }  // namespace bet::bench
