@@ -12,7 +12,6 @@
 #include <vector>
 
 #include "bench/machine_baselines.h"
-#include "engine/autocast.h"
 #include "engine/optim/optimizer.h"
 #include "engine/optim/schedule.h"
 #include "engine/random.h"
@@ -20,6 +19,7 @@
 #include "model/bet_model.h"
 #include "runtime/train/evaluate.h"
 #include "runtime/train/train_config.h"
+#include "runtime/train/trainer.h"
 #include "runtime/train/training_data.h"
 
 namespace bet::bench {
@@ -69,25 +69,12 @@ struct Stepper {
   const std::vector<Tensor>& params;
   const optim::WarmupCosineSchedule& schedule;
   const runtime::TrainConfig& cfg;
-  Device device;
   DType compute;
 
   double operator()(const runtime::Batch& b, int64_t step) {
-    model::SeqContext ctx = runtime::batch_context(b, model);
-    ctx.training = true;
-    ctx.seed = cfg.seed;
-    ctx.step = uint64_t(step);
-    uint64_t dropout_offset = uint64_t(step) << 40;
-    ctx.dropout_offset = &dropout_offset;
-    const auto& mc = model.config();
-    model::ForwardOutput out;
-    model::MDLLossOutput L;
-    {
-      AutocastGuard autocast(compute);
-      out = model.forward(b.ids.to(device), ctx);
-      L = model::model_loss(out, (mc.task == model::Task::Classify ? b.labels : b.targets).to(device), ctx, mc.task,
-                            cfg.mdl_beta);
-    }
+    uint64_t dropout_offset = 0;
+    const model::MDLLossOutput L =
+        runtime::train_forward(model, b, cfg.seed, step, compute, cfg.mdl_beta, &dropout_offset).loss;
     L.loss.backward();
     const double norm = cfg.clip > 0 ? optim::clip_grad_norm(params, cfg.clip) : optim::grad_norm(params);
     const double loss = L.loss.item();
@@ -138,7 +125,7 @@ DataRun run_layer(const TrainBenchOptions& t, const std::string& layer, Device d
   const int64_t total = kDefaultEpochs * bpe;
   optim::WarmupCosineSchedule schedule(cfg.lr, std::min(cfg.warmup, total / 2), total, cfg.lr * 0.1);
   for (auto& [n, p] : model.named_parameters()) r.params += p.numel();
-  Stepper step{model, opt, params, schedule, cfg, device, compute};
+  Stepper step{model, opt, params, schedule, cfg, compute};
 
   auto next_batch = [&](int64_t i) {
     return data.batch(i / bpe, i % bpe, cfg.batch_size, cfg.model.max_len, cfg.seed);

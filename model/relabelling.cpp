@@ -121,7 +121,7 @@ Tensor relabelling_ids(const SeqContext& ctx, int64_t layer, int64_t k, int64_t 
       }
     }
   }
-  return ids.to(ctx.mask.device());  // drawn on the host, used where the batch is
+  return ids;  // on the host: its one reader (the folded paths' positions) reads it there
 }
 
 }  // namespace bet::model

@@ -28,7 +28,8 @@ uint64_t inference_relabel_key(uint64_t inference_seed, int64_t layer, int64_t p
 std::vector<int64_t> bidirectional_relabelling(uint64_t key, int64_t n, int64_t S);
 std::vector<int64_t> causal_relabelling(uint64_t key, int64_t S, int64_t max_len);
 
-// The ids of every permutation path for a batch: [k, B, S] i64. Training keys when
+// The ids of every permutation path for a batch: [k, B, S] i64, on the CPU whatever the
+// batch's device (drawn there, and read there to build positions). Training keys when
 // ctx.training, inference keys otherwise (those are memoised in a small cache).
 Tensor relabelling_ids(const SeqContext& ctx, int64_t layer, int64_t k, int64_t max_len,
                        uint64_t inference_seed);

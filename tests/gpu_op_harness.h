@@ -167,4 +167,36 @@ inline bool gpu_or_skip(int case_count) {
   return false;
 }
 
+// GPU comparisons a table makes: f32 and f64, and bf16 where the case allows.
+inline int gpu_comparisons(const std::vector<OpCase>& cases) {
+  int n = 0;
+  for (const OpCase& c : cases) n += 2 + (c.bf16 ? 1 : 0);
+  return n;
+}
+
+// Every case on the GPU against the CPU: f32 and f64 against the same dtype, bf16 (where
+// the case allows) against the CPU's f32.
+inline void check_cases_on_gpu(const std::vector<OpCase>& cases) {
+  const Device gpu = Device::cuda(0);
+  for (const OpCase& c : cases) {
+    CAPTURE(c.name);
+    for (DType dt : {DType::F32, DType::F64})
+      for (const std::string& e : check_case(c, gpu, dt, Device::cpu(), dt, tol_for(dt, c.tol))) FAIL_CHECK(e);
+    if (c.bf16)
+      for (const std::string& e : check_case(c, gpu, DType::BF16, Device::cpu(), DType::F32, tol_for(DType::BF16, c.tol)))
+        FAIL_CHECK(e);
+  }
+}
+
+// The same cases on the CPU, f32 against f64: a broken case or harness shows here
+// first, on any machine.
+inline void check_cases_on_cpu(const std::vector<OpCase>& cases) {
+  for (const OpCase& c : cases) {
+    CAPTURE(c.name);
+    for (const std::string& e : check_case(c, Device::cpu(), DType::F32, Device::cpu(), DType::F64,
+                                           tol_for(DType::F32, 10.0 * c.tol)))
+      FAIL_CHECK(e);
+  }
+}
+
 }  // namespace bet::test::gpu

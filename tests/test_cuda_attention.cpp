@@ -77,9 +77,7 @@ std::vector<OpCase> attention_cases() {
 }
 
 int gpu_case_count() {
-  int n = 0;
-  for (const OpCase& c : attention_cases()) n += 2 + (c.bf16 ? 1 : 0);  // f32, f64, bf16
-  return n + 3 + 1;  // dropout offsets, determinism
+  return gpu_comparisons(attention_cases()) + 3 + 1;  // dropout offsets, determinism
 }
 
 bool gpu_or_skip() { return bet::test::gpu::gpu_or_skip(gpu_case_count()); }
@@ -87,25 +85,12 @@ bool gpu_or_skip() { return bet::test::gpu::gpu_or_skip(gpu_case_count()); }
 }  // namespace
 
 TEST_CASE("attention cases on the CPU: f32 matches f64 (the cases the GPU run uses)") {
-  for (const OpCase& c : attention_cases()) {
-    CAPTURE(c.name);
-    for (const std::string& e : check_case(c, Device::cpu(), DType::F32, Device::cpu(), DType::F64,
-                                           tol_for(DType::F32, 10.0 * c.tol)))
-      FAIL_CHECK(e);
-  }
+  check_cases_on_cpu(attention_cases());
 }
 
 TEST_CASE("GPU: fused attention against the CPU (forward, q/k/v gradients; f32, f64, bf16)") {
   if (!gpu_or_skip()) return;
-  const Device gpu = Device::cuda(0);
-  for (const OpCase& c : attention_cases()) {
-    CAPTURE(c.name);
-    for (DType dt : {DType::F32, DType::F64})
-      for (const std::string& e : check_case(c, gpu, dt, Device::cpu(), dt, tol_for(dt, c.tol))) FAIL_CHECK(e);
-    if (c.bf16)
-      for (const std::string& e : check_case(c, gpu, DType::BF16, Device::cpu(), DType::F32, tol_for(DType::BF16, c.tol)))
-        FAIL_CHECK(e);
-  }
+  check_cases_on_gpu(attention_cases());
 }
 
 TEST_CASE("GPU: fused attention's dropout mask is the CPU's bit for bit; results repeat exactly") {

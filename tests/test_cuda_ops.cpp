@@ -158,9 +158,7 @@ std::vector<OpCase> op_table() {
 }
 
 int gpu_case_count() {
-  int n = 0;
-  for (const OpCase& c : op_table()) n += 2 + (c.bf16 ? 1 : 0);  // f32, f64, bf16
-  return n + 3 * 2 /* dropout draws x f32/f64 */ + 2 /* adamw + clipping, f32/f64 */;
+  return gpu_comparisons(op_table()) + 3 * 2 /* dropout draws x f32/f64 */ + 2 /* adamw + clipping, f32/f64 */;
 }
 
 bool gpu_or_skip() { return bet::test::gpu::gpu_or_skip(gpu_case_count()); }
@@ -170,12 +168,7 @@ bool gpu_or_skip() { return bet::test::gpu::gpu_or_skip(gpu_case_count()); }
 // ================================================================ runs everywhere
 
 TEST_CASE("op table on the CPU: f32 matches f64 (the table and harness the GPU run uses)") {
-  for (const OpCase& c : op_table()) {
-    CAPTURE(c.name);
-    for (const std::string& e : check_case(c, Device::cpu(), DType::F32, Device::cpu(), DType::F64,
-                                           tol_for(DType::F32, 10.0 * c.tol)))
-      FAIL_CHECK(e);
-  }
+  check_cases_on_cpu(op_table());
 }
 
 TEST_CASE("geometry: coalesced offsets equal the strided offsets") {
@@ -438,15 +431,7 @@ TEST_CASE("--device parsing") {
 
 TEST_CASE("GPU: op table against the CPU (f32, f64, bf16)") {
   if (!gpu_or_skip()) return;
-  const Device gpu = Device::cuda(0);
-  for (const OpCase& c : op_table()) {
-    CAPTURE(c.name);
-    for (DType dt : {DType::F32, DType::F64})
-      for (const std::string& e : check_case(c, gpu, dt, Device::cpu(), dt, tol_for(dt, c.tol))) FAIL_CHECK(e);
-    if (c.bf16)
-      for (const std::string& e : check_case(c, gpu, DType::BF16, Device::cpu(), DType::F32, tol_for(DType::BF16, c.tol)))
-        FAIL_CHECK(e);
-  }
+  check_cases_on_gpu(op_table());
 }
 
 TEST_CASE("GPU: dropout masks are bit-identical to the CPU's (one Philox stream)") {

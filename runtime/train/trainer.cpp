@@ -57,6 +57,24 @@ std::string metric_key(const std::string& user_name) {
 
 }  // namespace
 
+TrainForward train_forward(const model::BetModel& m, const Batch& b, uint64_t seed, int64_t step, DType compute,
+                           double mdl_beta, uint64_t* dropout_offset) {
+  TrainForward f;
+  f.ctx = batch_context(b, m);
+  f.ctx.training = true;
+  f.ctx.seed = seed;
+  f.ctx.step = uint64_t(step);
+  *dropout_offset = uint64_t(step) << 40;
+  f.ctx.dropout_offset = dropout_offset;
+  const Device device = m.device();
+  const model::ModelConfig& mc = m.config();
+  AutocastGuard autocast(compute);
+  f.out = m.forward(b.ids.to(device), f.ctx);
+  f.loss = model::model_loss(f.out, (mc.task == model::Task::Classify ? b.labels : b.targets).to(device), f.ctx,
+                             mc.task, mdl_beta);
+  return f;
+}
+
 void install_stop_signal_handlers() {
   struct sigaction sa {};
   sa.sa_handler = on_stop_signal;
@@ -229,21 +247,11 @@ TrainResult train(TrainConfig cfg) {
   while (step < total) {
     Batch b = data.synthetic ? data.synthetic_batch(step, cfg.batch_size, cfg.seed)
                              : data.batch(step / bpe, step % bpe, cfg.batch_size, mc.max_len, cfg.seed);
-    model::SeqContext ctx = batch_context(b, model);
-    ctx.training = true;
-    ctx.seed = cfg.seed;
-    ctx.step = uint64_t(step);
-    uint64_t dropout_offset = uint64_t(step) << 40;
-    ctx.dropout_offset = &dropout_offset;
-
-    model::ForwardOutput out;
-    model::MDLLossOutput L;
-    {
-      AutocastGuard autocast(compute);
-      out = model.forward(b.ids.to(device), ctx);
-      L = model::model_loss(out, (mc.task == model::Task::Classify ? b.labels : b.targets).to(device), ctx, mc.task,
-                            cfg.mdl_beta);
-    }
+    uint64_t dropout_offset = 0;
+    TrainForward f = train_forward(model, b, cfg.seed, step, compute, cfg.mdl_beta, &dropout_offset);
+    const model::SeqContext& ctx = f.ctx;
+    const model::ForwardOutput& out = f.out;
+    const model::MDLLossOutput& L = f.loss;
     L.loss.backward();
     const double norm = cfg.clip > 0 ? optim::clip_grad_norm(params, cfg.clip) : optim::grad_norm(params);
     const double loss = L.loss.item();

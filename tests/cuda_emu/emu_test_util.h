@@ -16,6 +16,7 @@
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/runtime.h"
 #include "tests/cuda_emu/emu_stats.h"
+#include "tests/gpu_op_harness.h"
 
 namespace emutest {
 
@@ -128,17 +129,9 @@ inline void check_bits(const Tensor& got, const Tensor& want, const std::string&
   CHECK(std::memcmp(g.raw_data(), w.raw_data(), g.nbytes()) == 0);
 }
 
-inline Tensor U(const Shape& s, uint64_t seed, double lo = -1.0, double hi = 1.0) {
-  Generator g(seed);
-  return g.uniform(s, lo, hi, DType::F64);
-}
-
-inline Tensor ids(const Shape& s, int64_t n, uint64_t seed, DType dt = DType::I64) {
-  Generator g(seed);
-  std::vector<int64_t> v(size_t(shape_numel(s)));
-  for (auto& x : v) x = int64_t(g.randint(uint64_t(n)));
-  return Tensor::from_vector(v, s).to(dt);
-}
+// Seeded inputs: the GPU suites' (tests/gpu_op_harness.h).
+using bet::test::gpu::ids;
+using bet::test::gpu::U;
 
 // Where the CPU computes what the device computes in dtype dt (bf16: in f32).
 inline DType cpu_dtype(DType dt) { return dt == DType::BF16 ? DType::F32 : dt; }
