@@ -141,7 +141,7 @@ struct PeerCase {
 struct Case {
   bool single = true;
   int64_t tokens = 0, batch = 1;
-  std::vector<server::PredictRequest> reqs;
+  std::vector<inference::PredictRequest> reqs;
   std::vector<double> ms;     // our timed calls
   std::vector<json> answers;  // our answers to reqs (the sanity check)
   PeerCase peer;
@@ -167,12 +167,15 @@ void call(inference::ModelPredictor& pred, Case& c, std::vector<json>* keep) {
     std::string text = j.dump();
     if (keep) keep->assign(1, std::move(j));
   } else {
-    std::vector<json> v = pred.predict_batch(c.reqs);
-    for (const auto& j : v) {
-      std::string text = j.dump();
+    std::vector<inference::PredictOutcome> v = pred.predict_batch(c.reqs);
+    for (const auto& o : v) {
+      std::string text = o.answer.dump();
       (void)text;
     }
-    if (keep) *keep = std::move(v);
+    if (keep) {
+      keep->clear();
+      for (auto& o : v) keep->push_back(std::move(o.answer));
+    }
   }
 }
 
@@ -304,7 +307,7 @@ int run_infer(const BenchOptions& opts, const InferBenchOptions& o) {
   for (int64_t n : o.tokens) {
     Case s;
     s.tokens = n;
-    server::PredictRequest q;
+    inference::PredictRequest q;
     q.text = bench_text(n, 0);
     s.reqs.push_back(q);
     cases.push_back(s);

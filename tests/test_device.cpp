@@ -327,9 +327,9 @@ TEST_CASE("the predictor on the device answers as on the CPU, ensembles and MC d
                                                           "production"));
   inference::ModelPredictor on_cpu(path), on_gpu(path, kGpu);
   CHECK(on_gpu.model_info()["device"] == "cuda:0");
-  std::vector<server::PredictRequest> reqs;
+  std::vector<inference::PredictRequest> reqs;
   for (int k = 0; k < 4; ++k) {
-    server::PredictRequest r;
+    inference::PredictRequest r;
     r.text = std::string("text number ") + std::to_string(k) + std::string(size_t(k) * 3, 'x');
     r.permutations = k + 1;
     r.mc_dropout = k == 3 ? 4 : 0;
@@ -340,14 +340,14 @@ TEST_CASE("the predictor on the device answers as on the CPU, ensembles and MC d
   for (size_t i = 0; i < a.size(); ++i) {
     CAPTURE(i);
     if (exact()) {
-      CHECK(a[i] == b[i]);
+      CHECK(a[i].answer == b[i].answer);
     } else {
-      const auto& pa = a[i]["probabilities"];
+      const auto& pa = a[i].answer["probabilities"];
       for (auto it = pa.begin(); it != pa.end(); ++it)
-        CHECK(b[i]["probabilities"][it.key()].get<double>() == doctest::Approx(it.value().get<double>()).epsilon(1e-3));
+        CHECK(b[i].answer["probabilities"][it.key()].get<double>() == doctest::Approx(it.value().get<double>()).epsilon(1e-3));
     }
   }
-  on_gpu.reload();  // a reload keeps the device
+  REQUIRE(on_gpu.reload(nullptr));  // a reload keeps the device
   CHECK(on_gpu.model_info()["device"] == "cuda:0");
   std::filesystem::remove(path);
 }

@@ -24,12 +24,12 @@ using namespace bet::bench;
 
 namespace {
 
-class NullPredictor : public bet::server::Predictor {
+class NullPredictor : public bet::inference::Predictor {
  public:
   bool ready() override { return true; }
   nlohmann::json model_info() override { return {{"version", "0"}}; }
-  std::vector<nlohmann::json> predict_batch(const std::vector<bet::server::PredictRequest>& r) override {
-    return std::vector<nlohmann::json>(r.size(), nlohmann::json{{"label", "x"}});
+  std::vector<bet::inference::PredictOutcome> predict_batch(const std::vector<bet::inference::PredictRequest>& r) override {
+    return std::vector<bet::inference::PredictOutcome>(r.size(), {nlohmann::json{{"label", "x"}}, std::nullopt});
   }
 };
 

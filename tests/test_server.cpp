@@ -30,6 +30,11 @@
 #include "tests/betctl_driver.h"
 
 using namespace bet::server;
+using bet::inference::GenerateRequest;
+using bet::inference::PredictOutcome;
+using bet::inference::PredictRequest;
+using bet::inference::Predictor;
+namespace inference = bet::inference;
 using nlohmann::json;
 using namespace std::chrono_literals;
 
@@ -61,6 +66,8 @@ namespace {
 
 // Labels a text "odd" or "even" by its length, and echoes what the server passed on.
 class FakePredictor : public Predictor {
+  inference::RequestLimits limits_;
+
  public:
   std::atomic<bool> is_ready{true};
   std::atomic<int> reloads{0};
@@ -70,30 +77,36 @@ class FakePredictor : public Predictor {
   std::mutex mu;
   std::vector<size_t> batch_sizes;
 
+  void set_limits(const inference::RequestLimits& l) override { limits_ = l; }
   bool ready() override { return is_ready; }
   json model_info() override {
     return {{"version", "1.2.3"}, {"name", "fake \"model\""}, {"parameters", 42}, {"reloads", reloads.load()}};
   }
-  std::vector<json> predict_batch(const std::vector<PredictRequest>& reqs) override {
+  std::vector<PredictOutcome> predict_batch(const std::vector<PredictRequest>& reqs) override {
     {
       std::lock_guard lock(mu);
       batch_sizes.push_back(reqs.size());
     }
     ++predict_calls;
     if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms.load()));
-    std::vector<json> out;
+    std::vector<PredictOutcome> out;
     for (const PredictRequest& r : reqs) {
       std::string text = r.text;
       for (const auto& c : r.chunks) text += c;
       if (text == "boom") throw std::runtime_error("the fake model exploded");
-      // Inputs the model cannot answer get an error object in their slot, as
-      // ModelPredictor does (a text with no tokens, one its tokenizer refuses).
+      // Inputs the model cannot answer get an issue in their slot, as ModelPredictor
+      // does (the shared request checks, a text with no tokens, one its tokenizer refuses).
+      if (auto issue = inference::check_predict(r, limits_)) {
+        out.push_back({json(), issue});
+        continue;
+      }
       if (text == "no-tokens") {
-        out.push_back({{"error", {{"code", "empty_text"}, {"message", "text: has no tokens"}}}});
+        out.push_back({json(), inference::InputIssue{inference::InputIssueKind::kEmptyText, "text: has no tokens"}});
         continue;
       }
       if (text == "bad-item") {
-        out.push_back({{"error", {{"code", "bad_field"}, {"message", "text: the tokenizer refuses it"}}}});
+        out.push_back(
+            {json(), inference::InputIssue{inference::InputIssueKind::kBadField, "text: the tokenizer refuses it"}});
         continue;
       }
       json j;
@@ -104,18 +117,21 @@ class FakePredictor : public Predictor {
       j["mc_dropout"] = r.mc_dropout;
       j["permutations"] = r.permutations ? json(*r.permutations) : json(nullptr);
       j["temperature"] = r.temperature ? json(*r.temperature) : json(nullptr);
-      out.push_back(j);
+      out.push_back({j, std::nullopt});
     }
     return out;
   }
   bool can_generate() override { return true; }
   json generate(const GenerateRequest& g) override {
-    if (g.prompt == "no-cot") throw RequestError(400, "bad_field", "cot: \"auto\" needs a model with bet layers");
+    if (auto issue = inference::check_generate(g, limits_)) throw inference::InputError(*issue);
+    if (g.prompt == "no-cot")
+      throw inference::InputError(inference::InputIssueKind::kBadField, "cot: \"auto\" needs a model with bet layers");
     if (g.prompt == "boom") throw std::runtime_error("the fake model exploded");
     return {{"text", g.prompt + "!"}, {"tokens", g.max_tokens.value_or(-1)}, {"cot_budget", g.cot_auto ? 7 : 0}};
   }
-  bool reload() override {
+  bool reload(std::string* why) override {
     ++reloads;
+    if (!reload_result && why) *why = "the fake model file is bad";
     return reload_result;
   }
   size_t max_batch_seen() {
@@ -266,14 +282,22 @@ TEST_CASE("every error class gets its status and a JSON body") {
   TestServer ts(cfg);
   Client c(ts.port());
 
-  // 400: malformed JSON and invalid fields; the connection stays usable.
+  // 400: malformed JSON and bodies of the wrong shape (bad_request), fields out of range
+  // (bad_field, from the request checks the predictor shares with the CLI); the
+  // connection stays usable.
   for (const char* body : {"{not json", "[1, 2]", R"({"text": 5})", R"({"text": "a", "chunks": ["b"]})",
-                           R"({})", R"({"text": "a", "permutations": 0})", R"({"text": "a", "permutations": 2.5})",
-                           R"({"text": "a", "temperature": -1})", R"({"text": "a", "return_uncertainty": "yes"})",
-                           R"({"text": "a", "mc_dropout": 100000})", R"({"chunks": "a"})"}) {
+                           R"({})", R"({"text": "a", "permutations": 2.5})",
+                           R"({"text": "a", "return_uncertainty": "yes"})", R"({"chunks": "a"})",
+                           R"({"text": "a", "text": "b"})"}) {
     std::string b = body;
     CAPTURE(b);
     check_error(c.request("POST", "/v1/predict", b), 400, "bad_request");
+  }
+  for (const char* body : {R"({"text": "a", "permutations": 0})", R"({"text": "a", "temperature": -1})",
+                           R"({"text": "a", "temperature": 1e-310})", R"({"text": "a", "mc_dropout": 100000})"}) {
+    std::string b = body;
+    CAPTURE(b);
+    check_error(c.request("POST", "/v1/predict", b), 400, "bad_field");
   }
   check_error(c.request("POST", "/v1/predict", std::string(100, '[') + std::string(100, ']')), 400);
   check_error(c.request("POST", "/v1/predict/batch", R"({"texts": "abc"})"), 400);
@@ -368,16 +392,16 @@ TEST_CASE("inputs the predictor refuses get 422 or 400, never 500 or a 200 with 
   r = c.request("POST", "/batch-predict", R"({"texts": ["fine", "bad-item"]})");
   check_error(r, 400, "bad_field");
   CHECK(json::parse(r->body)["error"]["message"].get<std::string>().rfind("texts[1]: ", 0) == 0);
-  // Generation: a RequestError keeps its status; any other failure is a 500.
+  // Generation: an InputError gets its kind's status; any other failure is a 500.
   check_error(c.request("POST", "/v1/generate", R"({"prompt": "no-cot", "cot": "auto"})"), 400, "bad_field");
   check_error(c.request("POST", "/v1/generate", R"({"prompt": "boom"})"), 500, "internal_error");
-  // The API refuses ensembles larger than the predictor's limit itself.
-  ApiLimits lim;
-  check_error(c.request("POST", "/v1/predict", json{{"text", "a"}, {"permutations", lim.max_members + 1}}.dump()), 400,
-              "bad_request");
-  check_error(c.request("POST", "/v1/predict", json{{"text", "a"}, {"mc_dropout", lim.max_members + 1}}.dump()), 400,
-              "bad_request");
-  r = c.request("POST", "/v1/predict", json{{"text", "a"}, {"permutations", lim.max_members}}.dump());
+  // Ensembles larger than the shared limit: refused by the request checks (400).
+  constexpr int kMax = inference::RequestLimits::kMaxMembers;
+  check_error(c.request("POST", "/v1/predict", json{{"text", "a"}, {"permutations", kMax + 1}}.dump()), 400,
+              "bad_field");
+  check_error(c.request("POST", "/v1/predict", json{{"text", "a"}, {"mc_dropout", kMax + 1}}.dump()), 400,
+              "bad_field");
+  r = c.request("POST", "/v1/predict", json{{"text", "a"}, {"permutations", kMax}}.dump());
   REQUIRE(r);
   CHECK(r->status == 200);
   // The connection stays usable after every refusal, and the statuses are counted.

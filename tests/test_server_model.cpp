@@ -275,23 +275,26 @@ TEST_CASE("a real model behind the server: every error class answers with the st
   r = ok_json(c.request("POST", "/v1/predict", json{{"text", std::string(100, 'x')}}.dump()));
   CHECK(r["truncated"] == true);
 
-  // 400: malformed JSON, wrong types, out-of-range fields (the ensemble bound is the
-  // model's: a larger ensemble is refused by the API, not answered with an error inside
-  // a 200).
-  CHECK(ApiLimits{}.max_members == inference::kMaxMembers);
+  // 400: malformed JSON, wrong types (bad_request); out-of-range fields, refused by the
+  // one request check the CLI shares (bad_field), never an error inside a 200.
+  constexpr int kMaxMembers = inference::RequestLimits::kMaxMembers;
   for (std::string b : {std::string("{"), std::string(R"({"text": 5})"), std::string(R"({"chunks": "a"})"),
-                        std::string(R"({"text": "a", "temperature": 0})"),
-                        std::string(R"({"text": "a", "return_uncertainty": "x"})"),
-                        json{{"text", "a"}, {"permutations", inference::kMaxMembers + 1}}.dump(),
-                        json{{"text", "a"}, {"mc_dropout", inference::kMaxMembers + 1}}.dump()}) {
+                        std::string(R"({"text": "a", "return_uncertainty": "x"})")}) {
     CAPTURE(b);
     check_error(c.request("POST", "/v1/predict", b), 400, "bad_request");
+  }
+  for (std::string b : {std::string(R"({"text": "a", "temperature": 0})"),
+                        std::string(R"({"text": "a", "temperature": 1e-310})"),
+                        json{{"text", "a"}, {"permutations", kMaxMembers + 1}}.dump(),
+                        json{{"text", "a"}, {"mc_dropout", kMaxMembers + 1}}.dump()}) {
+    CAPTURE(b);
+    check_error(c.request("POST", "/v1/predict", b), 400, "bad_field");
   }
   check_error(c.request("POST", "/v1/predict/batch", R"({"texts": ["a", 1]})"), 400);
   // The model's largest ensemble is answered.
   r = ok_json(c.request("POST", "/v1/predict",
-                        json{{"text", "a"}, {"permutations", inference::kMaxMembers}, {"mc_dropout", 2}}.dump()));
-  CHECK(r["uncertainty"]["members"] == inference::kMaxMembers);
+                        json{{"text", "a"}, {"permutations", kMaxMembers}, {"mc_dropout", 2}}.dump()));
+  CHECK(r["uncertainty"]["members"] == kMaxMembers);
 
   // 422: empty text (also as chunks or a batch item), text over --max-text-bytes.
   check_error(c.request("POST", "/v1/predict", R"({"text": ""})"), 422, "empty_text");
@@ -309,16 +312,18 @@ TEST_CASE("a real model behind the server: every error class answers with the st
 
   // 400: generation asked of a classifier.
   check_error(c.request("POST", "/v1/generate", R"({"prompt": "hi", "max_tokens": 2})"), 400, "not_a_language_model");
-  check_error(c.request("POST", "/v1/generate", R"({"prompt": ""})"), 422, "empty_text");
+  check_error(c.request("POST", "/v1/generate", R"({"prompt": ""})"), 400, "not_a_language_model");
   // 404, 405.
   check_error(c.request("GET", "/v2/predict"), 404, "not_found");
   check_error(c.request("GET", "/v1/predict/batch"), 405, "method_not_allowed");
 
   // A language model without bet layers has no optimal length: "cot": "auto" is an input
-  // error of the model (a RequestError from the worker thread), answered 400, not 500.
+  // error of the model (an InputError from the worker thread), answered 400, not 500.
   ModelServer std_lm(standard_lm_path());
   HttpClient s("127.0.0.1", std_lm.port());
   check_error(s.request("POST", "/v1/generate", R"({"prompt": "once", "cot": "auto"})"), 400, "bad_field");
+  check_error(s.request("POST", "/v1/generate", R"({"prompt": ""})"), 422, "empty_text");
+  check_error(s.request("POST", "/v1/generate", R"({"prompt": "once", "temperature": 1e-310})"), 400, "bad_field");
   r = ok_json(s.request("POST", "/v1/generate", R"({"prompt": "once", "max_tokens": 3, "seed": 1})"));
   CHECK(r["tokens"].get<int>() <= 3);
   CHECK(r["cot_budget"].is_null());

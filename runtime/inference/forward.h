@@ -43,7 +43,7 @@ std::vector<MemberOutput> forward_rows(const model::BetModel& m, const std::vect
 std::string utf8_safe(std::string_view s);
 
 // Autoregressive sampling for lm models (product.md /v1/generate). Throws InputError
-// for a classifier or a field out of range.
-nlohmann::json generate_text(const LoadedModel& L, const server::GenerateRequest& req);
+// for a classifier, a field out of range or a generation over the limits' cost.
+nlohmann::json generate_text(const LoadedModel& L, const GenerateRequest& req, const RequestLimits& limits);
 
 }  // namespace bet::inference

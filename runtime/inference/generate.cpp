@@ -16,29 +16,31 @@ namespace bet::inference {
 namespace {
 constexpr uint64_t kSampleTag = 0x696e662d73616d70ULL;  // "inf-samp"
 constexpr int kDefaultMaxTokens = 64;
-constexpr int kMaxGenerateTokens = 65536;
 constexpr double kMaxCotLength = 512;  // model.md: optimal_length is clamped to [1, 512]
 }  // namespace
 
-nlohmann::json generate_text(const LoadedModel& L, const server::GenerateRequest& req) {
+nlohmann::json generate_text(const LoadedModel& L, const GenerateRequest& req, const RequestLimits& limits) {
   const model::BetModel& m = *L.model;
   const model::ModelConfig& cfg = m.config();
-  if (!cfg.causal()) throw InputError("bad_field", "generate: the model is a classifier; only lm models generate");
-  if (req.max_tokens && req.cot_auto) throw InputError("bad_field", "max_tokens and cot: give one of them");
-  if (req.max_tokens && (*req.max_tokens < 1 || *req.max_tokens > kMaxGenerateTokens))
-    throw InputError("bad_field", "max_tokens: must be in [1, " + std::to_string(kMaxGenerateTokens) + "]");
-  if (req.temperature && !(std::isfinite(*req.temperature) && *req.temperature >= 0))
-    throw InputError("bad_field", "temperature: must be a number >= 0");
-  if (req.top_k && *req.top_k < 0) throw InputError("bad_field", "top_k: must be >= 0");
-  if (req.top_p && !(*req.top_p > 0 && *req.top_p <= 1)) throw InputError("bad_field", "top_p: must be in (0, 1]");
+  if (!cfg.causal())
+    throw InputError(InputIssueKind::kNotALanguageModel, "generate: the model is a classifier; only lm models generate");
+  if (std::optional<InputIssue> issue = check_generate(req, limits)) throw InputError(std::move(*issue));
 
   std::vector<int32_t> seq;
   try {
     seq = L.tokenizer->encode(req.prompt);
   } catch (const std::exception& e) {
-    throw InputError("bad_field", std::string("prompt: ") + e.what());
+    throw InputError(InputIssueKind::kBadField, std::string("prompt: ") + e.what());
   }
   const size_t window = size_t(cfg.max_len - 1);  // BOS takes one position
+  // Each new token costs one forward over the window (no key/value cache): bound the
+  // whole generation before running any of it.
+  auto check_budget = [&](int steps) {
+    const int64_t len = std::min<int64_t>(int64_t(seq.size()) + 1 + steps, cfg.max_len);
+    if (auto issue = check_cost(forward_cost(cfg, steps, len), limits,
+                                "generating " + std::to_string(steps) + " tokens"))
+      throw InputError(std::move(*issue));
+  };
   std::vector<int32_t> row;
   auto next = [&]() {
     row.assign(1, runtime::kBos);
@@ -50,10 +52,12 @@ nlohmann::json generate_text(const LoadedModel& L, const server::GenerateRequest
   int budget = req.max_tokens.value_or(kDefaultMaxTokens);
   std::optional<MemberOutput> first;
   if (req.cot_auto) {
+    check_budget(1);
     first = next();
-    if (!first->has_cot) throw InputError("bad_field", "cot: \"auto\" needs a model with bet layers");
+    if (!first->has_cot) throw InputError(InputIssueKind::kBadField, "cot: \"auto\" needs a model with bet layers");
     budget = int(std::clamp(std::round(first->cot_length), 1.0, kMaxCotLength));
   }
+  check_budget(budget);
   const double T = req.temperature.value_or(m.temperature_value());
   const uint64_t key = mix_key({kSampleTag, req.seed.value_or(0)});
 

@@ -36,27 +36,18 @@ std::vector<int32_t> encode_or_throw(const runtime::Tokenizer& tok, const std::s
   try {
     return tok.encode(text);
   } catch (const std::exception& e) {
-    throw InputError("bad_field", std::string(field) + ": " + e.what());
+    throw InputError(InputIssueKind::kBadField, std::string(field) + ": " + e.what());
   }
 }
 
-Prepared prepare(const LoadedModel& L, const server::PredictRequest& req) {
+// Throws InputError for a request that check_predict refuses or that would cost more
+// than the limits allow on this model; otherwise the model's inputs.
+Prepared prepare(const LoadedModel& L, const PredictRequest& req, const RequestLimits& limits) {
+  if (std::optional<InputIssue> issue = check_predict(req, limits)) throw InputError(std::move(*issue));
   const model::ModelConfig& cfg = L.model->config();
   const int P = req.permutations.value_or(1);
-  if (P < 1 || P > kMaxMembers)
-    throw InputError("bad_field", "permutations: must be in [1, " + std::to_string(kMaxMembers) + "], got " +
-                                      std::to_string(P));
-  if (req.mc_dropout < 0 || req.mc_dropout > kMaxMembers)
-    throw InputError("bad_field", "mc_dropout: must be in [0, " + std::to_string(kMaxMembers) + "], got " +
-                                      std::to_string(req.mc_dropout));
   Prepared p;
-  if (req.temperature) {
-    if (!(std::isfinite(*req.temperature) && *req.temperature > 0))
-      throw InputError("bad_field", "temperature: must be a positive number");
-    p.temperature = *req.temperature;
-  } else {
-    p.temperature = L.model->temperature_value();
-  }
+  p.temperature = req.temperature ? *req.temperature : L.model->temperature_value();
   p.want_uncertainty = req.return_uncertainty;
   p.mc = req.mc_dropout;
   p.orderings = P > 1;
@@ -71,12 +62,11 @@ Prepared prepare(const LoadedModel& L, const server::PredictRequest& req) {
       offsets.push_back(tokens.size());
     }
   } else {
-    if (req.text.empty()) throw InputError("empty_text", "text: is empty");
     tokens = encode_or_throw(*L.tokenizer, req.text, "text");
     for (size_t i = 1; i <= tokens.size(); ++i) offsets.push_back(i);
   }
   if (tokens.empty())
-    throw InputError("empty_text", req.chunks.empty() ? "text: has no tokens" : "chunks: have no tokens");
+    throw InputError(InputIssueKind::kEmptyText, req.chunks.empty() ? "text: has no tokens" : "chunks: have no tokens");
 
   // Truncate before ordering, so every member reads the same content. A classifier
   // keeps the beginning; a language model keeps the end (the context of the next token).
@@ -96,6 +86,11 @@ Prepared prepare(const LoadedModel& L, const server::PredictRequest& req) {
   }
   const int64_t n = int64_t(units.size());
   const int K = std::max({P, req.mc_dropout, 1});
+  const int64_t row_len = int64_t(hi - lo) + (cfg.causal() ? 1 : 0);
+  if (auto issue = check_cost(forward_cost(cfg, K, row_len), limits,
+                              "this request (" + std::to_string(K) + " members of " + std::to_string(row_len) +
+                                  " tokens)"))
+    throw InputError(std::move(*issue));
   p.members.resize(size_t(K));
   std::vector<int64_t> order(static_cast<size_t>(n));
   for (int k = 0; k < K; ++k) {
@@ -128,8 +123,6 @@ std::vector<int64_t> member_ordering(uint64_t inference_seed, int64_t k, int64_t
 }
 
 namespace {
-
-json error_json(const InputError& e) { return {{"error", {{"code", e.code()}, {"message", e.what()}}}}; }
 
 std::string label_name(const model::ModelConfig& cfg, int64_t c) {
   return c < int64_t(cfg.labels.size()) ? cfg.labels[size_t(c)] : std::to_string(c);
@@ -287,30 +280,41 @@ static std::shared_ptr<const LoadedModel> need(const std::shared_ptr<const Loade
   return L;
 }
 
-json ModelPredictor::predict(const server::PredictRequest& req) {
+void ModelPredictor::set_limits(const RequestLimits& limits) {
+  std::lock_guard<std::mutex> lock(mu_);
+  limits_ = limits;
+}
+
+RequestLimits ModelPredictor::limits() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return limits_;
+}
+
+json ModelPredictor::predict(const PredictRequest& req) {
   auto L = need(current());
-  const Prepared p = prepare(*L, req);
+  const Prepared p = prepare(*L, req, limits());
   return run_prepared(*L, {&p})[0];
 }
 
-std::vector<json> ModelPredictor::predict_batch(const std::vector<server::PredictRequest>& requests) {
+std::vector<PredictOutcome> ModelPredictor::predict_batch(const std::vector<PredictRequest>& requests) {
   auto L = need(current());
-  std::vector<json> res(requests.size());
+  const RequestLimits lim = limits();
+  std::vector<PredictOutcome> res(requests.size());
   std::vector<Prepared> prepared;
   std::vector<size_t> slot;
   prepared.reserve(requests.size());
   for (size_t i = 0; i < requests.size(); ++i) {
     try {
-      prepared.push_back(prepare(*L, requests[i]));
+      prepared.push_back(prepare(*L, requests[i], lim));
       slot.push_back(i);
     } catch (const InputError& e) {
-      res[i] = error_json(e);
+      res[i].issue = e.issue();
     }
   }
   std::vector<const Prepared*> ptrs;
   for (const auto& p : prepared) ptrs.push_back(&p);
   std::vector<json> answered = run_prepared(*L, ptrs);
-  for (size_t j = 0; j < slot.size(); ++j) res[slot[j]] = std::move(answered[j]);
+  for (size_t j = 0; j < slot.size(); ++j) res[slot[j]].answer = std::move(answered[j]);
   return res;
 }
 
@@ -319,9 +323,9 @@ bool ModelPredictor::can_generate() {
   return L && L->model->config().causal();
 }
 
-json ModelPredictor::generate(const server::GenerateRequest& req) {
+json ModelPredictor::generate(const GenerateRequest& req) {
   auto L = need(current());
-  return generate_text(*L, req);
+  return generate_text(*L, req, limits());
 }
 
 void ModelPredictor::reload(const std::string& path) {
@@ -330,29 +334,25 @@ void ModelPredictor::reload(const std::string& path) {
   std::lock_guard<std::mutex> lock(mu_);
   loaded_ = std::move(fresh);
   path_ = path;
-  reload_error_.clear();
 }
 
-bool ModelPredictor::reload() {
+bool ModelPredictor::reload(std::string* why) {
   std::string path;
   {
     std::lock_guard<std::mutex> lock(mu_);
     path = path_;
   }
+  // Any failure, out of memory included, leaves the serving model in place.
   try {
     BET_CHECK(!path.empty(), "predictor: no model file to reload");
     reload(path);
     return true;
+  } catch (const std::bad_alloc&) {
+    if (why) *why = path + ": out of memory while loading the model";
   } catch (const std::exception& e) {
-    std::lock_guard<std::mutex> lock(mu_);
-    reload_error_ = e.what();
-    return false;
+    if (why) *why = e.what();
   }
-}
-
-std::string ModelPredictor::last_reload_error() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return reload_error_;
+  return false;
 }
 
 }  // namespace bet::inference

@@ -30,23 +30,12 @@
 #include <nlohmann/json.hpp>
 
 #include "model/bet_model.h"
-#include "runtime/server/api.h"
-#include "runtime/server/predictor.h"
+#include "runtime/inference/predictor_interface.h"
+#include "runtime/inference/request.h"
 #include "runtime/tokenizer/tokenizer.h"
 
 namespace bet::inference {
 
-// A request the model cannot answer as given; code() is the API error code:
-// "empty_text" (the server answers 422) or "bad_field" (400). A RequestError, so the
-// server answers generate's input errors with that status rather than 500.
-class InputError : public server::RequestError {
- public:
-  InputError(std::string code, const std::string& message)
-      : server::RequestError(server::status_for_error_code(code), code, message) {}
-  int http_status() const { return status(); }
-};
-
-constexpr int kMaxMembers = 64;             // bound on permutations and mc_dropout
 constexpr int kTopTokens = 5;               // lm: next-token candidates returned
 constexpr int64_t kForwardTokenBudget = 16384;  // rows x padded length per forward
 
@@ -69,7 +58,7 @@ std::shared_ptr<const LoadedModel> load_model(const std::string& checkpoint_path
 std::shared_ptr<const LoadedModel> wrap_model(std::shared_ptr<const model::BetModel> m,
                                               const nlohmann::json& tokenizer_json, const nlohmann::json& card = {});
 
-class ModelPredictor : public server::Predictor {
+class ModelPredictor : public Predictor {
  public:
   ModelPredictor() = default;  // not ready until reload(path) succeeds
   explicit ModelPredictor(const std::string& checkpoint_path, Device device = Device::cpu());
@@ -78,23 +67,27 @@ class ModelPredictor : public server::Predictor {
   bool ready() override;
   nlohmann::json model_info() override;
 
+  // The bounds every request is checked against (check_predict, check_generate and the
+  // request's cost on the loaded model); RequestLimits{} until set.
+  void set_limits(const RequestLimits& limits) override;
+  RequestLimits limits() const;
+
   // One request; throws InputError for input it cannot answer.
-  nlohmann::json predict(const server::PredictRequest& req);
+  nlohmann::json predict(const PredictRequest& req);
   // Several requests, answered together and in order. An input the model cannot answer
-  // gets {"error": {"code", "message"}} in its slot (the others are answered), so one
-  // client's bad text never fails the requests batched beside it.
-  std::vector<nlohmann::json> predict_batch(const std::vector<server::PredictRequest>& requests) override;
+  // gets its issue in its slot (the others are answered), so one client's bad text
+  // never fails the requests batched beside it.
+  std::vector<PredictOutcome> predict_batch(const std::vector<PredictRequest>& requests) override;
 
   bool can_generate() override;
   // lm models: {"text", "tokens", "cot_budget", "stop"}; throws InputError otherwise.
-  nlohmann::json generate(const server::GenerateRequest& req) override;
+  nlohmann::json generate(const GenerateRequest& req) override;
 
   // Loads `path` into a new model and swaps it in; a bad file throws and the old model
   // keeps serving. Requests already running finish on the model they started with.
   void reload(const std::string& path);
-  // SIGHUP: reloads the current file; false (old model kept) when that fails.
-  bool reload() override;
-  std::string last_reload_error() const;
+  // SIGHUP: reloads the current file; false with the reason (old model kept) when that fails.
+  bool reload(std::string* why) override;
 
   std::shared_ptr<const LoadedModel> current() const;
 
@@ -103,7 +96,7 @@ class ModelPredictor : public server::Predictor {
   std::shared_ptr<const LoadedModel> loaded_;
   std::string path_;
   Device device_;  // where reloads put the model
-  std::string reload_error_;
+  RequestLimits limits_;
 };
 
 }  // namespace bet::inference

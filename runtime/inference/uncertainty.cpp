@@ -18,10 +18,12 @@ std::vector<double> softmax(const std::vector<double>& logits, double temperatur
   BET_CHECK(temperature > 0, "softmax: temperature must be positive, got ", temperature);
   BET_CHECK(!logits.empty(), "softmax: no logits");
   std::vector<double> p(logits.size());
+  // Subtract the largest logit before dividing: (l - max) / T is <= 0 and the largest
+  // is exactly 0, so a tiny temperature gives exp(-inf) = 0 and 1, never inf - inf.
   double mx = -INFINITY;
-  for (double v : logits) mx = std::max(mx, v / temperature);
+  for (double v : logits) mx = std::max(mx, v);
   double z = 0;
-  for (size_t i = 0; i < logits.size(); ++i) z += (p[i] = std::exp(logits[i] / temperature - mx));
+  for (size_t i = 0; i < logits.size(); ++i) z += (p[i] = std::exp((logits[i] - mx) / temperature));
   for (double& v : p) v /= z;
   return p;
 }

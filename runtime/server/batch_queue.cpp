@@ -3,13 +3,12 @@
 #include <exception>
 
 #include "kernels/cpu/threads.h"
-#include "runtime/server/api.h"
 
 namespace bet::server {
 
-BatchQueue::BatchQueue(Predictor& predictor, BatchQueueOptions options, Completion on_done,
+BatchQueue::BatchQueue(inference::Predictor& predictor, BatchQueueOptions options, Completion on_done,
                        BatchQueueMetrics metrics)
-    : predictor_(predictor), options_(options), on_done_(std::move(on_done)), metrics_(metrics) {
+    : predictor_(predictor), options_(std::move(options)), on_done_(std::move(on_done)), metrics_(metrics) {
   if (options_.max_batch == 0) options_.max_batch = 1;
   // OpenMP gives a new thread the process's default pool size, not the one --threads
   // set on the thread building the queue, so the worker takes that one explicitly.
@@ -18,11 +17,23 @@ BatchQueue::BatchQueue(Predictor& predictor, BatchQueueOptions options, Completi
     kernels::cpu::set_num_threads(threads);
     run();
   });
+  if (options_.decode) intake_thread_ = std::thread([this] { run_intake(); });
 }
 
 BatchQueue::~BatchQueue() { stop(); }
 
 std::unique_ptr<InferenceJob> BatchQueue::submit(std::unique_ptr<InferenceJob> job) {
+  if (!options_.decode) return enqueue(std::move(job));
+  {
+    std::lock_guard lock(mu_);
+    if (intake_stopping_) return job;
+    intake_.push_back(std::move(job));
+  }
+  intake_cv_.notify_one();
+  return nullptr;
+}
+
+std::unique_ptr<InferenceJob> BatchQueue::enqueue(std::unique_ptr<InferenceJob> job) {
   size_t w = weight(*job);
   {
     std::lock_guard lock(mu_);
@@ -39,6 +50,13 @@ std::unique_ptr<InferenceJob> BatchQueue::submit(std::unique_ptr<InferenceJob> j
 void BatchQueue::stop() {
   {
     std::lock_guard lock(mu_);
+    intake_stopping_ = true;
+  }
+  intake_cv_.notify_all();
+  // The intake thread queues what it holds before the worker is told to finish.
+  if (intake_thread_.joinable() && intake_thread_.get_id() != std::this_thread::get_id()) intake_thread_.join();
+  {
+    std::lock_guard lock(mu_);
     stopping_ = true;
   }
   cv_.notify_all();
@@ -48,6 +66,33 @@ void BatchQueue::stop() {
 size_t BatchQueue::depth() const {
   std::lock_guard lock(mu_);
   return queued_items_;
+}
+
+void BatchQueue::run_intake() {
+  while (true) {
+    std::unique_ptr<InferenceJob> job;
+    {
+      std::unique_lock lock(mu_);
+      intake_cv_.wait(lock, [&] { return intake_stopping_ || !intake_.empty(); });
+      if (intake_.empty()) return;  // stopping, and everything submitted is decoded
+      job = std::move(intake_.front());
+      intake_.pop_front();
+    }
+    try {
+      options_.decode(*job);
+    } catch (const std::bad_alloc&) {
+      job->error = ApiError{503, "overloaded", "out of memory decoding the request", 1};
+    } catch (const std::exception& e) {
+      job->error = ApiError{500, "internal_error", std::string("decoding the request failed: ") + e.what()};
+    }
+    job->body.clear();
+    job->body.shrink_to_fit();
+    if (!job->error) {
+      job = enqueue(std::move(job));
+      if (job) job->error = ApiError{503, "overloaded", "the inference queue is full", 1};
+    }
+    if (job) on_done_(std::move(job));
+  }
 }
 
 void BatchQueue::run() {
@@ -85,14 +130,12 @@ void BatchQueue::run() {
       InferenceJob& job = *taken.front();
       try {
         job.generated = predictor_.generate(job.generate);
-      } catch (const RequestError& e) {
-        job.error = e.what();
-        job.error_status = e.status();
-        job.error_code = e.code();
+      } catch (const inference::InputError& e) {
+        job.error = api_error(e.issue());
       } catch (const std::exception& e) {
-        job.error = e.what();
+        job.error = ApiError{500, "internal_error", std::string("generation failed: ") + e.what()};
       } catch (...) {
-        job.error = "generation failed";
+        job.error = ApiError{500, "internal_error", "generation failed"};
       }
     } else {
       run_predict(taken);
@@ -102,18 +145,18 @@ void BatchQueue::run() {
 }
 
 void BatchQueue::run_predict(std::vector<std::unique_ptr<InferenceJob>>& jobs) {
-  std::vector<PredictRequest> all;
+  std::vector<inference::PredictRequest> all;
   for (auto& job : jobs)
     for (auto& item : job->items) all.push_back(std::move(item));
 
-  std::vector<nlohmann::json> results;
+  std::vector<inference::PredictOutcome> results;
   results.reserve(all.size());
   std::string error;
   // Normally all.size() <= max_batch; only a single oversized batch job is split.
-  std::vector<PredictRequest> slice;
+  std::vector<inference::PredictRequest> slice;
   for (size_t off = 0; off < all.size() && error.empty(); off += options_.max_batch) {
     size_t n = std::min(options_.max_batch, all.size() - off);
-    const std::vector<PredictRequest>* batch = &all;
+    const std::vector<inference::PredictRequest>* batch = &all;
     if (n != all.size()) {
       slice.clear();
       for (size_t i = 0; i < n; ++i) slice.push_back(std::move(all[off + i]));
@@ -121,7 +164,7 @@ void BatchQueue::run_predict(std::vector<std::unique_ptr<InferenceJob>>& jobs) {
     }
     auto t0 = std::chrono::steady_clock::now();
     try {
-      std::vector<nlohmann::json> out = predictor_.predict_batch(*batch);
+      std::vector<inference::PredictOutcome> out = predictor_.predict_batch(*batch);
       if (out.size() != n) {
         error = "predictor returned " + std::to_string(out.size()) + " results for " + std::to_string(n) + " inputs";
       } else {
@@ -141,7 +184,7 @@ void BatchQueue::run_predict(std::vector<std::unique_ptr<InferenceJob>>& jobs) {
   for (auto& job : jobs) {
     size_t n = job->items.size();
     if (!error.empty()) {
-      job->error = error;
+      job->error = ApiError{500, "internal_error", "inference failed: " + error};
     } else {
       job->results.assign(std::make_move_iterator(results.begin() + static_cast<std::ptrdiff_t>(at)),
                           std::make_move_iterator(results.begin() + static_cast<std::ptrdiff_t>(at + n)));

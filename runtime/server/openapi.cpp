@@ -83,7 +83,7 @@ const char* kComponents = R"json({
                          "description": "Ensemble of K orderings of the input (default 1)."},
         "mc_dropout": {"type": "integer", "minimum": 0, "maximum": 64,
                        "description": "Ensemble of K dropout masks (default --default-mc-dropout)."},
-        "temperature": {"type": "number", "minimum": 0, "exclusiveMinimum": true, "maximum": 1000,
+        "temperature": {"type": "number", "minimum": 0.01, "maximum": 100,
                         "description": "Overrides the calibrated temperature."}
       }
     },
@@ -185,7 +185,8 @@ const char* kComponents = R"json({
         "prompt": {"type": "string", "minLength": 1},
         "max_tokens": {"type": "integer", "minimum": 1, "maximum": 65536, "description": "Default 64."},
         "cot": {"type": "string", "enum": ["auto"], "description": "The model's optimal_length as the budget."},
-        "temperature": {"type": "number", "minimum": 0, "maximum": 1000, "description": "0: greedy."},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 100,
+                        "description": "0: greedy; otherwise at least 0.01."},
         "top_k": {"type": "integer", "minimum": 0, "maximum": 1048576},
         "top_p": {"type": "number", "minimum": 0, "exclusiveMinimum": true, "maximum": 1},
         "seed": {"type": "integer", "minimum": 0}
@@ -249,7 +250,7 @@ json operation(const Route& r, bool keys) {
       op["requestBody"] = json_body("PredictRequest");
       res["200"] = json_response("The prediction", "PredictResponse");
       res["400"] = error_response("Malformed JSON or invalid fields");
-      res["413"] = error_response("Body larger than --max-body");
+      res["413"] = error_response("Body larger than --max-body, or a request over --max-request-gflop");
       res["422"] = error_response("Empty text (or one with no tokens), or text over --max-text-bytes");
       res["503"] = error_response("The model is not loaded yet, or the queue is full");
       break;
@@ -257,7 +258,8 @@ json operation(const Route& r, bool keys) {
       op["summary"] = "Classify several texts";
       op["requestBody"] = json_body("BatchPredictRequest");
       res["200"] = json_response("One prediction per text, in order", "BatchPredictResponse");
-      res["413"] = error_response("Body larger than --max-body, or more texts than --max-batch-items");
+      res["413"] = error_response(
+          "Body larger than --max-body, more texts than --max-batch-items, or a text over --max-request-gflop");
       res["400"] = error_response("Malformed JSON or invalid fields; an item the model cannot answer fails the batch");
       res["422"] = error_response("An empty text (or one with no tokens), or one over --max-text-bytes; "
                                   "the message names texts[i]");
@@ -270,7 +272,7 @@ json operation(const Route& r, bool keys) {
       res["400"] = error_response(
           "Malformed JSON, invalid fields, a model that does not generate, or cot auto on a model without bet "
           "layers");
-      res["413"] = error_response("Body larger than --max-body");
+      res["413"] = error_response("Body larger than --max-body, or a generation over --max-request-gflop");
       res["422"] = error_response("Empty prompt, or one over --max-text-bytes");
       res["503"] = error_response("The model is not loaded yet, or the queue is full");
       break;

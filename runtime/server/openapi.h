@@ -5,13 +5,15 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/inference/request.h"
+
 namespace bet::server {
 
 struct OpenApiOptions {
   std::string version = "0.0.0";   // info.version: the betctl version
   size_t max_batch_items = 64;
   size_t max_text_bytes = 1u << 20;
-  int max_members = 64;            // maximum of permutations and mc_dropout (ApiLimits)
+  int max_members = inference::RequestLimits::kMaxMembers;  // maximum of permutations and mc_dropout
   bool api_keys = false;           // mark /v1 routes as needing a bearer key
 };
 

@@ -22,33 +22,18 @@ double ms_since(Clock::time_point t0, Clock::time_point t1) {
   return std::chrono::duration<double, std::milli>(t1 - t0).count();
 }
 
-struct ItemError {
-  int status = 0;  // 0: every item was answered
-  std::string code, message;
-};
-
-// The first result slot the predictor filled with {"error": {"code", "message"}} (an
-// input it could not answer). A batch answers as a whole, like the request checks of
-// api.cpp, which refuse a batch with one empty text: the client gets the status of
-// that item (422 or 400) and a message naming it, texts[i], rather than a 200 whose
-// predictions mix answers and errors.
-ItemError find_item_error(const InferenceJob& job) {
-  ItemError out;
-  if (job.kind == InferenceJob::Kind::kGenerate) return out;
+// The first item the predictor could not answer. A batch answers as a whole: the
+// client gets the status of that item (422, 413 or 400) and a message naming it,
+// texts[i], rather than a 200 whose predictions mix answers and errors.
+std::optional<ApiError> find_item_error(const InferenceJob& job) {
+  if (job.kind == InferenceJob::Kind::kGenerate) return std::nullopt;
   for (size_t i = 0; i < job.results.size(); ++i) {
-    const nlohmann::json& r = job.results[i];
-    if (!r.is_object()) continue;
-    auto e = r.find("error");
-    if (e == r.end() || !e->is_object()) continue;
-    auto code = e->find("code");
-    auto msg = e->find("message");
-    out.code = code != e->end() && code->is_string() ? code->get<std::string>() : "bad_request";
-    out.message = msg != e->end() && msg->is_string() ? msg->get<std::string>() : "the input cannot be answered";
-    if (job.kind == InferenceJob::Kind::kBatch) out.message = "texts[" + std::to_string(i) + "]: " + out.message;
-    out.status = status_for_error_code(out.code);
-    return out;
+    if (job.results[i].ok()) continue;
+    ApiError e = api_error(*job.results[i].issue);
+    if (job.kind == InferenceJob::Kind::kBatch) e.message = "texts[" + std::to_string(i) + "]: " + e.message;
+    return e;
   }
-  return out;
+  return std::nullopt;
 }
 
 }  // namespace
@@ -61,6 +46,14 @@ void HttpServer::Impl::setup_metrics() {
                                        "Time from a complete request to its response, by route.",
                                        prom::latency_buckets(), {{"route", std::string(route_label(r))}});
   open_connections_ = &registry_.gauge("bet_http_open_connections", "Client connections currently open.");
+  buffered_bytes_gauge_ = &registry_.gauge(
+      "bet_http_buffered_bytes",
+      "Heap bytes held by connection buffers: input, output, request bodies and headers.");
+  body_bytes_gauge_ = &registry_.gauge(
+      "bet_http_buffered_body_bytes",
+      "Bytes taken by request bodies being received, out of max_buffered_body_bytes.");
+  pooled_gauge_ = &registry_.gauge("bet_http_pooled_connections",
+                                   "Closed connections' objects kept for reuse (at most max_spare_connections).");
   accepted_ = &registry_.counter("bet_http_connections_accepted_total", "Client connections accepted.");
   model_ready_ = &registry_.gauge("bet_model_ready", "1 when the model is loaded and serving, else 0.");
   reload_ok_ = &registry_.counter("bet_model_reloads_total", "Model reloads (SIGHUP), by result.",
@@ -244,34 +237,36 @@ void HttpServer::Impl::handle_request(Connection* c) {
     respond_error(c, 503, "not_ready", "the model is not loaded yet", "Retry-After: 1\r\n");
     return;
   }
-  ApiError err;
-  std::optional<nlohmann::json> body = parse_json_body(req.body, api_limits_, &err);
-  if (!body) {
-    respond_error(c, err.status, err.code, err.message);
+  if (route.handler == Handler::kGenerate && !predictor_.can_generate()) {
+    respond_error(c, 400, "not_a_language_model", "the loaded model does not generate text");
     return;
   }
+  // The body is decoded on the queue's intake thread (decode_job): the event loop
+  // does no work that grows with a request's size beyond moving its bytes.
   auto job = std::make_unique<InferenceJob>();
-  bool ok = false;
-  if (route.handler == Handler::kPredict) {
-    job->kind = InferenceJob::Kind::kPredict;
-    job->items.emplace_back();
-    ok = parse_predict(*body, api_limits_, &job->items.back(), &err);
-  } else if (route.handler == Handler::kPredictBatch) {
-    job->kind = InferenceJob::Kind::kBatch;
-    ok = parse_batch(*body, api_limits_, &job->items, &err);
-  } else {
-    job->kind = InferenceJob::Kind::kGenerate;
-    ok = parse_generate(*body, api_limits_, &job->generate, &err);
-    if (ok && !predictor_.can_generate()) {
-      ok = false;
-      err = {400, "not_a_language_model", "the loaded model does not generate text"};
-    }
-  }
-  if (!ok) {
-    respond_error(c, err.status, err.code, err.message);
-    return;
-  }
+  job->kind = route.handler == Handler::kPredict        ? InferenceJob::Kind::kPredict
+              : route.handler == Handler::kPredictBatch ? InferenceJob::Kind::kBatch
+                                                        : InferenceJob::Kind::kGenerate;
+  job->body = std::move(req.body);
   dispatch_job(c, std::move(job));
+}
+
+void HttpServer::Impl::decode_job(InferenceJob& job) const {
+  ApiError err;
+  bool ok = false;
+  switch (job.kind) {
+    case InferenceJob::Kind::kPredict:
+      job.items.emplace_back();
+      ok = parse_predict(job.body, api_limits_, &job.items.back(), &err);
+      break;
+    case InferenceJob::Kind::kBatch:
+      ok = parse_batch(job.body, api_limits_, &job.items, &err);
+      break;
+    case InferenceJob::Kind::kGenerate:
+      ok = parse_generate(job.body, api_limits_, &job.generate, &err);
+      break;
+  }
+  if (!ok) job.error = std::move(err);
 }
 
 void HttpServer::Impl::dispatch_job(Connection* c, std::unique_ptr<InferenceJob> job) {
@@ -279,7 +274,7 @@ void HttpServer::Impl::dispatch_job(Connection* c, std::unique_ptr<InferenceJob>
   job->owner_generation = c->generation;
   std::unique_ptr<InferenceJob> refused = queue_->submit(std::move(job));
   if (refused) {
-    respond_error(c, 503, "overloaded", "the inference queue is full", "Retry-After: 1\r\n");
+    respond_error(c, 503, "overloaded", "the server is stopping", "Retry-After: 1\r\n");
     return;
   }
   c->inflight = true;
@@ -298,22 +293,25 @@ void HttpServer::Impl::finish_job(std::unique_ptr<InferenceJob> job) {
     return;
   }
   double latency = ms_since(c->started, Clock::now());
-  if (!job->error.empty() && job->error_status != 500) {
-    respond_error(c, job->error_status, job->error_code, job->error);
-  } else if (!job->error.empty()) {
-    log("inference failed: " + job->error);
-    respond_error(c, 500, "internal_error", "inference failed: " + job->error);
-  } else if (const ItemError bad = find_item_error(*job); bad.status) {
-    respond_error(c, bad.status, bad.code, bad.message);
+  if (!job->error) job->error = find_item_error(*job);
+  if (job->error) {
+    const ApiError& e = *job->error;
+    if (e.status >= 500 && e.status != 503) log(e.message);
+    if (e.retry_after_s > 0)
+      extra_headers_.assign("Retry-After: ").append(std::to_string(e.retry_after_s)).append("\r\n");
+    else
+      extra_headers_.clear();
+    respond_error(c, e.status, e.code, e.message, extra_headers_);
   } else {
     nlohmann::json out;
     bool ok = true;
     if (job->kind == InferenceJob::Kind::kPredict) {
-      ok = job->results.size() == 1 && job->results[0].is_object();
-      if (ok) out = std::move(job->results[0]);
+      ok = job->results.size() == 1 && job->results[0].answer.is_object();
+      if (ok) out = std::move(job->results[0].answer);
     } else if (job->kind == InferenceJob::Kind::kBatch) {
       out = nlohmann::json::object();
-      out["predictions"] = std::move(job->results);
+      nlohmann::json& preds = out["predictions"] = nlohmann::json::array();
+      for (auto& r : job->results) preds.push_back(std::move(r.answer));
     } else {
       ok = job->generated.is_object();
       if (ok) out = std::move(job->generated);

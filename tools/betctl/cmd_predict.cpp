@@ -1,11 +1,13 @@
 // `betctl predict` and `betctl generate`: the server's inference path from the
 // command line, so both print the same fields for the same input.
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <memory>
 
 #include "kernels/cpu/threads.h"
 #include "runtime/inference/predictor.h"
+#include "runtime/io/bounded_json.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "tools/betctl/commands.h"
 #include "tools/betctl/device_flag.h"
@@ -18,51 +20,68 @@ void add_predict_commands(CLI::App& app, Registry& registry) {
   {
     auto* cmd = app.add_subcommand("predict", "Predict with calibrated uncertainty (one JSON object per input)");
     auto path = std::make_shared<std::string>();
-    auto text = std::make_shared<std::string>();
+    auto texts = std::make_shared<std::vector<std::string>>();
     auto input = std::make_shared<std::string>();
     auto perms = std::make_shared<int>(1);
     auto mc = std::make_shared<int>(0);
     auto temperature = std::make_shared<double>(0.0);
     auto threads = std::make_shared<int>(0);
+    using inference::RequestLimits;
     cmd->add_option("--model", *path, "checkpoint")->required();
-    auto* t = cmd->add_option("--text", *text, "one text");
+    auto* t = cmd->add_option("--text", *texts, "a text to predict (repeat for several)");
     auto* in = cmd->add_option("--input", *input, "file of inputs: one text per line, or JSONL {\"text\"} / {\"chunks\"}");
     t->excludes(in);
-    cmd->add_option("--permutations", *perms, "ensemble of K orderings of the input")->check(CLI::Range(1, 64));
-    cmd->add_option("--mc-dropout", *mc, "ensemble of K dropout masks")->check(CLI::Range(0, 64));
-    cmd->add_option("--temperature", *temperature, "override the calibrated temperature")->check(CLI::NonNegativeNumber);
+    cmd->add_option("--permutations", *perms, "ensemble of K orderings of the input")
+        ->check(CLI::Range(1, RequestLimits::kMaxMembers));
+    cmd->add_option("--mc-dropout", *mc, "ensemble of K dropout masks")->check(CLI::Range(0, RequestLimits::kMaxMembers));
+    cmd->add_option("--temperature", *temperature, "override the calibrated temperature")
+        ->check(CLI::Range(RequestLimits::kMinTemperature, RequestLimits::kMaxTemperature));
     cmd->add_option("--threads", *threads, "threads")->check(CLI::NonNegativeNumber);
     static std::string device = "cpu";  // checked while parsing (device_flag.h)
     add_device_option(cmd, device);
     auto json = std::make_shared<bool>(true);
     cmd->add_flag("--json", *json, "JSON output (always)");
-    cmd->callback([&registry, path, text, input, perms, mc, temperature, threads] {
+    cmd->callback([&registry, path, texts, input, perms, mc, temperature, threads] {
       registry.selected = [=] {
         if (*threads > 0) kernels::cpu::set_num_threads(*threads);
-        BET_CHECK(!text->empty() || !input->empty(), "predict: give --text or --input");
+        BET_CHECK(!texts->empty() || !input->empty(), "predict: give --text or --input");
         inference::ModelPredictor predictor(*path, bet::parse_device(device));
-        auto make = [&](const std::string& line, int64_t lineno) {
-          server::PredictRequest r;
-          r.permutations = *perms;
-          r.mc_dropout = *mc;
-          if (*temperature > 0) r.temperature = *temperature;
-          if (!line.empty() && line[0] == '{') {
-            nlohmann::json j;
-            try {
-              j = nlohmann::json::parse(line);
-            } catch (const nlohmann::json::exception& e) {
-              fail(*input, ":", lineno, ": invalid JSON (", e.what(), ")");
-            }
-            if (j.contains("chunks")) r.chunks = j["chunks"].get<std::vector<std::string>>();
-            else if (j.contains("text")) r.text = j["text"].get<std::string>();
-            else fail(*input, ":", lineno, ": missing field 'text' or 'chunks'");
+        const RequestLimits limits = predictor.limits();
+        // The flags are the defaults; a JSONL line may set its own options, decoded
+        // exactly as the server decodes a /v1/predict body.
+        auto make = [&](const std::string& line, const std::string& where, bool jsonl) {
+          inference::PredictRequest r;
+          if (jsonl && !line.empty() && line[0] == '{') {
+            io::JsonError je;
+            std::optional<nlohmann::json> j = io::parse_json(line, io::JsonLimits{}, &je);
+            if (!j) fail(where, ": ", je.message);
+            inference::InputIssue issue;
+            if (!inference::decode_predict(*j, limits, &r, &issue)) fail(where, ": ", issue.message);
+            if (!j->contains("permutations")) r.permutations = *perms;
+            if (!j->contains("mc_dropout")) r.mc_dropout = *mc;
+            if (!j->contains("temperature") && *temperature > 0) r.temperature = *temperature;
           } else {
             r.text = line;
+            r.permutations = *perms;
+            r.mc_dropout = *mc;
+            if (*temperature > 0) r.temperature = *temperature;
           }
           return r;
         };
-        if (!text->empty()) {
-          std::cout << predictor.predict(make(*text, 0)).dump() << std::endl;
+        auto answer = [&](const inference::PredictRequest& r, const std::string& where) {
+          try {
+            return predictor.predict(r);
+          } catch (const inference::InputError& e) {
+            fail(where, ": ", e.what(), " (", e.code(), ")");
+          }
+        };
+        if (!texts->empty()) {
+          for (size_t i = 0; i < texts->size(); ++i) {
+            const std::string where = "--text #" + std::to_string(i + 1);
+            inference::PredictRequest r = make((*texts)[i], where, false);
+            std::cout << answer(r, where).dump() << "\n";
+          }
+          std::cout.flush();
           return 0;
         }
         std::ifstream f(*input);
@@ -72,7 +91,8 @@ void add_predict_commands(CLI::App& app, Registry& registry) {
         while (std::getline(f, line)) {
           ++n;
           if (line.empty()) continue;
-          std::cout << predictor.predict(make(line, n)).dump() << "\n";
+          const std::string where = *input + ":" + std::to_string(n);
+          std::cout << answer(make(line, where, true), where).dump() << "\n";
         }
         std::cout.flush();
         return 0;
@@ -93,7 +113,19 @@ void add_predict_commands(CLI::App& app, Registry& registry) {
     cmd->add_option("--prompt", *prompt, "prompt text")->required();
     cmd->add_option("--max-tokens", *max_tokens, "tokens to generate")->check(CLI::Range(1, 1 << 16));
     cmd->add_option("--cot", *cot, "auto: use the model's optimal_length as the budget")->check(CLI::IsMember({"auto"}));
-    cmd->add_option("--temperature", *temperature, "sampling temperature (0: greedy)")->check(CLI::NonNegativeNumber);
+    cmd->add_option("--temperature", *temperature, "sampling temperature (0: greedy)")
+        ->check(CLI::Validator(
+            [](std::string& s) {
+              using L = inference::RequestLimits;
+              char* end = nullptr;
+              const double t = std::strtod(s.c_str(), &end);
+              if (end == s.c_str() || *end) return "not a number: " + s;
+              return t == 0 || (t >= L::kMinTemperature && t <= L::kMaxTemperature)
+                         ? std::string()
+                         : "must be 0 (greedy) or in [" + std::to_string(L::kMinTemperature) + ", " +
+                               std::to_string(L::kMaxTemperature) + "], got " + s;
+            },
+            "T"));
     cmd->add_option("--top-k", *top_k, "sample among the k likeliest")->check(CLI::NonNegativeNumber);
     cmd->add_option("--top-p", *top_p, "nucleus sampling mass")->check(CLI::Range(0.0, 1.0));
     cmd->add_option("--seed", *seed, "sampling seed");
@@ -102,7 +134,7 @@ void add_predict_commands(CLI::App& app, Registry& registry) {
     cmd->callback([&registry, path, prompt, max_tokens, cot, temperature, top_k, top_p, seed] {
       registry.selected = [=] {
         inference::ModelPredictor predictor(*path, bet::parse_device(device));
-        server::GenerateRequest r;
+        inference::GenerateRequest r;
         r.prompt = *prompt;
         if (*cot == "auto") r.cot_auto = true;
         else r.max_tokens = *max_tokens > 0 ? *max_tokens : 64;
