@@ -21,11 +21,11 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/bench_infer.h"
+#include "bench/http_client.h"
 #include "bench/load_generator.h"
 #include "bench/machine_baselines.h"
 #include "bet_config.h"
 #include "kernels/cpu/threads.h"
-#include "runtime/server/http_client.h"
 #include "runtime/server/server.h"
 
 extern char** environ;
@@ -104,7 +104,7 @@ void run_cells(uint16_t port, const std::string& name, bool ours, bool batching,
 // The probabilities of one /v1/predict answer, by label ("" on failure, with *err).
 std::map<std::string, double> probe(uint16_t port, const std::string& text, std::string* err) {
   std::map<std::string, double> p;
-  server::HttpClient cl("127.0.0.1", port, std::chrono::seconds(30));
+  HttpClient cl("127.0.0.1", port, std::chrono::seconds(30));
   auto r = cl.request("POST", "/v1/predict", json{{"text", text}}.dump(), "Content-Type: application/json\r\n");
   try {
     if (!r || r->status != 200) throw std::runtime_error(r ? "status " + std::to_string(r->status) : "no response");

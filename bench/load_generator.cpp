@@ -1,5 +1,7 @@
 #include "bench/load_generator.h"
 
+#include "bench/http_response_parser.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -8,7 +10,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -42,7 +43,14 @@ std::string http_request(const std::string& method, const std::string& path, con
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr size_t kMaxHeaderBytes = 64 * 1024;
+
+HttpResponseParser::Options parser_options() {
+  HttpResponseParser::Options o;
+  o.max_header_bytes = 64 * 1024;
+  o.keep_headers = false;  // framing only: the generator counts statuses and times
+  o.keep_body = false;
+  return o;
+}
 
 struct Conn {
   int fd = -1;
@@ -53,34 +61,9 @@ struct Conn {
   const std::string* req = nullptr;
   size_t sent = 0;
   Clock::time_point started;
-  std::string in;
-  // Response being parsed.
-  size_t body_start = 0;  // 0 until the header block is complete
-  int status = 0;
-  int64_t content_length = -1;
-  bool close_delimited = false;
-  bool server_close = false;
-  std::string status_line;
+  bool head = false;  // the outstanding request is a HEAD: its response has no body
+  HttpResponseParser in{parser_options()};
 };
-
-bool iequals_prefix(std::string_view line, std::string_view lower_name) {
-  if (line.size() < lower_name.size()) return false;
-  for (size_t i = 0; i < lower_name.size(); ++i)
-    if (char(std::tolower(static_cast<unsigned char>(line[i]))) != lower_name[i]) return false;
-  return true;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
-  return s;
-}
-
-bool contains_token(std::string_view value, std::string_view lower_token) {
-  std::string v(value);
-  for (char& ch : v) ch = char(std::tolower(static_cast<unsigned char>(ch)));
-  return v.find(lower_token) != std::string::npos;
-}
 
 class Runner {
  public:
@@ -189,7 +172,7 @@ class Runner {
 
   void open(size_t i) {
     Conn& c = conns_[i];
-    c.in.clear();
+    c.in.reset();
     c.busy = false;
     c.started = now_;
     c.fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -234,10 +217,7 @@ class Runner {
     ++c.next;
     c.sent = 0;
     c.busy = true;
-    c.body_start = 0;
-    c.status = 0;
-    c.content_length = -1;
-    c.close_delimited = c.server_close = false;
+    c.head = c.req->compare(0, 5, "HEAD ") == 0;
     c.started = Clock::now();
     send_some(i);
   }
@@ -268,132 +248,71 @@ class Runner {
   void read_some(size_t i) {
     Conn& c = conns_[i];
     char buf[65536];
+    bool eof = false;
+    std::string recv_error;
     while (true) {
       ssize_t n = ::recv(c.fd, buf, sizeof buf, 0);
       if (n > 0) {
-        c.in.append(buf, size_t(n));
+        c.in.feed(std::string_view(buf, size_t(n)));
         if (size_t(n) < sizeof buf) break;
         continue;
       }
       if (n < 0 && errno == EINTR) continue;
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-      // EOF or a reset.
-      if (c.busy && c.body_start > 0 && c.close_delimited) {
-        complete(i);
-        return;
-      }
-      if (c.busy) {
-        fail(i, n == 0 ? "connection closed before the response was complete"
-                       : std::string("recv: ") + std::strerror(errno));
-        return;
-      }
-      reopen(i);  // an idle connection the server closed: not an error
-      return;
+      eof = true;  // EOF or a reset
+      if (n < 0) recv_error = std::string("recv: ") + std::strerror(errno);
+      break;
     }
-    parse(i);
+    parse(i, eof, recv_error);
   }
 
-  // Parses what has arrived; completes the response when it is all there.
-  void parse(size_t i) {
+  // Parses what has arrived; completes the response when it is all there. At EOF (or a
+  // reset) a close-delimited body ends; an idle connection the server closed is re-opened.
+  void parse(size_t i, bool eof, const std::string& recv_error) {
     Conn& c = conns_[i];
     if (!c.busy) {
-      if (!c.in.empty()) fail(i, "bytes from the server with no request outstanding");
+      if (eof) reopen(i);  // an idle connection the server closed: not an error
+      else if (c.in.buffered() > 0) fail(i, "bytes from the server with no request outstanding");
       return;
     }
-    while (c.body_start == 0) {
-      const size_t end = c.in.find("\r\n\r\n");
-      if (end == std::string::npos) {
-        if (c.in.size() > kMaxHeaderBytes) fail(i, "response header block too large");
+    std::optional<HttpResponse> r = c.in.next(c.head);
+    if (!r && eof && !c.in.failed()) {
+      r = c.in.finish(c.head);  // a close-delimited body ends here
+      if (!r) {                 // cut short, or nothing came at all
+        fail(i, recv_error.empty() ? "connection closed before the response was complete" : recv_error);
         return;
-      }
-      std::string_view head(c.in.data(), end);
-      const size_t eol = head.find("\r\n");
-      std::string_view status_line = head.substr(0, eol);
-      if (status_line.size() < 12 || status_line.substr(0, 7) != "HTTP/1." || status_line[8] != ' ' ||
-          !std::isdigit(static_cast<unsigned char>(status_line[9])) ||
-          !std::isdigit(static_cast<unsigned char>(status_line[10])) ||
-          !std::isdigit(static_cast<unsigned char>(status_line[11]))) {
-        fail(i, "malformed status line: '" + std::string(status_line.substr(0, 80)) + "'");
-        return;
-      }
-      c.status = (status_line[9] - '0') * 100 + (status_line[10] - '0') * 10 + (status_line[11] - '0');
-      c.status_line.assign(status_line);
-      bool keep_alive_10 = false;
-      c.server_close = status_line[7] == '0';  // HTTP/1.0 closes unless it says keep-alive
-      c.content_length = -1;
-      size_t pos = eol == std::string_view::npos ? head.size() : eol + 2;
-      while (pos < head.size()) {
-        size_t next = head.find("\r\n", pos);
-        if (next == std::string_view::npos) next = head.size();
-        std::string_view line = head.substr(pos, next - pos);
-        pos = next + 2;
-        const size_t colon = line.find(':');
-        if (colon == std::string_view::npos) continue;
-        std::string_view value = trim(line.substr(colon + 1));
-        if (iequals_prefix(line, "content-length:")) {
-          int64_t v = 0;
-          bool okv = !value.empty();
-          for (char ch : value) {
-            if (ch < '0' || ch > '9' || v > (int64_t(1) << 40)) {
-              okv = false;
-              break;
-            }
-            v = v * 10 + (ch - '0');
-          }
-          if (!okv) {
-            fail(i, "bad Content-Length: '" + std::string(value) + "'");
-            return;
-          }
-          c.content_length = v;
-        } else if (iequals_prefix(line, "transfer-encoding:")) {
-          if (contains_token(value, "chunked")) {
-            fail(i, "chunked response (not supported by the load generator)");
-            return;
-          }
-        } else if (iequals_prefix(line, "connection:")) {
-          if (contains_token(value, "close")) c.server_close = true;
-          if (contains_token(value, "keep-alive")) keep_alive_10 = true;
-        }
-      }
-      if (status_line[7] == '0' && keep_alive_10) c.server_close = false;
-      if (c.status >= 100 && c.status < 200) {  // interim: skip it, the final one follows
-        c.in.erase(0, end + 4);
-        continue;
-      }
-      c.body_start = end + 4;
-      if (c.content_length < 0) {
-        if (c.status == 204 || c.status == 304) c.content_length = 0;
-        else c.close_delimited = true;
       }
     }
-    if (!c.close_delimited && c.in.size() >= c.body_start + size_t(c.content_length)) {
-      if (c.in.size() > c.body_start + size_t(c.content_length)) {
-        fail(i, "bytes beyond the response body");
-        return;
-      }
-      complete(i);
+    if (!r) {
+      if (c.in.failed()) fail(i, c.in.error());  // malformed
+      return;                                     // more to come
     }
+    if (c.in.buffered() > 0) {
+      fail(i, "bytes beyond the response body");
+      return;
+    }
+    complete(i, *r, eof);
   }
 
-  void complete(size_t i) {
+  void complete(size_t i, const HttpResponse& resp, bool eof) {
     Conn& c = conns_[i];
     const auto t = Clock::now();
     fail_streak_ = 0;
     if (t >= measure_start_ && r_.responses < o_.max_requests) {
       ++r_.responses;
-      ++r_.status_counts[c.status];
-      if (c.status >= 200 && c.status < 300) {
+      ++r_.status_counts[resp.status];
+      if (resp.status >= 200 && resp.status < 300) {
         ++r_.ok;
       } else {
         ++r_.non_2xx;
-        if (r_.first_error.empty()) r_.first_error = c.status_line;
+        if (r_.first_error.empty()) r_.first_error = resp.status_line;
       }
       r_.latencies_ms.push_back(std::chrono::duration<double, std::milli>(t - c.started).count());
       last_response_ = t;
     }
     c.busy = false;
-    c.in.clear();
-    if (c.server_close || c.close_delimited) reopen(i);
+    c.in.reset();
+    if (!resp.keep_alive || eof) reopen(i);
     else start_request(i);
   }
 
@@ -410,7 +329,7 @@ class Runner {
     }
     c.fd = -1;
     c.busy = c.connecting = c.want_out = false;
-    c.in.clear();
+    c.in.reset();
   }
 
   void reopen(size_t i) {

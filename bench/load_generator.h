@@ -57,8 +57,10 @@ std::string http_request(const std::string& method, const std::string& path, con
                          const std::string& extra_headers = "");
 
 // Runs the load and returns when the window is over (or max_requests were measured);
-// requests still in flight then are dropped. Responses may carry Content-Length, or be
-// delimited by the server closing the connection; chunked responses count as malformed.
+// requests still in flight then are dropped. Responses are framed by HttpResponseParser
+// (bench/http_response_parser.h): Content-Length, or delimited by the server closing the
+// connection, no body for HEAD, 204 and 304, 1xx skipped; chunked responses count as
+// malformed.
 // Throws std::invalid_argument for no requests, connections outside 1..4096, a
 // non-loopback host or a non-positive duration.
 LoadResult run_load(const LoadOptions& opts);

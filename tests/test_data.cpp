@@ -12,6 +12,7 @@
 #include "runtime/data/batching.h"
 #include "runtime/data/dataset.h"
 #include "runtime/data/synthetic.h"
+#include "runtime/io/atomic_file.h"
 
 using namespace bet;
 using namespace bet::runtime;
@@ -193,4 +194,104 @@ TEST_CASE("synthetic categorical: ids in range and exact predictive sums to one"
     bad.kind = "poisson";
     bad.validate();
   }(), Error);
+}
+
+TEST_CASE("a directory or unreadable path is an error naming it and the reason, never an empty file") {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(write_tmp("anchor", "")).parent_path();
+  const std::string d = (dir / "a_directory.jsonl").string();
+  fs::create_directories(d);
+  CHECK(error_of([&] { read_dataset(d, ReadOptions{}); }) == d + ": is a directory");
+  CHECK(error_of([&] { read_file(d); }) == d + ": is a directory");  // checkpoints, spm models, configs
+
+  // A path through a plain file: fails to open for everyone, root included.
+  const std::string under_file = write_tmp("plain.txt", "x\n") + "/inside.csv";
+  CHECK(error_of([&] { read_dataset(under_file, ReadOptions{}); }) == under_file + ": cannot open: Not a directory");
+  CHECK(error_of([&] { read_file(under_file); }) == under_file + ": cannot open: Not a directory");
+
+  const std::string locked = write_tmp("locked.jsonl", "{\"text\":\"a\",\"label\":\"x\"}\n");
+  fs::permissions(locked, fs::perms::none);
+  if (::geteuid() == 0) {
+    MESSAGE("running as root: a mode-000 file is still readable, skipping the permission check");
+  } else {
+    CHECK(error_of([&] { read_dataset(locked, ReadOptions{}); }) == locked + ": cannot open: Permission denied");
+  }
+
+  // A read that fails after a successful open (read(2) on /proc/self/mem at offset 0
+  // is EIO) is an error too, not the end of the file.
+  if (fs::exists("/proc/self/mem")) {
+    ReadOptions lm;
+    lm.need_labels = false;
+    lm.format = DataFormat::Text;
+    CHECK(error_of([&] { read_dataset("/proc/self/mem", lm); }).find("/proc/self/mem: cannot read") == 0);
+    CHECK(error_of([&] { read_file("/proc/self/mem"); }).find("/proc/self/mem: cannot read") == 0);
+  }
+
+  // read_file still reads every byte of a file, and of a pipe-like file whose size
+  // stat reports as 0.
+  std::string big(100000, 'x');
+  for (size_t i = 0; i < big.size(); ++i) big[i] = char('a' + i % 26);
+  CHECK(read_file(write_tmp("big.bin", big)) == big);
+  CHECK(read_file(write_tmp("empty.bin", "")).empty());
+  if (fs::exists("/proc/self/status")) CHECK(read_file("/proc/self/status").find("Name:") == 0);
+}
+
+TEST_CASE("a leading UTF-8 byte order mark is skipped in every format") {
+  const std::string bom = "\xEF\xBB\xBF";
+  auto csv = read_dataset(write_tmp("bom.csv", bom + "text,label\nhello,a\nbye,b\n"), ReadOptions{});
+  REQUIRE(csv.examples.size() == 2);
+  CHECK(csv.examples[0].text == "hello");
+  auto quoted = read_dataset(write_tmp("bomq.csv", bom + "\"text\",label\nhello,a\nbye,b\n"), ReadOptions{});
+  CHECK(quoted.examples.size() == 2);
+  auto tsv = read_dataset(write_tmp("bom.tsv", bom + "text\tlabel\nhello\ta\nbye\tb\n"), ReadOptions{});
+  CHECK(tsv.examples.size() == 2);
+  auto jsonl = read_dataset(
+      write_tmp("bom.jsonl", bom + "{\"text\":\"hello\",\"label\":\"a\"}\n{\"text\":\"bye\",\"label\":\"b\"}\n"),
+      ReadOptions{});
+  REQUIRE(jsonl.examples.size() == 2);
+  CHECK(jsonl.examples[0].text == "hello");
+  ReadOptions lm;
+  lm.need_labels = false;
+  auto text = read_dataset(write_tmp("bom.txt", bom + "hello\nbye\n"), lm);
+  REQUIRE(text.examples.size() == 2);
+  CHECK(text.examples[0].text == "hello\n");
+  // Only a whole BOM is taken: a first character that merely starts with EF stays.
+  const std::string replacement = "\xEF\xBF\xBD";  // U+FFFD
+  auto kept = read_dataset(write_tmp("fffd.txt", replacement + "x\n" + bom + "y\n"), lm);
+  REQUIRE(kept.examples.size() == 2);
+  CHECK(kept.examples[0].text == replacement + "x\n");
+  CHECK(kept.examples[1].text == bom + "y\n");  // not at the start of the file: data
+}
+
+TEST_CASE("jsonl labels are strings or integers (1 and \"1\" are one label); other types name file:line and field") {
+  auto p = write_tmp("int_labels.jsonl",
+                     "{\"text\":\"a\",\"label\":1}\n"
+                     "{\"text\":\"b\",\"label\":\"1\"}\n"
+                     "{\"text\":\"c\",\"label\":0}\n"
+                     "{\"text\":\"d\",\"label\":-3}\n"
+                     "{\"text\":\"e\",\"label\":18446744073709551615}\n");
+  auto ds = read_dataset(p, ReadOptions{});
+  CHECK(ds.labels == std::vector<std::string>{"-3", "0", "1", "18446744073709551615"});
+  CHECK(ds.examples[0].label == ds.examples[1].label);
+
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {"1.0", "a float"},      {"1e3", "a float"},    {"true", "a boolean"},
+      {"null", "null"},        {"{\"k\":1}", "an object"}, {"[1]", "an array"}};
+  for (const auto& [value, kind] : refused) {
+    CAPTURE(value);
+    auto bad = write_tmp("bad_label.jsonl", "{\"text\":\"a\",\"label\":1}\n{\"text\":\"b\",\"label\":" + value + "}\n");
+    std::string e = error_of([&] { read_dataset(bad, ReadOptions{}); });
+    CHECK(e.find(bad + ":2: field 'label' is " + kind + "; a label must be a string or an integer") == 0);
+  }
+  // skip_bad counts them; an lm read ignores labels whatever their type.
+  auto mixed = write_tmp("mixed.jsonl",
+                         "{\"text\":\"a\",\"label\":1}\n{\"text\":\"b\",\"label\":1.0}\n{\"text\":\"c\",\"label\":2}\n");
+  ReadOptions skip;
+  skip.skip_bad = true;
+  auto s = read_dataset(mixed, skip);
+  CHECK(s.examples.size() == 2);
+  CHECK(s.skipped == 1);
+  ReadOptions lm;
+  lm.need_labels = false;
+  CHECK(read_dataset(mixed, lm).examples.size() == 3);
 }

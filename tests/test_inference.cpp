@@ -561,3 +561,61 @@ TEST_CASE("lm: next-token distribution, uncertainty and generation") {
   ModelPredictor std_lm(save_model(std_cfg, 3, "std_lm.bet"));
   CHECK(code_of([&] { std_lm.generate(c); }) == "bad_field");
 }
+
+TEST_CASE("request cost: a request over the work bound is refused before any forward, with kTooMuchWork") {
+  // Regression: a model trained with --max-len 8192 took 23 s and 4.4 GB for one text;
+  // the only bound was max_len squared. The attention scores of one row cannot be split
+  // across forwards, so a row over kMaxRowAttentionScores is refused outright.
+  auto cfg = small_config();
+  cfg.max_len = 16384;  // heads 2, 3 paths: 3 x 2 x 16384^2 = 1.6G scores for a full row
+  ModelPredictor pred(save_model(cfg, 43, "long.bet"));
+  const std::string long_text = text_of(16000);
+  CHECK(code_of([&] { pred.predict(text_req(long_text)); }) == "too_much_work");
+  try {
+    pred.predict(text_req(long_text));
+  } catch (const InputError& e) {
+    CHECK(std::string(e.what()).find("attention scores") != std::string::npos);
+  }
+  CHECK(code_of([&] { pred.predict(text_req("a short text is fine")); }) == "");
+  auto outs = pred.predict_batch({text_req("fine"), text_req(long_text)});
+  CHECK(outs[0].ok());
+  REQUIRE(!outs[1].ok());
+  CHECK(outs[1].issue->kind == inference::InputIssueKind::kTooMuchWork);
+
+  // The estimated work bound: members x tokens against max_request_gflop.
+  auto small = small_config();
+  ModelPredictor p2(save_model(small, 47, "gflop.bet"));
+  inference::RequestLimits lim;
+  const inference::ForwardCost one = inference::forward_cost(small, 1, 24);
+  CHECK(one.gflop > 0);
+  CHECK(inference::forward_cost(small, 8, 24).gflop == doctest::Approx(8 * one.gflop));
+  lim.max_request_gflop = one.gflop * 4.5;  // 4 members of a full-length text, not 5
+  p2.set_limits(lim);
+  const std::string full = text_of(24);
+  CHECK(code_of([&] { p2.predict(text_req(full, 4)); }) == "");
+  CHECK(code_of([&] { p2.predict(text_req(full, 5)); }) == "too_much_work");
+  CHECK(code_of([&] { p2.predict(text_req(full, 1, 5)); }) == "too_much_work");
+}
+
+TEST_CASE("temperature: the shared range, and a tiny temperature never yields NaN") {
+  // Regression: "temperature": 1e-310 answered 200 with null probabilities.
+  auto cfg = small_config();
+  ModelPredictor pred(save_model(cfg, 53, "tiny_t.bet"));
+  PredictRequest r = text_req("temperature");
+  for (double t : {1e-310, 1e-3, 0.0, -1.0, 101.0, std::nan("")}) {
+    CAPTURE(t);
+    r.temperature = t;
+    CHECK(code_of([&] { pred.predict(r); }) == "bad_field");
+  }
+  r.temperature = inference::RequestLimits::kMinTemperature;
+  json low = pred.predict(r);
+  for (const auto& l : cfg.labels) CHECK(std::isfinite(low["probabilities"][l].get<double>()));
+  // The softmax itself is stable at any positive temperature (one-hot in the limit).
+  std::vector<double> p = inference::softmax({1.0, 3.0, -2.0}, 1e-310);
+  CHECK(p[0] == 0.0);
+  CHECK(p[1] == 1.0);
+  CHECK(p[2] == 0.0);
+  p = inference::softmax({-1e300, 1e300}, 1e-10);
+  CHECK(p[1] == 1.0);
+  CHECK(!std::isnan(p[0]));
+}

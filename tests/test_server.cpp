@@ -22,14 +22,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench/http_client.h"
 #include "runtime/server/api.h"
-#include "runtime/server/http_client.h"
-#include "runtime/server/prometheus_check.h"
 #include "runtime/server/router.h"
 #include "runtime/server/server.h"
 #include "tests/betctl_driver.h"
+#include "tests/prometheus_check.h"
 
 using namespace bet::server;
+using bet::bench::HttpClient;
+using bet::bench::HttpResponse;
 using bet::inference::GenerateRequest;
 using bet::inference::PredictOutcome;
 using bet::inference::PredictRequest;
@@ -407,7 +409,7 @@ TEST_CASE("inputs the predictor refuses get 422 or 400, never 500 or a 200 with 
   // The connection stays usable after every refusal, and the statuses are counted.
   auto m = c.request("GET", "/metrics");
   REQUIRE(m);
-  prom::ExpositionReport mc = prom::check_exposition(m->body);
+  bet::test::prom::ExpositionReport mc = bet::test::prom::check_exposition(m->body);
   CHECK(mc.samples["bet_http_requests_total{route=\"/v1/predict\",status=\"422\"}"] == 2);
   CHECK(mc.samples["bet_http_requests_total{route=\"/v1/generate\",status=\"400\"}"] == 1);
   CHECK(mc.samples["bet_http_requests_total{route=\"/v1/generate\",status=\"500\"}"] == 1);
@@ -425,12 +427,21 @@ TEST_CASE("API keys: 401 without or with a wrong key; open routes need none; 429
   CHECK(r->header("www-authenticate") == "Bearer");
   check_error(c.request("POST", "/v1/predict", R"({"text": "a"})", "Authorization: Bearer secret-onE\r\n"), 401);
   check_error(c.request("POST", "/v1/predict", R"({"text": "a"})", "Authorization: Basic c2VjcmV0LW9uZQ==\r\n"), 401);
-  check_error(c.request("GET", "/model-info"), 401);
+  // Regression: wrong keys were never rate-limited. Failed attempts take tokens from
+  // the peer address's bucket (3/s, burst 3); once it is empty every /v1 request from
+  // that address is 429 before its key is looked at, a right key included, so a
+  // guesser learns nothing faster than the rate limit.
+  r = c.request("GET", "/model-info");
+  check_error(r, 429, "rate_limited");
+  CHECK(std::atoi(r->header("retry-after").c_str()) >= 1);
+  check_error(c.request("GET", "/v1/model", "", "Authorization: Bearer secret-one\r\n"), 429, "rate_limited");
   for (const char* open : {"/health", "/ready", "/metrics", "/openapi.json"}) {
     r = c.request("GET", open);
     REQUIRE(r);
     CHECK(r->status == 200);
   }
+  // The bucket refills at the rate: a second later the address may try again.
+  std::this_thread::sleep_for(1100ms);
   // Rate limit: 3/s per key with a burst of 3: the fourth immediate request is refused,
   // while the other key still has its own bucket.
   int ok = 0;
@@ -558,6 +569,48 @@ TEST_CASE("keep-alive /health makes no allocation per request on the event loop"
   REQUIRE(c.request("GET", "/no-such-route"));
   g_counted_thread = std::thread::id();
   CHECK(g_counted_allocs.load() > hot);
+}
+
+TEST_CASE("request bodies are decoded off the event loop, in time linear in their size") {
+  // Regression: a body holding one object with 65k small child objects took 27.6 s to
+  // parse (nlohmann's callback parser rescans the parent after each child), on the
+  // event-loop thread, and /health on another connection timed out meanwhile.
+  TestServer ts;
+  auto body_with = [](size_t objects) {
+    std::string b = R"({"text": "abc", "x": [)";
+    for (size_t i = 0; i < objects; ++i) b += i ? ",{}" : "{}";
+    return b + "]}";
+  };
+  Client warm(ts.port());
+  for (int i = 0; i < 5; ++i) REQUIRE(warm.request("POST", "/v1/predict", body_with(10)));
+
+  // Counted, not timed: the event loop's allocations for a request do not grow with
+  // the number of values in its body (decoding 20k values allocates at least 20k times).
+  auto loop_allocs = [&](size_t objects) {
+    const std::string b = body_with(objects);
+    g_counted_allocs = 0;
+    g_counted_thread = ts.thread.get_id();
+    auto r = warm.request("POST", "/v1/predict", b);
+    g_counted_thread = std::thread::id();
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    return g_counted_allocs.load();
+  };
+  const uint64_t small = loop_allocs(10), large = loop_allocs(20000);
+  MESSAGE("event-loop allocations: " << small << " for 10 values, " << large << " for 20000");
+  CHECK(large < small + 200);
+
+  // The attack itself: 65k empty objects while another connection asks for /health.
+  Client attacker(ts.port());
+  const std::string bomb = body_with(65000);
+  REQUIRE(attacker.send(HttpClient::format_request("POST", "/v1/predict", bomb)));
+  Client probe(ts.port());
+  auto h = probe.request("GET", "/health");  // the client gives up after 10 s
+  REQUIRE(h);
+  CHECK(h->status == 200);
+  auto r = attacker.read();
+  REQUIRE(r);
+  CHECK(r->status == 200);
 }
 
 TEST_CASE("bodies split into many small writes, chunked bodies and Expect: 100-continue") {
@@ -726,7 +779,7 @@ TEST_CASE("/metrics: well-formed exposition with the server's metrics (and promt
   REQUIRE(r);
   CHECK(r->status == 200);
   CHECK(r->header("content-type").rfind("text/plain; version=0.0.4", 0) == 0);
-  prom::ExpositionReport mc = prom::check_exposition(r->body);
+  bet::test::prom::ExpositionReport mc = bet::test::prom::check_exposition(r->body);
   for (const auto& p : mc.problems) FAIL_CHECK(p);
   CHECK(mc.samples["bet_http_requests_total{route=\"/health\",status=\"200\"}"] == 3);
   CHECK(mc.samples["bet_http_requests_total{route=\"other\",status=\"404\"}"] == 1);

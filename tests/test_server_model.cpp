@@ -29,6 +29,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench/http_client.h"
 #include "bet_config.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
@@ -38,7 +39,6 @@
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/inference/predictor.h"
 #include "runtime/server/api.h"
-#include "runtime/server/http_client.h"
 #include "runtime/server/server.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "tests/betctl_driver.h"
@@ -47,6 +47,8 @@ extern char** environ;
 
 using namespace bet;
 using namespace bet::server;
+using bet::bench::HttpClient;
+using bet::bench::HttpResponse;
 using nlohmann::json;
 namespace fs = std::filesystem;
 
@@ -469,6 +471,64 @@ TEST_CASE("the server's predictions equal `betctl predict`'s for the same model,
       CHECK(json_diff(batch["predictions"][t++], cli[i]) < 1e-5);
     }
   }
+}
+
+TEST_CASE("`betctl predict`: --text more than once, and out-of-range options refused before any work") {
+  REQUIRE_MESSAGE(!g_betctl.empty(), "pass the betctl binary as the first argument");
+  const std::string out = (scratch() / "predict_texts.jsonl").string();
+  // Two texts, one JSON line each, in order; a text that starts with '{' is a text.
+  int rc = run({g_betctl, "predict", "--model", classifier_path(), "--text", "the first", "--text", "{not json"}, out);
+  INFO(slurp(out + ".err"));
+  REQUIRE(rc == 0);
+  std::vector<json> got;
+  std::istringstream lines(slurp(out));
+  for (std::string line; std::getline(lines, line);) got.push_back(json::parse(line));
+  REQUIRE(got.size() == 2);
+  rc = run({g_betctl, "predict", "--model", classifier_path(), "--text", "{not json"}, out);
+  REQUIRE(rc == 0);
+  CHECK(json::parse(slurp(out)).dump() == got[1].dump());
+
+  // Regression: --temperature 1e-310 printed null probabilities. Now a usage error.
+  for (const char* t : {"1e-310", "0.001", "101", "nan", "-1"}) {
+    CAPTURE(t);
+    rc = run({g_betctl, "predict", "--model", classifier_path(), "--text", "x", "--temperature", t}, out);
+    CHECK(rc == 2);
+    CHECK(slurp(out + ".err").find("--temperature") != std::string::npos);
+  }
+  rc = run({g_betctl, "generate", "--model", lm_path(), "--prompt", "x", "--temperature", "1e-310"}, out);
+  CHECK(rc == 2);
+  // In range: the answer is finite.
+  rc = run({g_betctl, "predict", "--model", classifier_path(), "--text", "x", "--temperature", "0.01"}, out);
+  REQUIRE(rc == 0);
+  const json low = json::parse(slurp(out));
+  for (const auto& [label, p] : low["probabilities"].items()) CHECK(std::isfinite(p.get<double>()));
+  // A JSONL line is decoded as the server decodes a body, with the same messages.
+  const std::string bad = write("bad_line.jsonl", "{\"text\": \"a\", \"permutations\": 2.5}\n");
+  rc = run({g_betctl, "predict", "--model", classifier_path(), "--input", bad}, out);
+  CHECK(rc == 1);
+  CHECK(slurp(out + ".err").find("bad_line.jsonl:1: field 'permutations' must be an integer") != std::string::npos);
+}
+
+TEST_CASE("a request over the work bound is 413, on a model trained for long texts") {
+  // Regression: a model with --max-len 8192 took 23 s and 4.4 GB for one text.
+  auto cfg = config(model::Task::Classify, model::LayerKind::Bet);
+  cfg.max_len = 8192;
+  cfg.heads = 4;
+  const std::string path = save_model(cfg, 31, "clf_long.bet");
+  ServerConfig sc;
+  sc.max_text_bytes = 1u << 20;
+  ModelServer srv(path, sc);
+  HttpClient c("127.0.0.1", srv.port());
+  auto r = c.request("POST", "/v1/predict", json{{"text", std::string(8000, 'a')}}.dump());
+  check_error(r, 413, "too_much_work");
+  json ok = ok_json(c.request("POST", "/v1/predict", json{{"text", "a short text"}}.dump()));
+  CHECK(ok.contains("probabilities"));
+  // --max-request-gflop: a tiny budget refuses what the default admits.
+  ServerConfig tight;
+  tight.max_request_gflop = 1e-6;
+  ModelServer small(classifier_path(), tight);
+  HttpClient s("127.0.0.1", small.port());
+  check_error(s.request("POST", "/v1/predict", R"({"text": "hello"})"), 413, "too_much_work");
 }
 
 TEST_CASE("--device on the command line: one clear error without a GPU; an emulated cuda:0 answers as the CPU") {

@@ -22,9 +22,9 @@
 #include "runtime/server/batch_queue.h"
 #include "runtime/server/openapi.h"
 #include "runtime/server/prometheus.h"
-#include "runtime/server/prometheus_check.h"
 #include "runtime/server/router.h"
 #include "runtime/server/server.h"
+#include "tests/prometheus_check.h"
 
 using namespace bet::server;
 using bet::inference::GenerateRequest;
@@ -79,7 +79,7 @@ TEST_CASE("prometheus writer: escaping, types, cumulative buckets") {
   CHECK(text.find("x_latency_seconds_bucket{le=\"1\"} 4\n") != std::string::npos);
   CHECK(text.find("x_latency_seconds_bucket{le=\"+Inf\"} 5\n") != std::string::npos);
   CHECK(text.find("x_latency_seconds_count 5\n") != std::string::npos);
-  CHECK(prom::check_exposition(text).problems.empty());
+  CHECK(bet::test::prom::check_exposition(text).problems.empty());
 
   CHECK_THROWS(reg.gauge("x_requests_total", "same name, other type"));
   CHECK_THROWS(reg.counter("x_requests_total", "other labels", {{"other", "v"}}));
@@ -249,7 +249,7 @@ TEST_CASE("batch queue: groups jobs up to max_batch, splits oversized jobs, drai
 }
 
 TEST_CASE("exposition checker catches what promtool would reject") {
-  auto problems = [](const std::string& text) { return prom::check_exposition(text).problems.size(); };
+  auto problems = [](const std::string& text) { return bet::test::prom::check_exposition(text).problems.size(); };
   const std::string good =
       "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"1\"} 3\n"
       "# HELP h_seconds H.\n# TYPE h_seconds histogram\n"

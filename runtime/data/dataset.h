@@ -1,6 +1,9 @@
 // Text datasets read from JSONL, CSV/TSV (with a header) or plain text.
 // Readers stream the file line by line; malformed input stops with an error naming
-// file, line and field, or with skip_bad is skipped and counted.
+// file, line and field, or with skip_bad is skipped and counted. A leading UTF-8 byte
+// order mark is skipped. JSONL labels are strings or integers, and an integer is the
+// name of its digits (1 and "1" are one label); floats, booleans, null, objects and
+// arrays are refused. A directory or unreadable path is an error, never an empty file.
 #pragma once
 #include <cstdint>
 #include <string>

@@ -1,11 +1,13 @@
 #include <algorithm>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "engine/error.h"
 #include "engine/random.h"
 #include "runtime/data/dataset.h"
+#include "runtime/io/atomic_file.h"
 #include "runtime/tokenizer/tokenizer.h"
 
 namespace bet::runtime {
@@ -74,11 +76,34 @@ struct Collector {
   }
 };
 
-std::string label_to_string(const nlohmann::json& v) {
+// Label values are names: a string, or an integer standing for its decimal digits (so
+// 1 and "1" are one label). Anything else is refused rather than given a name: 1.0
+// would otherwise be a label apart from 1, and an object's dump() is no name at all.
+// Returns nullopt and sets *kind for the refused JSON types.
+std::optional<std::string> label_name(const nlohmann::json& v, std::string* kind) {
   if (v.is_string()) return v.get<std::string>();
-  if (v.is_number_integer()) return std::to_string(v.get<int64_t>());
-  if (v.is_boolean()) return v.get<bool>() ? "true" : "false";
-  return v.dump();
+  if (v.is_number_integer()) return v.dump();  // dump: exact for the whole uint64/int64 range
+  if (v.is_number_float()) *kind = "a float";
+  else if (v.is_boolean()) *kind = "a boolean";
+  else if (v.is_null()) *kind = "null";
+  else if (v.is_object()) *kind = "an object";
+  else if (v.is_array()) *kind = "an array";
+  else *kind = "not a string or an integer";
+  return std::nullopt;
+}
+
+// Skips a UTF-8 byte order mark at the very start (Excel and Notepad write one), which
+// would otherwise become part of the first column name or of the first record.
+void skip_bom(std::istream& in) {
+  static constexpr int kBom[3] = {0xEF, 0xBB, 0xBF};
+  int matched = 0;
+  while (matched < 3 && in.peek() == kBom[matched]) {
+    in.get();
+    ++matched;
+  }
+  if (matched == 3) return;
+  // Not a BOM after all (U+FFFD, say, also starts with EF): give those bytes back.
+  while (matched-- > 0) in.unget();
 }
 
 void read_jsonl(std::istream& in, Collector& c) {
@@ -113,9 +138,17 @@ void read_jsonl(std::istream& in, Collector& c) {
       continue;
     }
     auto l = j.find(c.opts.label_field);
-    std::string label;
-    if (l != j.end() && !l->is_null()) label = label_to_string(*l);
-    c.add(n, std::move(t->get_ref<std::string&>()), (l != j.end() && !l->is_null()) ? &label : nullptr);
+    std::optional<std::string> label;
+    if (l != j.end() && c.opts.need_labels) {  // an lm run ignores labels, whatever their type
+      std::string kind;
+      label = label_name(*l, &kind);
+      if (!label) {
+        c.bad(n, "field '" + c.opts.label_field + "' is " + kind +
+                     "; a label must be a string or an integer (1 and \"1\" are the same label)");
+        continue;
+      }
+    }
+    c.add(n, std::move(t->get_ref<std::string&>()), label ? &*label : nullptr);
   }
 }
 
@@ -203,8 +236,8 @@ bool parse_delimited_record(std::istream& in, char delim, std::vector<std::strin
 }
 
 TextDataset read_dataset(const std::string& path, const ReadOptions& opts) {
-  std::ifstream in(path, std::ios::binary);
-  BET_CHECK(in.good(), path, ": cannot open");
+  std::ifstream in = open_input_file(path);  // a directory or unreadable file: an error, not "empty"
+  skip_bom(in);
   TextDataset ds;
   ds.path = path;
   Collector c{opts, ds, {}};
@@ -215,6 +248,7 @@ TextDataset read_dataset(const std::string& path, const ReadOptions& opts) {
     case DataFormat::Tsv: read_delimited(in, '\t', c); break;
     default: read_text(in, c); break;
   }
+  check_read(in, path);  // a failed read ends the loops above like the end of the file
   c.finish();
   BET_CHECK(!ds.examples.empty(), path, ": no usable records", ds.skipped ? " (all skipped as bad)" : " (empty file)");
   if (opts.need_labels && opts.known_labels.empty())

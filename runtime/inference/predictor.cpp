@@ -230,12 +230,8 @@ std::shared_ptr<const LoadedModel> wrap_model(std::shared_ptr<const model::BetMo
 
 std::shared_ptr<const LoadedModel> load_model(const std::string& path, Device device) {
   runtime::Checkpoint ck = runtime::load_checkpoint(path);
-  DType dt = DType::F32;
-  for (const auto& [name, t] : ck.weights)
-    if (name == "embed.weight") dt = t.dtype();
-  Generator g(0);
-  auto m = std::make_shared<model::BetModel>(ck.config, g, dt);
-  runtime::apply_checkpoint(ck, *m);
+  // In the weights' dtype; out of memory is an Error naming the file (checkpoint.h).
+  std::shared_ptr<model::BetModel> m = runtime::build_model(ck, path);
   m->to(device);
   m->eval();
   std::shared_ptr<const LoadedModel> base;

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -74,19 +75,43 @@ std::string read_file(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   BET_CHECK(fd >= 0, path, ": cannot open: ", errno_str());
   struct stat st {};
-  ::fstat(fd, &st);
-  std::string out;
-  out.resize(size_t(st.st_size));
+  if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+    ::close(fd);
+    fail(path, ": is a directory");
+  }
+  // st_size is a hint only (a pipe says 0): read to the end, growing if needed. The
+  // spare byte lets the final zero-length read happen without a reallocation.
+  std::string out(size_t(std::max<off_t>(st.st_size, 0)) + 1, '\0');
   size_t done = 0;
-  while (done < out.size()) {
+  while (true) {
+    if (done == out.size()) out.resize(out.size() * 2 + 4096);
     ssize_t r = ::read(fd, out.data() + done, out.size() - done);
     if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break;
+    if (r < 0) {
+      std::string err = errno_str();
+      ::close(fd);
+      fail(path, ": cannot read: ", err);
+    }
+    if (r == 0) break;
     done += size_t(r);
   }
   ::close(fd);
   out.resize(done);
   return out;
+}
+
+std::ifstream open_input_file(const std::string& path) {
+  std::error_code ec;
+  BET_CHECK(!std::filesystem::is_directory(path, ec), path, ": is a directory");
+  errno = 0;
+  std::ifstream in(path, std::ios::binary);
+  if (!in.is_open()) fail(path, ": cannot open: ", errno ? errno_str() : std::string("unknown error"));
+  return in;
+}
+
+void check_read(const std::ifstream& in, const std::string& path) {
+  // libstdc++ turns a failed read(2) into badbit; a plain end of file sets only eof/fail.
+  BET_CHECK(!in.bad(), path, ": cannot read: ", errno ? errno_str() : std::string("I/O error"));
 }
 
 }  // namespace bet::runtime

@@ -18,7 +18,8 @@ bool constant_time_equal(std::string_view given, std::string_view expected);
 class ApiKeys {
  public:
   // One key per line; blank lines and lines starting with '#' are skipped, surrounding
-  // whitespace is trimmed. Throws std::runtime_error naming the file (and line) at fault.
+  // whitespace is trimmed. Throws std::runtime_error naming the file (and line) at fault,
+  // also for a directory and for a file without keys: no keys would mean no auth.
   static ApiKeys load_file(const std::string& path);
   explicit ApiKeys(std::vector<std::string> keys = {});
 
@@ -34,14 +35,29 @@ class ApiKeys {
   std::vector<std::string> keys_;
 };
 
+// `betctl serve --rate-limit`: "N/s", "N/m" or "N/h" (per second, minute, hour), N a
+// plain decimal number (digits with an optional fraction: no sign, exponent, nan or inf)
+// in (0, kMaxRateCount], and the rate at least one request per hour. Returns requests
+// per second; otherwise nullopt, with *error (when given) saying what is wrong and the
+// accepted forms. A bare number is refused: "50" could be meant per minute.
+inline constexpr double kMaxRateCount = 1e6;
+std::optional<double> parse_rate_limit(std::string_view spec, std::string* error);
+
+// Longest Retry-After a 429 announces: the wait for one token at the slowest rate
+// --rate-limit accepts (1/h).
+inline constexpr int kMaxRetryAfterS = 3600;
+
 // Token bucket: `rate` tokens per second, holding at most `burst`.
 class TokenBucket {
  public:
   using Clock = std::chrono::steady_clock;
   TokenBucket(double rate, double burst, Clock::time_point now);
   // Takes a token when one is available; otherwise returns false and sets
-  // *retry_after_s to the whole seconds until one will be (at least 1).
+  // *retry_after_s to the whole seconds until one will be (at least 1, at most
+  // kMaxRetryAfterS whatever the rate).
   bool take(Clock::time_point now, int* retry_after_s);
+  // Whether take() would succeed now, without taking; when not, *retry_after_s as take().
+  bool available(Clock::time_point now, int* retry_after_s) const;
   bool full(Clock::time_point now) const;
 
  private:
@@ -56,6 +72,8 @@ class RateLimiter {
   explicit RateLimiter(double rate_per_s, size_t max_clients = 65536);
   bool enabled() const { return rate_ > 0; }
   bool allow(std::string_view client, TokenBucket::Clock::time_point now, int* retry_after_s);
+  // allow() without taking a token: false only for a client whose bucket is empty.
+  bool would_allow(std::string_view client, TokenBucket::Clock::time_point now, int* retry_after_s);
 
  private:
   double rate_;

@@ -42,7 +42,6 @@ struct InferenceJob {
   // Opaque to the queue: who asked.
   void* owner = nullptr;
   uint64_t owner_generation = 0;
-  size_t body_bytes = 0;  // the server's accounting of buffered body bytes
   std::chrono::steady_clock::time_point enqueued;
 };
 

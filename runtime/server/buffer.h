@@ -1,7 +1,8 @@
 // A byte queue for socket I/O: append at the tail, consume from the head, with the
 // storage kept between requests so a keep-alive connection stops allocating once its
-// buffers have grown to the sizes its traffic needs. Unlike std::string, making room
-// for a read does not zero-fill it.
+// buffers have grown to the sizes its traffic needs (the server shrinks them with
+// shrink_to() after a request, so only ordinary sizes are kept). Unlike std::string,
+// making room for a read does not zero-fill it.
 #pragma once
 #include <cstddef>
 #include <cstring>
@@ -55,7 +56,9 @@ class Buffer {
   void append(std::string_view s) { append(s.data(), s.size()); }
   void push_back(char c) { *prepare(1) = c; ++w_; }
 
-  // Drops storage grown by an unusual request, so an idle connection holds little.
+  // Drops storage grown by an unusual request, so an idle connection holds little
+  // (shrink_to(0) frees it all). Only an empty buffer is shrunk: what it holds is
+  // still needed.
   void shrink_to(size_t max_capacity) {
     if (cap_ > max_capacity && empty()) {
       data_.reset();

@@ -64,7 +64,19 @@ bool for_each_list_item(std::string_view list, F&& f) {
 }
 
 constexpr size_t kMaxMethod = 32;
-constexpr size_t kKeepBodyCapacity = 256 * 1024;
+// Smallest step a body grows by: small enough that a client declaring a large body and
+// then stalling pins little, large enough that ordinary bodies grow in a few steps.
+constexpr size_t kMinBodyStep = 16 * 1024;
+
+// Bytes a string holds on the heap (none while its text fits in the string object).
+size_t heap_of(const std::string& s) {
+  const char* d = s.data();
+  const char* self = reinterpret_cast<const char*>(&s);
+  if (d >= self && d < self + sizeof s) return 0;
+  return s.capacity() + 1;
+}
+
+void free_string(std::string& s) { std::string().swap(s); }
 
 }  // namespace
 
@@ -103,15 +115,56 @@ void HttpRequest::clear() {
   expect_continue = false;
   has_content_length = false;
   content_length = 0;
-  if (body.capacity() > kKeepBodyCapacity) std::string().swap(body);
+  if (body.capacity() > HttpParser::kKeepCapacity) free_string(body);
   body.clear();
   header_count = 0;
 }
 
 HttpParser::HttpParser(ParserLimits limits) : limits_(limits) {}
 
+HttpParser::~HttpParser() { give_back_body(); }
+
+void HttpParser::set_body_budget(BodyBudget* budget) {
+  give_back_body();
+  budget_ = budget;
+}
+
+void HttpParser::give_back_body() {
+  if (budget_) budget_->give_back(body_reserved_);
+  body_reserved_ = 0;
+}
+
+size_t HttpParser::heap_bytes() const {
+  size_t n = heap_of(req_.method) + heap_of(req_.target) + heap_of(req_.body) + heap_of(version_) +
+             heap_of(trailer_scratch_.name) + heap_of(trailer_scratch_.value);
+  n += req_.headers.capacity() * sizeof(HttpHeader);
+  for (const HttpHeader& h : req_.headers) n += heap_of(h.name) + heap_of(h.value);
+  return n;
+}
+
+void HttpParser::release_storage() {
+  reset();
+  free_string(req_.method);
+  free_string(req_.target);
+  free_string(req_.body);
+  free_string(version_);
+  free_string(trailer_scratch_.name);
+  free_string(trailer_scratch_.value);
+  std::vector<HttpHeader>().swap(req_.headers);
+}
+
 void HttpParser::reset() {
+  give_back_body();
   req_.clear();
+  // Header slots keep their strings for the next message, but a series of requests each
+  // with one long header in a different slot would otherwise pile up the longest of each.
+  if (heap_bytes() - heap_of(req_.body) > kKeepCapacity) {
+    free_string(req_.method);
+    free_string(req_.target);
+    free_string(trailer_scratch_.name);
+    free_string(trailer_scratch_.value);
+    std::vector<HttpHeader>().swap(req_.headers);
+  }
   state_ = kStart;
   status_ = ParseStatus::kNeedMore;
   error_status_ = 0;
@@ -240,9 +293,13 @@ bool HttpParser::finish_headers() {
     status_ = ParseStatus::kComplete;
     return true;
   }
-  // Reserve only a little up front: a client that declares a large body and then
-  // stalls should not pin that much memory per connection.
-  req_.body.reserve(std::min<uint64_t>(req_.content_length, 64 * 1024));
+  // The whole declared length is taken from the budget now, before any body byte is
+  // read, so an overloaded server refuses the request rather than part of its body. The
+  // storage itself grows as bytes arrive (append_body): a client that declares a large
+  // body and then stalls pins little memory.
+  if (budget_ && !budget_->try_take(req_.content_length, 0))
+    return fail(503, "too many request bodies are being received at once; retry later");
+  body_reserved_ = req_.content_length;
   body_remaining_ = req_.content_length;
   state_ = kBody;
   return true;
@@ -259,6 +316,33 @@ bool HttpParser::end_chunk_size_line() {
     return fail(413, "request body too large");
   body_remaining_ = chunk_size_;
   state_ = kChunkData;
+  return true;
+}
+
+// Grows the body by hand rather than through std::string, whose growth (at least
+// doubling) would overshoot: the capacity never passes the declared Content-Length (or
+// max_body_bytes when chunked), so what the budget accounts for bounds the memory.
+bool HttpParser::append_body(const char* p, size_t n) {
+  std::string& b = req_.body;
+  size_t need = b.size() + n;
+  if (need > b.capacity()) {
+    uint64_t limit = req_.chunked ? limits_.max_body_bytes : req_.content_length;
+    size_t want = std::max({need, 2 * b.capacity(), kMinBodyStep});
+    want = std::max<size_t>(need, static_cast<size_t>(std::min<uint64_t>(want, limit)));
+    // A Content-Length body took its whole length when its headers ended; a chunked one,
+    // whose length nobody knows up front, takes each step as it grows.
+    if (req_.chunked && want > body_reserved_) {
+      size_t more = want - body_reserved_;
+      if (budget_ && !budget_->try_take(more, body_reserved_))
+        return fail(503, "too many request bodies are being received at once; retry later");
+      body_reserved_ += more;
+    }
+    std::string grown;
+    grown.reserve(want);
+    grown.append(b);
+    b.swap(grown);
+  }
+  b.append(p, n);
   return true;
 }
 
@@ -280,7 +364,7 @@ size_t HttpParser::feed(const char* data, size_t len) {
     // Body bytes are copied in runs, not byte by byte.
     if (state_ == kBody || state_ == kChunkData) {
       size_t n = static_cast<size_t>(std::min<uint64_t>(static_cast<uint64_t>(end - p), body_remaining_));
-      req_.body.append(p, n);
+      BET_TRY(append_body(p, n));
       p += n;
       body_remaining_ -= n;
       if (body_remaining_ == 0) {

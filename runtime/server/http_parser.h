@@ -10,6 +10,12 @@
 // as soon as the headers end (413, before any body byte is read), and a chunked body is
 // refused once its running total passes the same limit. Anything malformed gives 400.
 //
+// Memory: the body grows in steps it accounts for, never past the declared
+// Content-Length (or max_body_bytes for chunked bodies), and a parser given a BodyBudget
+// takes its body's bytes from it first, so that many connections together cannot hold
+// more than the budget's limit (503 when a body would exceed it). reset() keeps only
+// small buffers for the next message; release_storage() frees them all.
+//
 // Depends only on the standard library so the fuzz target builds it on its own.
 #pragma once
 #include <cstddef>
@@ -49,6 +55,35 @@ struct HttpRequest {
 
 enum class ParseStatus { kNeedMore, kComplete, kError };
 
+// The bytes of request bodies held at once by every parser that shares it (a server has
+// one for all its connections): each body is bounded by max_body_bytes, but many slow
+// ones together would not be. Parsers take bytes before their body grows and give
+// them back on reset. Not thread-safe (one event loop uses it).
+class BodyBudget {
+ public:
+  explicit BodyBudget(size_t limit = 0) : limit_(limit) {}  // 0: no limit, only counting
+
+  // Takes n more bytes for a body that already holds `mine`. Refused when they do not
+  // fit, unless no other body holds any: then a limit below max_body_bytes still lets
+  // one body at a time through instead of refusing it forever.
+  bool try_take(size_t n, size_t mine) {
+    bool others = used_ > mine;
+    if (limit_ && others && (used_ > limit_ || n > limit_ - used_)) return false;
+    used_ += n;
+    return true;
+  }
+  // Takes n bytes whatever the limit: for bytes that are already held and were counted
+  // until a moment ago (a body handed from its parser to someone else).
+  void take(size_t n) { used_ += n; }
+  void give_back(size_t n) { used_ -= n; }
+  size_t used() const { return used_; }
+  size_t limit() const { return limit_; }
+
+ private:
+  size_t limit_;
+  size_t used_ = 0;
+};
+
 struct ParserLimits {
   size_t max_header_bytes = 16 * 1024;  // request line + headers; also trailers
   size_t max_body_bytes = 4u << 20;
@@ -59,6 +94,10 @@ struct ParserLimits {
 class HttpParser {
  public:
   explicit HttpParser(ParserLimits limits = {});
+  ~HttpParser();
+  // A parser may hold bytes of a BodyBudget, which a copy would give back twice.
+  HttpParser(const HttpParser&) = delete;
+  HttpParser& operator=(const HttpParser&) = delete;
 
   // Consumes from [data, data+len) up to and including the end of one message and
   // returns how many bytes it took. After kComplete or kError it consumes nothing
@@ -68,7 +107,8 @@ class HttpParser {
 
   ParseStatus status() const { return status_; }
   // After kError: 400 malformed, 413 body too large, 431 headers too large,
-  // 501 unsupported transfer coding, 505 unsupported HTTP version.
+  // 501 unsupported transfer coding, 503 body budget exhausted (only with a budget),
+  // 505 unsupported HTTP version.
   int error_status() const { return error_status_; }
   const char* error_message() const { return error_message_; }
 
@@ -82,9 +122,23 @@ class HttpParser {
   const HttpRequest& request() const { return req_; }
   const ParserLimits& limits() const { return limits_; }
   void set_limits(const ParserLimits& l) { limits_ = l; }
+  // Bodies take their bytes from `budget` (nullptr: none); gives back what the current
+  // message holds of the previous one. The budget must outlive the parser's use of it.
+  void set_body_budget(BodyBudget* budget);
+  // Bytes the current message holds of the budget (its Content-Length once the headers
+  // ended, the body's capacity for a chunked one).
+  size_t body_reserved() const { return body_reserved_; }
 
-  // Prepares for the next message; keeps buffers.
+  // Prepares for the next message, giving back the body's budget. Keeps the buffers of
+  // an ordinary request so a keep-alive connection stops allocating, but frees those
+  // an unusual one grew (above kKeepCapacity in all).
   void reset();
+  // reset(), then frees every buffer: for a parser set aside (a pooled connection).
+  void release_storage();
+  // Heap bytes held by the parser's strings and header table, for memory accounting.
+  size_t heap_bytes() const;
+
+  static constexpr size_t kKeepCapacity = 16 * 1024;
 
  private:
   enum State : uint8_t {
@@ -118,6 +172,8 @@ class HttpParser {
   bool finish_headers();
   bool process_header(const HttpHeader& h);
   bool end_chunk_size_line();
+  bool append_body(const char* p, size_t n);
+  void give_back_body();
   HttpHeader& next_header_slot();
   HttpHeader& current_header();
 
@@ -141,6 +197,8 @@ class HttpParser {
   uint64_t chunk_size_ = 0;
   size_t chunk_digits_ = 0;
   size_t chunk_line_bytes_ = 0;
+  BodyBudget* budget_ = nullptr;
+  size_t body_reserved_ = 0;  // of budget_, for the current message
 };
 
 }  // namespace bet::server

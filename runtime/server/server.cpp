@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -31,7 +32,15 @@ namespace {
 constexpr size_t kReadChunk = 16 * 1024;
 constexpr size_t kMaxPendingInput = 64 * 1024;   // unparsed bytes held while a request is busy
 constexpr size_t kOutSoftLimit = 256 * 1024;     // stop parsing pipelined requests above this
-constexpr size_t kKeepBufferCapacity = 256 * 1024;
+// What a connection keeps of its buffers between requests: enough for ordinary
+// requests and responses, so keep-alive traffic stops allocating, while the storage an
+// unusual request grew is freed once it is answered rather than held for the
+// connection's life.
+constexpr size_t kIdleBufferCapacity = 16 * 1024;
+// Memory handed back to the system (maybe_trim) once buffers hold this much less than
+// at their peak, at most once per interval.
+constexpr size_t kTrimDrop = 32u << 20;
+constexpr auto kMinTrimInterval = std::chrono::seconds(1);
 constexpr int kMaxEvents = 256;
 constexpr int kMaxAcceptsPerWake = 128;
 constexpr int kMaxRoundsPerWake = 16;
@@ -47,18 +56,29 @@ std::string sys_error(const std::string& what) { return what + ": " + std::strer
 // ---------------------------------------------------------------------------------------
 // Setup and teardown
 
-HttpServer::Impl::Impl(ServerConfig config, Predictor& predictor)
+HttpServer::Impl::Impl(ServerConfig config, inference::Predictor& predictor)
     : cfg_(std::move(config)),
       predictor_(predictor),
       keys_(cfg_.api_keys),
-      limiter_(cfg_.rate_limit) {
-  api_limits_.max_text_bytes = cfg_.max_text_bytes;
-  api_limits_.max_batch_items = cfg_.max_batch_items;
-  api_limits_.default_mc_dropout = cfg_.default_mc_dropout;
+      limiter_(cfg_.rate_limit),
+      auth_failures_(cfg_.rate_limit) {
+  // One limit per thing: a batch the item limit admits must never be refused for its
+  // size by the queue (it would get 503 or 200 depending on what else is queued).
+  if (cfg_.max_batch_items == 0 || cfg_.max_batch_items > cfg_.max_queue_items)
+    throw std::invalid_argument("max_batch_items must be in [1, max_queue_items = " +
+                                std::to_string(cfg_.max_queue_items) + "], got " +
+                                std::to_string(cfg_.max_batch_items));
+  if (!(cfg_.max_request_gflop > 0))
+    throw std::invalid_argument("max_request_gflop must be positive");
+  api_limits_.request = request_limits(cfg_);
+  predictor_.set_limits(api_limits_.request);
   parser_limits_.max_header_bytes = cfg_.max_header_bytes;
   parser_limits_.max_body_bytes = cfg_.max_body_bytes;
+  body_budget_ = BodyBudget(cfg_.max_buffered_body_bytes);
   timers_[kIdleTimer].duration = cfg_.idle_timeout;
   timers_[kHeaderTimer].duration = cfg_.header_timeout;
+  request_timers_.duration = cfg_.request_timeout;
+  read_buf_ = std::make_unique<char[]>(kReadChunk);
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wake_fd_ < 0) throw std::runtime_error(sys_error("eventfd"));
   OpenApiOptions oa;
@@ -159,6 +179,7 @@ void HttpServer::Impl::run() {
   qo.max_batch = cfg_.max_batch;
   qo.max_wait = cfg_.max_wait;
   qo.max_queue_items = cfg_.max_queue_items;
+  qo.decode = [this](InferenceJob& job) { decode_job(job); };
   queue_ = std::make_unique<BatchQueue>(
       predictor_, qo,
       [this](std::unique_ptr<InferenceJob> job) {
@@ -203,6 +224,7 @@ void HttpServer::Impl::run() {
     expire_timers();
     for (Connection* c : graveyard_) release(c);
     graveyard_.clear();
+    maybe_trim();
     if (draining_) {
       if (conns_.empty() && inflight_jobs_ == 0) break;
       if (now_ >= drain_deadline_) {
@@ -224,7 +246,10 @@ int HttpServer::Impl::next_timeout_ms() const {
   Clock::time_point next = Clock::time_point::max();
   for (const TimerList& t : timers_)
     if (t.head) next = std::min(next, t.head->deadline);
+  if (request_timers_.head) next = std::min(next, request_timers_.head->request_deadline);
   if (draining_) next = std::min(next, drain_deadline_);
+  // A trim put off by its rate limit must still happen if the traffic stops.
+  if (trim_pending_) next = std::min(next, last_trim_ + kMinTrimInterval);
   if (!ready_.empty()) return 0;
   if (next == Clock::time_point::max()) return -1;
   auto now = Clock::now();
@@ -244,8 +269,14 @@ void HttpServer::Impl::on_wake() {
     std::lock_guard lock(done_mu_);
     done_local_.swap(done_);
   }
-  for (auto& job : done_local_) finish_job(std::move(job));
+  for (auto& job : done_local_) {
+    auto* c = static_cast<Connection*>(job->owner);
+    body_budget_.give_back(c->job_body_bytes);  // the job's body is answered
+    c->job_body_bytes = 0;
+    finish_job(std::move(job));
+  }
   done_local_.clear();
+  body_bytes_gauge_->set(static_cast<double>(body_budget_.used()));
 }
 
 void HttpServer::Impl::begin_drain() {
@@ -273,13 +304,15 @@ void HttpServer::Impl::start_reload() {
   log("reloading the model");
   reload_thread_ = std::thread([this] {
     bool ok = false;
+    std::string why;
     try {
-      ok = predictor_.reload();
+      ok = predictor_.reload(&why);
     } catch (const std::exception& e) {
-      log(std::string("reload failed: ") + e.what());
+      why = e.what();
     }
     (ok ? reload_ok_ : reload_failed_)->inc();
-    log(ok ? "reload done" : "reload failed: the previous model keeps serving");
+    log(ok ? std::string("reload done")
+           : "reload failed (the previous model keeps serving): " + (why.empty() ? std::string("no reason given") : why));
     update_model_info();
     reload_busy_.store(false);
   });
@@ -291,25 +324,71 @@ void HttpServer::Impl::start_reload() {
 Connection* HttpServer::Impl::acquire() {
   if (free_.empty()) {
     pool_.push_back(std::make_unique<Connection>());
+    pool_.back()->pool_index = pool_.size() - 1;
+    pool_.back()->parser.set_body_budget(&body_budget_);
     free_.push_back(pool_.back().get());
   }
   Connection* c = free_.back();
   free_.pop_back();
+  pooled_gauge_->set(static_cast<double>(free_.size()));
   return c;
 }
 
 void HttpServer::Impl::release(Connection* c) {
+  // A spare keeps no buffers: it serves nobody until its next accept, which costs far
+  // more than growing them again. This also gives back the body's budget.
   c->in.clear();
   c->out.clear();
-  c->in.shrink_to(kKeepBufferCapacity);
-  c->out.shrink_to(kKeepBufferCapacity);
-  c->parser.reset();
+  c->in.shrink_to(0);
+  c->out.shrink_to(0);
+  c->parser.release_storage();
   c->fd = -1;
   c->inflight = c->close_after_write = c->lingering = c->linger = c->peer_eof = false;
   c->readable = c->sent_continue = c->closed = c->queued_ready = false;
   c->tlist = kNoTimer;
   c->tprev = c->tnext = nullptr;
-  free_.push_back(c);
+  c->request_timed = false;
+  c->rprev = c->rnext = nullptr;
+  account(c);
+  if (free_.size() < cfg_.max_spare_connections) {
+    free_.push_back(c);
+  } else {
+    // Enough spares: free this one, so that the objects a burst of connections needed
+    // do not stay allocated after it.
+    size_t i = c->pool_index;
+    pool_[i].swap(pool_.back());
+    pool_[i]->pool_index = i;
+    pool_.pop_back();  // destroys c
+  }
+  pooled_gauge_->set(static_cast<double>(free_.size()));
+}
+
+void HttpServer::Impl::maybe_trim() {
+  // malloc keeps what is freed for reuse instead of returning it, so after a burst of
+  // large bodies the process would stay at its peak size although the buffers are gone
+  // (free() of a large block returns it only while it is above the adaptive mmap
+  // threshold, which the first such free raises). Once the buffers (bodies waiting for
+  // the model included) have dropped well below their peak, return the free pages.
+  size_t held = buffered_bytes_ + body_budget_.used();
+  trim_high_water_ = std::max(trim_high_water_, held);
+  trim_pending_ = trim_high_water_ - held >= kTrimDrop;
+  if (!trim_pending_ || now_ - last_trim_ < kMinTrimInterval) return;  // next_timeout_ms() comes back
+#ifdef __GLIBC__
+  malloc_trim(0);
+#endif
+  last_trim_ = now_;
+  trim_high_water_ = held;
+  trim_pending_ = false;
+}
+
+void HttpServer::Impl::account(Connection* c) {
+  // Recounted from the buffers themselves (not tracked at each allocation), so the
+  // total cannot drift from what is really held.
+  size_t held = c->in.capacity() + c->out.capacity() + c->parser.heap_bytes();
+  buffered_bytes_ = buffered_bytes_ - c->held_bytes + held;
+  c->held_bytes = held;
+  buffered_bytes_gauge_->set(static_cast<double>(buffered_bytes_));
+  body_bytes_gauge_->set(static_cast<double>(body_budget_.used()));
 }
 
 void HttpServer::Impl::accept_all() {
@@ -367,6 +446,7 @@ void HttpServer::Impl::close_conn(Connection* c) {
   if (c->closed) return;
   c->closed = true;
   timer_remove(c);
+  request_timer_stop(c);
   if (c->queued_ready) {
     std::erase(ready_, c);
     c->queued_ready = false;
@@ -385,10 +465,11 @@ void HttpServer::Impl::close_conn(Connection* c) {
 bool HttpServer::Impl::read_some(Connection* c) {
   bool got = false;
   while (c->readable && !c->peer_eof && c->in.size() < kMaxPendingInput) {
-    char* dst = c->in.prepare(kReadChunk);
-    ssize_t n = ::recv(c->fd, dst, kReadChunk, 0);
+    // Read into the loop's buffer and keep only what arrived: a connection whose
+    // requests are small then holds a small buffer, not a whole read chunk.
+    ssize_t n = ::recv(c->fd, read_buf_.get(), kReadChunk, 0);
     if (n > 0) {
-      c->in.commit(static_cast<size_t>(n));
+      c->in.append(read_buf_.get(), static_cast<size_t>(n));
       got = true;
     } else if (n == 0) {
       c->peer_eof = true;
@@ -455,7 +536,9 @@ void HttpServer::Impl::pump(Connection* c) {
     // each round either reads, or learns EAGAIN/EOF, so this ends.
     if (!(c->readable && !c->peer_eof && c->in.size() < kMaxPendingInput)) break;
   }
+  c->in.shrink_to(kIdleBufferCapacity);  // only when everything read was parsed
   update_timer(c, progress);
+  account(c);
 }
 
 void HttpServer::Impl::process_input(Connection* c) {
@@ -472,11 +555,23 @@ void HttpServer::Impl::process_input(Connection* c) {
           c->sent_continue = true;
         }
         break;
-      case ParseStatus::kComplete:
+      case ParseStatus::kComplete: {
+        request_timer_stop(c);  // the next request gets its own deadline
+        size_t body_bytes = c->parser.body_reserved();
         handle_request(c);
+        if (c->inflight) {
+          // The body went with the job (dispatch_job moves it and resets the parser,
+          // which gave its bytes back): count them again until the job is answered, so
+          // that bodies waiting for the model are bounded by the same budget.
+          body_budget_.take(body_bytes);
+          c->job_body_bytes = body_bytes;
+        }
         break;
+      }
       case ParseStatus::kError:
-        handle_parse_error(c);
+        request_timer_stop(c);
+        if (c->parser.error_status() == 503) refuse_busy(c);
+        else handle_parse_error(c);
         break;
     }
   }
@@ -496,8 +591,22 @@ void HttpServer::Impl::flush(Connection* c) {
       return;
     }
   }
-  c->out.shrink_to(kKeepBufferCapacity);
+  c->out.shrink_to(kIdleBufferCapacity);
   if (c->close_after_write && !c->inflight && !c->lingering) start_linger(c);
+}
+
+void HttpServer::Impl::refuse_busy(Connection* c) {
+  // The body budget is spent (the parser refused the body before reading any of it):
+  // 503, then close, lingering because the client may already be sending the body.
+  c->route = routes().size();
+  c->head = false;
+  c->keep_alive = false;
+  c->http10 = c->parser.request().version_minor == 0;
+  c->started = Clock::now();
+  c->in.clear();
+  c->linger = true;
+  respond_error(c, 503, "overloaded", c->parser.error_message(), "Retry-After: 1\r\n");
+  c->close_after_write = true;
 }
 
 void HttpServer::Impl::start_linger(Connection* c) {
@@ -540,8 +649,38 @@ void HttpServer::Impl::timer_remove(Connection* c) {
   c->tlist = kNoTimer;
 }
 
+void HttpServer::Impl::request_timer_start(Connection* c) {
+  if (c->request_timed) return;
+  TimerList& t = request_timers_;
+  c->request_timed = true;
+  c->request_deadline = Clock::now() + t.duration;
+  c->rprev = t.tail;
+  c->rnext = nullptr;
+  if (t.tail) t.tail->rnext = c;
+  else t.head = c;
+  t.tail = c;
+}
+
+void HttpServer::Impl::request_timer_stop(Connection* c) {
+  if (!c->request_timed) return;
+  TimerList& t = request_timers_;
+  if (c->rprev) c->rprev->rnext = c->rnext;
+  else t.head = c->rnext;
+  if (c->rnext) c->rnext->rprev = c->rprev;
+  else t.tail = c->rprev;
+  c->rprev = c->rnext = nullptr;
+  c->request_timed = false;
+}
+
 void HttpServer::Impl::update_timer(Connection* c, bool progress) {
   if (c->closed) return;
+  // The whole-request deadline runs while a request is being received, from its first
+  // byte (the first pump that saw it) to its last, whatever the other timers do: the
+  // idle timer restarts with every byte, so alone it lets a trickled body live forever.
+  bool receiving = !c->lingering && !c->inflight && c->parser.started() &&
+                   c->parser.status() == ParseStatus::kNeedMore;
+  if (receiving) request_timer_start(c);
+  else request_timer_stop(c);
   if (c->lingering) {
     if (c->tlist != kHeaderTimer) timer_insert(c, kHeaderTimer);
   } else if (c->inflight) {
@@ -564,6 +703,12 @@ void HttpServer::Impl::expire_timers() {
       timer_remove(c);
       on_timeout(c);
     }
+  }
+  while (request_timers_.head && request_timers_.head->request_deadline <= now_) {
+    Connection* c = request_timers_.head;
+    request_timer_stop(c);
+    timer_remove(c);
+    on_timeout(c);
   }
 }
 
@@ -588,7 +733,16 @@ void HttpServer::Impl::on_timeout(Connection* c) {
 // ---------------------------------------------------------------------------------------
 // Public face
 
-HttpServer::HttpServer(ServerConfig config, Predictor& predictor)
+inference::RequestLimits request_limits(const ServerConfig& config) {
+  inference::RequestLimits r;
+  r.max_text_bytes = config.max_text_bytes;
+  r.max_batch_items = config.max_batch_items;
+  r.default_mc_dropout = config.default_mc_dropout;
+  r.max_request_gflop = config.max_request_gflop;
+  return r;
+}
+
+HttpServer::HttpServer(ServerConfig config, inference::Predictor& predictor)
     : impl_(std::make_unique<Impl>(std::move(config), predictor)) {}
 HttpServer::~HttpServer() = default;
 void HttpServer::bind() { impl_->bind(); }

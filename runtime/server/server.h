@@ -14,7 +14,7 @@
 #include <string_view>
 #include <vector>
 
-#include "runtime/server/predictor.h"
+#include "runtime/inference/predictor_interface.h"
 #include "runtime/server/prometheus.h"
 
 namespace bet::server {
@@ -27,7 +27,14 @@ struct ServerConfig {
   size_t max_header_bytes = 16 * 1024;  // -> 431
   size_t max_body_bytes = 4u << 20;     // --max-body -> 413
   size_t max_text_bytes = 1u << 20;     // --max-text-bytes -> 422
-  size_t max_batch_items = 64;          // --max-batch-items -> 413
+  // Bytes of request bodies held at once, over all connections (--max-buffered-body).
+  // Each body takes its declared Content-Length (a chunked one, what it has grown to)
+  // before it is read and holds it until its request is answered; one that does not
+  // fit gets 503 with Retry-After and is not read. A body is always admitted when no
+  // other is held, so a value below max_body_bytes means one at a time. 0: no limit.
+  size_t max_buffered_body_bytes = 256u << 20;
+  size_t max_batch_items = 64;          // --max-batch-items -> 413; at most max_queue_items
+  double max_request_gflop = 500;       // --max-request-gflop: estimated work per request -> 413
 
   // Batching queue.
   size_t max_batch = 32;                       // --max-batch: items per forward pass
@@ -42,9 +49,15 @@ struct ServerConfig {
   // Timeouts (configurable so tests can use short ones).
   std::chrono::milliseconds header_timeout{10000};  // first byte to end of headers -> 408
   std::chrono::milliseconds idle_timeout{60000};    // idle keep-alive; also a stalled body or reader
+  // First byte to complete body (--request-timeout-ms) -> 408. Never extended, so a body
+  // trickled a byte at a time, each within idle_timeout, still ends.
+  std::chrono::milliseconds request_timeout{60000};
   std::chrono::milliseconds drain_timeout{30000};   // stop(): longest wait for in-flight work
 
   size_t max_connections = 10000;
+  // Closed connections' objects kept for reuse; those beyond are freed, so a burst of
+  // connections does not keep its memory afterwards.
+  size_t max_spare_connections = 64;
   std::string version = "0.0.0";  // reported in /openapi.json
 
   // One line per event worth logging (startup, reload, errors); default: stderr.
@@ -53,7 +66,8 @@ struct ServerConfig {
 
 class HttpServer {
  public:
-  HttpServer(ServerConfig config, Predictor& predictor);
+  // Throws std::invalid_argument for limits that contradict each other.
+  HttpServer(ServerConfig config, inference::Predictor& predictor);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
@@ -78,6 +92,10 @@ class HttpServer {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// The request limits a ServerConfig sets: the server decodes bodies against them and
+// hands them to its predictor (Predictor::set_limits), which checks every request.
+inference::RequestLimits request_limits(const ServerConfig& config);
 
 // SIGTERM and SIGINT call server.stop(), SIGHUP server.request_reload(); SIGPIPE is
 // ignored. One server per process.

@@ -56,6 +56,18 @@ struct Connection {
   Connection* tnext = nullptr;
   int8_t tlist = kNoTimer;
   Clock::time_point deadline;
+
+  // The whole-request deadline (ServerConfig::request_timeout), from a request's first
+  // byte to its complete body: membership of Impl::request_timers_, kept apart from the
+  // list above because it runs alongside the header and idle timers. Sorted like them.
+  Connection* rprev = nullptr;
+  Connection* rnext = nullptr;
+  bool request_timed = false;
+  Clock::time_point request_deadline;
+
+  size_t pool_index = 0;  // in Impl::pool_
+  size_t held_bytes = 0;  // its buffers' heap bytes, as last counted in Impl::buffered_bytes_
+  size_t job_body_bytes = 0;  // of Impl::body_budget_, held by the body its in-flight job took
 };
 
 struct TimerList {
@@ -65,7 +77,7 @@ struct TimerList {
 };
 
 struct HttpServer::Impl {
-  Impl(ServerConfig config, Predictor& predictor);
+  Impl(ServerConfig config, inference::Predictor& predictor);
   ~Impl();
 
   // server.cpp
@@ -85,6 +97,11 @@ struct HttpServer::Impl {
   void close_conn(Connection* c);
   Connection* acquire();
   void release(Connection* c);
+  void refuse_busy(Connection* c);
+  void account(Connection* c);
+  void maybe_trim();
+  void request_timer_start(Connection* c);
+  void request_timer_stop(Connection* c);
   void timer_insert(Connection* c, TimerKind k);
   void timer_remove(Connection* c);
   void update_timer(Connection* c, bool progress);
@@ -102,6 +119,7 @@ struct HttpServer::Impl {
   void handle_parse_error(Connection* c);
   void dispatch_job(Connection* c, std::unique_ptr<InferenceJob> job);
   void finish_job(std::unique_ptr<InferenceJob> job);
+  void decode_job(InferenceJob& job) const;  // on the intake thread
   void respond(Connection* c, int status, std::string_view content_type, std::string_view body,
                std::string_view extra_headers = {});
   void respond_error(Connection* c, int status, std::string_view code, std::string_view message,
@@ -109,11 +127,19 @@ struct HttpServer::Impl {
   prom::Counter& request_counter(size_t route, int status);
 
   ServerConfig cfg_;
-  Predictor& predictor_;
+  inference::Predictor& predictor_;
   ApiKeys keys_;
   RateLimiter limiter_;
+  // Requests with a missing or wrong API key, per peer address: once a peer's bucket is
+  // empty every /v1 request from it gets 429 before its key is looked at, so keys
+  // cannot be guessed faster than the rate limit. (Not all requests per address: behind
+  // a load balancer every client shares one.)
+  RateLimiter auth_failures_;
   ApiLimits api_limits_;
   ParserLimits parser_limits_;
+  // Shared by every connection's parser; declared before pool_ so that it outlives the
+  // parsers, which give their bytes back when destroyed.
+  BodyBudget body_budget_;
 
   int listen_fd_ = -1;
   int epoll_fd_ = -1;
@@ -131,6 +157,12 @@ struct HttpServer::Impl {
   std::vector<Connection*> ready_swap_;
   uint64_t next_generation_ = 1;
   std::array<TimerList, 2> timers_;
+  TimerList request_timers_;  // linked through Connection::rprev/rnext
+  size_t buffered_bytes_ = 0;  // sum of Connection::held_bytes over pool_
+  size_t trim_high_water_ = 0;  // most buffered bytes (with bodies) since the last trim
+  Clock::time_point last_trim_{};
+  bool trim_pending_ = false;  // a trim is due but waits for its rate limit
+  std::unique_ptr<char[]> read_buf_;  // every recv lands here; connections keep only what is unparsed
   Clock::time_point now_;
   bool draining_ = false;
   Clock::time_point drain_deadline_;
@@ -154,6 +186,9 @@ struct HttpServer::Impl {
   std::array<std::array<prom::Counter*, 600>, kRouteSlots> req_counters_{};
   std::array<prom::Histogram*, kRouteSlots> latency_{};
   prom::Gauge* open_connections_ = nullptr;
+  prom::Gauge* buffered_bytes_gauge_ = nullptr;
+  prom::Gauge* body_bytes_gauge_ = nullptr;
+  prom::Gauge* pooled_gauge_ = nullptr;
   prom::Counter* accepted_ = nullptr;
   prom::Gauge* model_ready_ = nullptr;
   prom::Counter* reload_ok_ = nullptr;

@@ -51,7 +51,7 @@ void HttpServer::Impl::setup_metrics() {
       "Heap bytes held by connection buffers: input, output, request bodies and headers.");
   body_bytes_gauge_ = &registry_.gauge(
       "bet_http_buffered_body_bytes",
-      "Bytes taken by request bodies being received, out of max_buffered_body_bytes.");
+      "Bytes of request bodies held (arriving or waiting for the model), out of max_buffered_body_bytes.");
   pooled_gauge_ = &registry_.gauge("bet_http_pooled_connections",
                                    "Closed connections' objects kept for reuse (at most max_spare_connections).");
   accepted_ = &registry_.counter("bet_http_connections_accepted_total", "Client connections accepted.");
@@ -175,10 +175,20 @@ void HttpServer::Impl::handle_request(Connection* c) {
   if (route.needs_key && (keys_.enabled() || limiter_.enabled())) {
     std::optional<size_t> key;
     if (keys_.enabled()) {
+      int retry_after = 1;
+      if (!auth_failures_.would_allow(c->peer, c->started, &retry_after)) {
+        extra_headers_.assign("Retry-After: ").append(std::to_string(retry_after)).append("\r\n");
+        respond_error(c, 429, "rate_limited",
+                      "too many requests with a wrong or missing API key from this address; retry after the "
+                      "Retry-After delay",
+                      extra_headers_);
+        return;
+      }
       const std::string* auth = req.header("authorization");
       std::optional<std::string_view> token = auth ? ApiKeys::bearer_token(*auth) : std::nullopt;
       if (token) key = keys_.find(*token);
       if (!key) {
+        auth_failures_.allow(c->peer, c->started, nullptr);  // the failure takes a token
         respond_error(c, 401, "unauthorized",
                       auth ? "wrong API key" : "missing API key: send 'Authorization: Bearer <key>'",
                       "WWW-Authenticate: Bearer\r\n");

@@ -7,6 +7,7 @@
 
 #include "kernels/cpu/threads.h"
 #include "runtime/inference/predictor.h"
+#include "runtime/io/atomic_file.h"
 #include "runtime/io/bounded_json.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "tools/betctl/commands.h"
@@ -15,6 +16,27 @@
 namespace betctl {
 
 using namespace bet;
+
+namespace {
+
+// The request checks' temperature range (inference::RequestLimits), as a usage error:
+// CLI::Range lets NaN through, and a subnormal temperature overflowed the logits.
+CLI::Validator temperature_check(bool zero_is_greedy) {
+  return CLI::Validator(
+      [zero_is_greedy](std::string& s) {
+        using L = inference::RequestLimits;
+        char* end = nullptr;
+        const double t = std::strtod(s.c_str(), &end);
+        if (end == s.c_str() || *end) return "not a number: " + s;
+        if ((zero_is_greedy && t == 0) || (t >= L::kMinTemperature && t <= L::kMaxTemperature)) return std::string();
+        return std::string(zero_is_greedy ? "must be 0 (greedy) or in [" : "must be in [") +
+               nlohmann::json(L::kMinTemperature).dump() + ", " + nlohmann::json(L::kMaxTemperature).dump() +
+               "], got " + s;
+      },
+      "T");
+}
+
+}  // namespace
 
 void add_predict_commands(CLI::App& app, Registry& registry) {
   {
@@ -35,7 +57,7 @@ void add_predict_commands(CLI::App& app, Registry& registry) {
         ->check(CLI::Range(1, RequestLimits::kMaxMembers));
     cmd->add_option("--mc-dropout", *mc, "ensemble of K dropout masks")->check(CLI::Range(0, RequestLimits::kMaxMembers));
     cmd->add_option("--temperature", *temperature, "override the calibrated temperature")
-        ->check(CLI::Range(RequestLimits::kMinTemperature, RequestLimits::kMaxTemperature));
+        ->check(temperature_check(false));
     cmd->add_option("--threads", *threads, "threads")->check(CLI::NonNegativeNumber);
     static std::string device = "cpu";  // checked while parsing (device_flag.h)
     add_device_option(cmd, device);
@@ -84,8 +106,7 @@ void add_predict_commands(CLI::App& app, Registry& registry) {
           std::cout.flush();
           return 0;
         }
-        std::ifstream f(*input);
-        BET_CHECK(f.good(), *input, ": cannot open");
+        std::ifstream f = runtime::open_input_file(*input);  // names a directory or unreadable file
         std::string line;
         int64_t n = 0;
         while (std::getline(f, line)) {
@@ -94,6 +115,7 @@ void add_predict_commands(CLI::App& app, Registry& registry) {
           const std::string where = *input + ":" + std::to_string(n);
           std::cout << answer(make(line, where, true), where).dump() << "\n";
         }
+        runtime::check_read(f, *input);
         std::cout.flush();
         return 0;
       };
@@ -113,19 +135,7 @@ void add_predict_commands(CLI::App& app, Registry& registry) {
     cmd->add_option("--prompt", *prompt, "prompt text")->required();
     cmd->add_option("--max-tokens", *max_tokens, "tokens to generate")->check(CLI::Range(1, 1 << 16));
     cmd->add_option("--cot", *cot, "auto: use the model's optimal_length as the budget")->check(CLI::IsMember({"auto"}));
-    cmd->add_option("--temperature", *temperature, "sampling temperature (0: greedy)")
-        ->check(CLI::Validator(
-            [](std::string& s) {
-              using L = inference::RequestLimits;
-              char* end = nullptr;
-              const double t = std::strtod(s.c_str(), &end);
-              if (end == s.c_str() || *end) return "not a number: " + s;
-              return t == 0 || (t >= L::kMinTemperature && t <= L::kMaxTemperature)
-                         ? std::string()
-                         : "must be 0 (greedy) or in [" + std::to_string(L::kMinTemperature) + ", " +
-                               std::to_string(L::kMaxTemperature) + "], got " + s;
-            },
-            "T"));
+    cmd->add_option("--temperature", *temperature, "sampling temperature (0: greedy)")->check(temperature_check(true));
     cmd->add_option("--top-k", *top_k, "sample among the k likeliest")->check(CLI::NonNegativeNumber);
     cmd->add_option("--top-p", *top_p, "nucleus sampling mass")->check(CLI::Range(0.0, 1.0));
     cmd->add_option("--seed", *seed, "sampling seed");

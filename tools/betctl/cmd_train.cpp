@@ -9,6 +9,40 @@
 
 namespace betctl {
 
+namespace {
+
+// Upper bounds of the shape flags, so a typo is a usage error (exit code 2) before any
+// allocation rather than an out-of-memory minutes in. Attention keeps batch x heads x
+// max_len^2 scores per layer for the backward pass (256 MiB per head and sequence at
+// 8192), parameters grow as layers x d_model^2 and the embedding as vocab x d_model;
+// each bound is far above the default classifier (d_model 128, 4 heads, 2 layers,
+// max_len 256, vocab 8000) yet still a model one machine can hold.
+constexpr int64_t kMaxLen = 8192;
+constexpr int64_t kMaxDModel = 8192;
+constexpr int64_t kMaxHeads = 256;
+constexpr int64_t kMaxLayers = 256;
+constexpr int64_t kMinVocab = 8, kMaxVocab = 131072;  // spm-train:VOCAB
+
+// --tokenizer: byte | spm:FILE | spm-train:VOCAB, VOCAB plain digits within the bounds
+// (a stoi later would take "8000abc" as 8000).
+CLI::Validator tokenizer_validator() {
+  return CLI::Validator(
+      [](std::string& s) -> std::string {
+        if (s == "byte" || (s.rfind("spm:", 0) == 0 && s.size() > 4)) return {};
+        if (s.rfind("spm-train:", 0) == 0) {
+          const std::string n = s.substr(10);
+          const bool digits = !n.empty() && n.size() <= 7 && n.find_first_not_of("0123456789") == std::string::npos;
+          if (digits && std::stoll(n) >= kMinVocab && std::stoll(n) <= kMaxVocab) return {};
+          return "'" + s + "': VOCAB must be a whole number in [" + std::to_string(kMinVocab) + ", " +
+                 std::to_string(kMaxVocab) + "]";
+        }
+        return "'" + s + "' is not one of byte, spm:FILE, spm-train:VOCAB";
+      },
+      "byte|spm:FILE|spm-train:VOCAB");
+}
+
+}  // namespace
+
 void add_train_command(CLI::App& app, Registry& registry) {
   auto* cmd = app.add_subcommand("train", "Train a model (default: the built-in Bernoulli task)");
   auto c = std::make_shared<bet::runtime::TrainConfig>();
@@ -22,17 +56,18 @@ void add_train_command(CLI::App& app, Registry& registry) {
   cmd->add_option("--val-split", c->val_split, "fraction of --data held out for validation")->check(CLI::Range(0.0, 0.9));
   cmd->add_option("--synthetic", c->synthetic, "bernoulli | categorical (default when no --data: bernoulli)")
       ->check(CLI::IsMember({"bernoulli", "categorical"}));
-  cmd->add_option("--seq-len", c->seq_len, "synthetic: outcomes per sequence")->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--seq-len", c->seq_len, "synthetic: outcomes per sequence (at most --max-len)")
+      ->check(CLI::Range(int64_t(1), kMaxLen));
   cmd->add_option("--categories", c->categories, "synthetic categorical: outcomes")->check(CLI::Range(2, 250));
-  cmd->add_option("--tokenizer", c->tokenizer, "byte | spm:FILE | spm-train:VOCAB");
+  cmd->add_option("--tokenizer", c->tokenizer, "byte | spm:FILE | spm-train:VOCAB")->check(tokenizer_validator());
   cmd->add_option("--layer", *layer, "bet | standard")->check(CLI::IsMember({"bet", "standard"}));
-  cmd->add_option("--d-model", m.d_model, "model width")->check(CLI::Range(2, 1 << 16));
-  cmd->add_option("--heads", m.heads, "attention heads")->check(CLI::Range(1, 1024));
-  cmd->add_option("--layers", m.layers, "layers")->check(CLI::Range(1, 1024));
+  cmd->add_option("--d-model", m.d_model, "model width")->check(CLI::Range(int64_t(2), kMaxDModel));
+  cmd->add_option("--heads", m.heads, "attention heads")->check(CLI::Range(int64_t(1), kMaxHeads));
+  cmd->add_option("--layers", m.layers, "layers")->check(CLI::Range(int64_t(1), kMaxLayers));
   cmd->add_option("--k-permutations", m.k_permutations, "attention permutation paths (0: off)")->check(CLI::Range(0, 64));
   cmd->add_option("--pe", *pe, "rope | sinusoidal | learned | none")
       ->check(CLI::IsMember({"rope", "sinusoidal", "learned", "none"}));
-  cmd->add_option("--max-len", m.max_len, "maximum sequence length")->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--max-len", m.max_len, "maximum sequence length")->check(CLI::Range(int64_t(1), kMaxLen));
   cmd->add_option("--dropout", m.dropout, "dropout rate")->check(CLI::Range(0.0, 0.99));
   cmd->add_flag("--tie-embeddings", m.tie_embeddings, "lm: tie the head to the embedding");
   cmd->add_option("--epochs", c->epochs, "epochs (data only)")->check(CLI::NonNegativeNumber);

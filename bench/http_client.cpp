@@ -1,4 +1,4 @@
-#include "runtime/server/http_client.h"
+#include "bench/http_client.h"
 
 #include <netdb.h>
 #include <netinet/in.h>
@@ -7,15 +7,9 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <charconv>
 #include <thread>
 
-namespace bet::server {
-
-std::string HttpResponse::header(const std::string& lower_name) const {
-  auto it = headers.find(lower_name);
-  return it == headers.end() ? std::string() : it->second;
-}
+namespace bet::bench {
 
 HttpClient::HttpClient(const std::string& host, uint16_t port, std::chrono::milliseconds timeout) {
   addrinfo hints{};
@@ -67,7 +61,7 @@ bool HttpClient::fill() {
     ssize_t n = ::recv(fd_, tmp, sizeof tmp, 0);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return false;
-    buf_.append(tmp, static_cast<size_t>(n));
+    parser_.feed(std::string_view(tmp, static_cast<size_t>(n)));
     return true;
   }
 }
@@ -75,50 +69,14 @@ bool HttpClient::fill() {
 std::optional<HttpResponse> HttpClient::read(bool head_request) {
   if (fd_ < 0) return std::nullopt;
   while (true) {
-    size_t end;
-    while ((end = buf_.find("\r\n\r\n")) == std::string::npos)
-      if (!fill()) return std::nullopt;
-    std::string_view head(buf_.data(), end);
-    size_t eol = head.find("\r\n");
-    std::string_view status_line = head.substr(0, eol);
-    if (status_line.size() < 12 || status_line.substr(0, 7) != "HTTP/1.") return std::nullopt;
-    HttpResponse r;
-    auto [p, ec] = std::from_chars(status_line.data() + 9, status_line.data() + 12, r.status);
-    if (ec != std::errc() || p != status_line.data() + 12) return std::nullopt;
-    std::string_view rest = eol == std::string_view::npos ? std::string_view() : head.substr(eol + 2);
-    while (!rest.empty()) {
-      size_t line_end = rest.find("\r\n");
-      std::string_view line = rest.substr(0, line_end);
-      rest = line_end == std::string_view::npos ? std::string_view() : rest.substr(line_end + 2);
-      size_t colon = line.find(':');
-      if (colon == std::string_view::npos) return std::nullopt;
-      std::string name(line.substr(0, colon));
-      for (char& c : name) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
-      std::string_view value = line.substr(colon + 1);
-      while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
-      while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
-      r.headers[name] = std::string(value);
+    if (auto r = parser_.next(head_request)) return r;
+    if (parser_.failed()) return std::nullopt;
+    if (!fill()) {
+      // A close-delimited body ends here (EOF, or the timeout); anything else is cut short
+      // and stays buffered.
+      if (parser_.awaiting_close()) return parser_.finish(head_request);
+      return std::nullopt;
     }
-    buf_.erase(0, end + 4);
-    if (r.status >= 100 && r.status < 200) continue;
-    bool no_body = head_request || r.status == 204 || r.status == 304;
-    auto cl = r.headers.find("content-length");
-    if (no_body) {
-      // nothing to read
-    } else if (cl != r.headers.end()) {
-      size_t len = 0;
-      auto [q, ec2] = std::from_chars(cl->second.data(), cl->second.data() + cl->second.size(), len);
-      if (ec2 != std::errc() || q != cl->second.data() + cl->second.size()) return std::nullopt;
-      while (buf_.size() < len)
-        if (!fill()) return std::nullopt;
-      r.body = buf_.substr(0, len);
-      buf_.erase(0, len);
-    } else {
-      while (fill()) {
-      }
-      r.body.swap(buf_);
-    }
-    return r;
   }
 }
 
@@ -139,14 +97,14 @@ std::optional<HttpResponse> HttpClient::request(const std::string& method, const
 }
 
 bool HttpClient::closed_by_peer() {
-  if (!buf_.empty() || fd_ < 0) return fd_ < 0;
+  if (parser_.buffered() > 0 || fd_ < 0) return fd_ < 0;
   char c;
   while (true) {
     ssize_t n = ::recv(fd_, &c, 1, 0);
     if (n < 0 && errno == EINTR) continue;
-    if (n == 1) buf_.push_back(c);
+    if (n == 1) parser_.feed(std::string_view(&c, 1));
     return n == 0 || (n < 0 && errno == ECONNRESET);
   }
 }
 
-}  // namespace bet::server
+}  // namespace bet::bench

@@ -1,23 +1,19 @@
 // A small blocking HTTP/1.1 client for talking to `betctl serve`: keep-alive, raw
 // writes (for pipelining or byte-by-byte tests) and response reading with
-// Content-Length or close-delimited bodies. Used by the server tests and by load
-// generators; not a general-purpose client (no TLS, no redirects, no chunked responses).
+// Content-Length or close-delimited bodies (framing by bench/http_response_parser.h).
+// Test and bench support (the server tests, `betctl bench serve`), not part of the
+// product library; not a general-purpose client (no TLS, no redirects, no chunked
+// responses).
 #pragma once
 #include <chrono>
 #include <cstdint>
-#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
 
-namespace bet::server {
+#include "bench/http_response_parser.h"
 
-struct HttpResponse {
-  int status = 0;
-  std::map<std::string, std::string> headers;  // lower-case names
-  std::string body;
-  std::string header(const std::string& lower_name) const;
-};
+namespace bet::bench {
 
 class HttpClient {
  public:
@@ -37,7 +33,7 @@ class HttpClient {
 
   // Reads the next final response (1xx responses are skipped). For a HEAD request
   // pass head_request: such a response has a Content-Length but no body. nullopt on
-  // EOF, timeout or a malformed response.
+  // EOF, timeout or a malformed response (a close-delimited body ends at EOF or timeout).
   std::optional<HttpResponse> read(bool head_request = false);
 
   // Sends "METHOD path HTTP/1.1" with Host and Content-Length (for bodies and POST)
@@ -47,7 +43,8 @@ class HttpClient {
 
   // True when the server has closed the connection (EOF or reset) and nothing is buffered.
   bool closed_by_peer();
-  const std::string& buffered() const { return buf_; }
+  // Bytes received and not yet returned in a response.
+  std::string_view buffered() const { return parser_.pending(); }
 
   // The request text request() would send.
   static std::string format_request(const std::string& method, const std::string& path, const std::string& body = "",
@@ -56,7 +53,7 @@ class HttpClient {
  private:
   bool fill();
   int fd_ = -1;
-  std::string buf_;
+  HttpResponseParser parser_;
 };
 
-}  // namespace bet::server
+}  // namespace bet::bench

@@ -1,13 +1,14 @@
 // A checker of the Prometheus text exposition format (0.0.4), independent of the
-// writer in prometheus.cpp: tests run it on /metrics output, and where promtool is
-// installed they run `promtool check metrics` too.
+// writer in runtime/server/prometheus.cpp: tests run it on /metrics output, and where
+// promtool is installed they run `promtool check metrics` too. Test support only (the
+// test_support library of tests/meson.build), not part of libbet.
 #pragma once
 #include <map>
 #include <string>
 #include <string_view>
 #include <vector>
 
-namespace bet::server::prom {
+namespace bet::test::prom {
 
 struct ExpositionReport {
   std::vector<std::string> problems;       // empty when the text is well-formed
@@ -22,4 +23,4 @@ struct ExpositionReport {
 // _count, and a _sum.
 ExpositionReport check_exposition(std::string_view text);
 
-}  // namespace bet::server::prom
+}  // namespace bet::test::prom

@@ -1,4 +1,4 @@
-#include "runtime/server/prometheus_check.h"
+#include "tests/prometheus_check.h"
 
 #include <cmath>
 #include <cstdlib>
@@ -8,7 +8,10 @@
 
 #include "runtime/server/prometheus.h"
 
-namespace bet::server::prom {
+namespace bet::test::prom {
+
+using bet::server::prom::valid_label_name;
+using bet::server::prom::valid_metric_name;
 
 namespace {
 
@@ -237,4 +240,4 @@ ExpositionReport check_exposition(std::string_view text) {
   return rep;
 }
 
-}  // namespace bet::server::prom
+}  // namespace bet::test::prom
