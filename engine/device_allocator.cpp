@@ -40,8 +40,15 @@ void DeviceCachingAllocator::release(void* ptr, size_t capacity, int device) {
   if (!ptr) return;
   std::lock_guard<std::mutex> lock(mu_);
   PerDevice& d = devices_[device];
-  d.free_blocks[capacity].push_back(ptr);
-  d.stats.bytes_cached += capacity;
+  // Caching the block needs host memory (a map node, a vector slot). Called while a
+  // tensor is destroyed, often during the unwinding of an out-of-memory error, so when
+  // that allocation fails the block goes straight back to the device instead.
+  try {
+    d.free_blocks[capacity].push_back(ptr);
+    d.stats.bytes_cached += capacity;
+  } catch (...) {
+    backend_.free(ptr, device);
+  }
   d.stats.bytes_in_use -= capacity;
 }
 

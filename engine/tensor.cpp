@@ -50,9 +50,18 @@ Tensor make_view(const Tensor& base, const Shape& shape, const Shape& strides, i
 }
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
-  for (auto d : shape) BET_CHECK(d >= 0, "Tensor::empty: negative dim in ", shape_str(shape));
+  // The byte count with overflow checks: a product that wraps would allocate a small
+  // buffer for a huge shape. 2^48 bytes is beyond any machine's memory.
+  constexpr uint64_t kMaxBytes = uint64_t(1) << 48;
+  uint64_t bytes = dtype_size(dtype);
+  for (auto d : shape) {
+    BET_CHECK(d >= 0, "Tensor::empty: negative dim in ", shape_str(shape));
+    if (d != 0 && bytes > kMaxBytes / uint64_t(d))
+      fail("Tensor::empty: ", shape_str(shape), " needs more than 2^48 bytes");
+    bytes *= uint64_t(d);
+  }
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = Storage::allocate(size_t(shape_numel(shape)) * dtype_size(dtype), device);
+  impl->storage = Storage::allocate(size_t(bytes), device);
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;

@@ -1,10 +1,29 @@
 // What defines a model: the hyperparameters stored in every checkpoint header.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 namespace bet::model {
+
+// Bounds on every field. A config read from outside (a checkpoint header, safetensors
+// metadata, `betctl import --config`) is refused past them, naming the field, before
+// anything is allocated; each is far above any model this program trains (the training
+// CLI has tighter flag ranges of its own), yet keeps every size computed from a config
+// far from int64 overflow. The table, with the reason for each, is in config.cpp.
+namespace bounds {
+constexpr int64_t kMinVocab = 4, kMaxVocab = int64_t(1) << 22;
+constexpr int64_t kMinDModel = 2, kMaxDModel = 16384;
+constexpr int64_t kMaxHeads = 256;
+constexpr int64_t kMaxLayers = 256;
+constexpr int64_t kMaxLen = 65536;
+constexpr int64_t kMaxPermutations = 64;
+constexpr int64_t kMaxHarmonics = 60;
+constexpr int64_t kMaxClasses = 65536;
+constexpr size_t kMaxLabelBytes = 1024;
+constexpr int64_t kMaxParameters = int64_t(1) << 32;  // all parameters together
+}  // namespace bounds
 
 enum class Task { Classify, LM };
 enum class LayerKind { Bet, Standard };
@@ -29,9 +48,25 @@ struct ModelConfig {
 
   bool causal() const { return task == Task::LM; }
   int64_t head_dim() const { return d_model / heads; }
-  // Validates the combination; throws bet::Error naming the field at fault.
+  // Checks every field against `bounds` and the combination (heads divide d_model, rope
+  // needs an even head dim, classify labels name every class, the parameter count);
+  // throws bet::Error naming the field, its value and the bound ("config.layers:
+  // 1000000000 is out of range [1, 256]"). The model constructor calls it, and so does
+  // every reader of a config from a file.
   void validate() const;
 };
+
+// One parameter of the model a config describes: its state_dict name and shape.
+struct ParamSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+
+// Every parameter of BetModel(cfg), in named_parameters() order, computed without
+// building it: checkpoint readers check a file's tensor table against it before
+// allocating anything. cfg must be within `bounds` (validate() calls this last).
+std::vector<ParamSpec> parameter_specs(const ModelConfig& cfg);
+int64_t parameter_count(const ModelConfig& cfg);
 
 std::string to_string(Task t);
 std::string to_string(LayerKind k);

@@ -4,13 +4,17 @@
 #include <doctest/doctest.h>
 #include <errno.h>
 #include <unistd.h>
+#include <xxhash.h>
+#include <zstd.h>
 
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "engine/ops.h"
 #include "engine/optim/optimizer.h"
@@ -115,6 +119,104 @@ inline void flip_byte(const std::string& path, size_t at) {
   REQUIRE(at < bytes.size());
   bytes[at] = char(bytes[at] ^ 0x40);
   atomic_write_file(path, bytes);
+}
+
+// --- Crafted files: files that declare far more than a test may allocate ---
+
+struct CraftedTensor {
+  std::string name;
+  DType dtype;
+  Shape shape;
+};
+
+// One zstd frame (content size and checksum set, as encode_bet writes them) of `raw`
+// zero bytes, compressed from a small buffer: a GiB of zeros costs no GiB here.
+inline std::string zero_frame(uint64_t raw) {
+  ZSTD_CCtx* cctx = ZSTD_createCCtx();
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, 1);
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
+  ZSTD_CCtx_setPledgedSrcSize(cctx, raw);
+  static const std::vector<char> zeros(size_t(1) << 20, 0);
+  std::string out;
+  std::vector<char> buf(ZSTD_CStreamOutSize());
+  uint64_t left = raw;
+  for (;;) {
+    const size_t n = size_t(std::min<uint64_t>(left, zeros.size()));
+    ZSTD_inBuffer in{zeros.data(), n, 0};
+    const ZSTD_EndDirective mode = n == left ? ZSTD_e_end : ZSTD_e_continue;
+    size_t rest;
+    do {
+      ZSTD_outBuffer o{buf.data(), buf.size(), 0};
+      rest = ZSTD_compressStream2(cctx, &o, &in, mode);
+      REQUIRE(!ZSTD_isError(rest));
+      out.append(buf.data(), o.pos);
+    } while (mode == ZSTD_e_end ? rest != 0 : in.pos < in.size);
+    left -= n;
+    if (mode == ZSTD_e_end) break;
+  }
+  ZSTD_freeCCtx(cctx);
+  return out;
+}
+
+// A .bet file with every checksum right, its header `header` and its tensors all zeros:
+// one frame per distinct (dtype, shape), shared by every entry of that kind (the reader
+// allows entries to share bytes). The tensors are never materialised, so a test can
+// declare gigabytes in a file of kilobytes. Layout as in bet_format.h.
+inline std::string craft_bet(const nlohmann::json& header, const std::vector<CraftedTensor>& tensors) {
+  auto put_u64 = [](std::string& s, uint64_t v) {
+    for (int i = 0; i < 8; ++i) s.push_back(char((v >> (8 * i)) & 0xff));
+  };
+  auto hex = [](uint64_t v) {
+    char b[17];
+    std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(v));
+    return std::string(b);
+  };
+  std::string out("BETCKPT1", 8);
+  out.append("\x01\0\0\0\0\0\0\0", 8);
+  const std::string h = header.dump();
+  put_u64(out, h.size());
+  out += h;
+  put_u64(out, XXH3_64bits(h.data(), h.size()));
+  std::map<std::pair<int, Shape>, nlohmann::json> frames;  // -> {offset, compressed_size, checksum}
+  nlohmann::json index = nlohmann::json::array();
+  for (const CraftedTensor& t : tensors) {
+    uint64_t raw = dtype_size(t.dtype);
+    for (int64_t d : t.shape) raw *= uint64_t(d);
+    nlohmann::json& f = frames[{int(t.dtype), t.shape}];
+    if (f.is_null()) {
+      const std::string frame = zero_frame(raw);
+      f = {{"offset", out.size()},
+           {"compressed_size", frame.size()},
+           {"checksum", hex(XXH3_64bits(frame.data(), frame.size()))}};
+      out += frame;
+    }
+    index.push_back({{"name", t.name}, {"dtype", dtype_name(t.dtype)}, {"shape", t.shape}, {"offset", f["offset"]},
+                     {"compressed_size", f["compressed_size"]}, {"raw_size", raw}, {"checksum", f["checksum"]}});
+  }
+  const std::string idx = index.dump();
+  std::string footer;
+  put_u64(footer, out.size());
+  put_u64(footer, idx.size());
+  put_u64(footer, XXH3_64bits(idx.data(), idx.size()));
+  put_u64(footer, XXH3_64bits(footer.data(), footer.size()));
+  footer.append("BETFOOT1", 8);
+  return out + idx + footer;
+}
+
+// The tensor table of the model `cfg` describes (every parameter, f32).
+inline std::vector<CraftedTensor> model_table(const model::ModelConfig& cfg) {
+  std::vector<CraftedTensor> t;
+  for (const model::ParamSpec& p : model::parameter_specs(cfg)) t.push_back({p.name, DType::F32, p.shape});
+  return t;
+}
+
+// A production checkpoint header for `cfg` (byte tokenizer), as save_checkpoint writes it.
+inline nlohmann::json header_for(const model::ModelConfig& cfg) {
+  Checkpoint ck;
+  ck.config = cfg;
+  ck.kind = "production";
+  ck.tokenizer = make_byte_tokenizer()->to_json();
+  return checkpoint_header(ck);
 }
 
 inline doctest::Contains has(const std::string& s) { return doctest::Contains(s.c_str()); }

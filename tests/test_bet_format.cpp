@@ -5,13 +5,19 @@
 
 #include <filesystem>
 
+#include <xxhash.h>
+#include <zstd.h>
+
+#include "engine/allocator.h"
 #include "engine/ops.h"
 #include "engine/random.h"
 #include "runtime/checkpoint/bet_format.h"
 #include "runtime/io/atomic_file.h"
+#include "tests/checkpoint_fixtures.h"
 
 using namespace bet;
 using namespace bet::runtime;
+using namespace bet::testing;
 
 namespace {
 
@@ -40,6 +46,49 @@ void check_equal(const NamedTensorList& a, const NamedTensorList& b) {
     CHECK(std::memcmp(x.raw_data(), y.raw_data(), x.nbytes()) == 0);
   }
 }
+
+uint64_t u64_at(std::string_view s, size_t at) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= uint64_t(uint8_t(s[at + size_t(i)])) << (8 * i);
+  return v;
+}
+
+// `file` with `extra` appended to its data and its index passed through `edit` (offsets
+// as stored; the extra data starts at the returned json's "extra_at"), every checksum
+// of the index and footer recomputed, so the damage reaches the frame checks.
+std::string rebuild(const std::string& file, const std::string& extra,
+                    const std::function<void(nlohmann::json& index, uint64_t extra_at)>& edit) {
+  const size_t foot = file.size() - 40;
+  const uint64_t index_at = u64_at(file, foot), index_len = u64_at(file, foot + 8);
+  nlohmann::json index = nlohmann::json::parse(file.substr(index_at, index_len));
+  edit(index, index_at);
+  std::string out = file.substr(0, index_at) + extra;
+  const std::string idx = index.dump();
+  std::string footer;
+  auto put = [&](uint64_t v) {
+    for (int i = 0; i < 8; ++i) footer.push_back(char((v >> (8 * i)) & 0xff));
+  };
+  put(out.size());
+  put(idx.size());
+  put(XXH3_64bits(idx.data(), idx.size()));
+  put(XXH3_64bits(footer.data(), footer.size()));
+  footer.append("BETFOOT1", 8);
+  return out + idx + footer;
+}
+
+std::string checksum_of(std::string_view frame) {
+  char b[17];
+  std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(XXH3_64bits(frame.data(), frame.size())));
+  return b;
+}
+
+// Caps the host allocator for a scope.
+struct AllocatorLimit {
+  explicit AllocatorLimit(uint64_t bytes) {
+    CachingAllocator::host().set_limit(CachingAllocator::host().stats().bytes_in_use + bytes);
+  }
+  ~AllocatorLimit() { CachingAllocator::host().set_limit(0); }
+};
 
 std::string tmp_path(const char* name) {
   auto dir = std::filesystem::temp_directory_path() / ("bet_test_" + std::to_string(::getpid()));
@@ -119,4 +168,107 @@ TEST_CASE("atomic write replaces the file and leaves no temporary behind") {
   CHECK(read_file(path) == "new contents");
   for (auto& e : std::filesystem::directory_iterator(std::filesystem::path(path).parent_path()))
     CHECK(e.path().filename().string().find(".tmp.") == std::string::npos);
+}
+
+TEST_CASE("a frame is read only as the size its index entry declares") {
+  Generator g(5);
+  const NamedTensorList two{{"a", g.uniform({4})}, {"b", g.uniform({8})}};
+  const std::string good = encode_bet({}, two);
+  auto error = [](const std::string& bytes) { return error_of([&] { decode_bet(bytes, "f.bet"); }); };
+
+  // a's entry pointing at b's frame (32 bytes of content, 16 declared).
+  std::string bad = rebuild(good, "", [](nlohmann::json& idx, uint64_t) {
+    for (const char* k : {"offset", "compressed_size", "checksum"}) idx[0][k] = idx[1][k];
+  });
+  CHECK(error(bad).find("f.bet: tensor 'a': frame states a size other than the index's raw size") != std::string::npos);
+
+  // A frame that does not state its size, and two frames where one is declared.
+  ZSTD_CCtx* cctx = ZSTD_createCCtx();
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 0);
+  std::string zeros(16, '\0'), unsized(ZSTD_compressBound(16), '\0');
+  ZSTD_inBuffer in{zeros.data(), zeros.size(), 0};
+  ZSTD_outBuffer out{unsized.data(), unsized.size(), 0};
+  ZSTD_CCtx_setPledgedSrcSize(cctx, ZSTD_CONTENTSIZE_UNKNOWN);
+  REQUIRE(ZSTD_compressStream2(cctx, &out, &in, ZSTD_e_continue) == 0);
+  REQUIRE(ZSTD_compressStream2(cctx, &out, &in, ZSTD_e_end) == 0);
+  unsized.resize(out.pos);
+  ZSTD_freeCCtx(cctx);
+  CHECK(ZSTD_getFrameContentSize(unsized.data(), unsized.size()) == ZSTD_CONTENTSIZE_UNKNOWN);
+  bad = rebuild(good, unsized, [&](nlohmann::json& idx, uint64_t at) {
+    idx[0]["offset"] = at;
+    idx[0]["compressed_size"] = unsized.size();
+    idx[0]["checksum"] = checksum_of(unsized);
+  });
+  CHECK(error(bad).find("tensor 'a': frame does not state its size") != std::string::npos);
+  const std::string doubled = zero_frame(16) + zero_frame(16);
+  bad = rebuild(good, doubled, [&](nlohmann::json& idx, uint64_t at) {
+    idx[0]["offset"] = at;
+    idx[0]["compressed_size"] = doubled.size();
+    idx[0]["checksum"] = checksum_of(doubled);
+  });
+  CHECK(error(bad).find("tensor 'a': is not exactly one zstd frame") != std::string::npos);
+}
+
+TEST_CASE("what an index declares is checked, and shown to the caller, before anything is allocated") {
+  auto& alloc = CachingAllocator::host();
+  // 129 entries of 1 GiB each share one frame: 129 GiB declared in a file of ~5 MB. The
+  // limit stands in for the machine: were any of it allocated, the test would fail
+  // rather than exhaust memory.
+  std::vector<CraftedTensor> table;
+  for (int i = 0; i < 129; ++i) {
+    std::string name = "t";  // (not "t" + to_string: GCC 12 warns falsely on that)
+    name += std::to_string(i);
+    table.push_back({name, DType::F32, {int64_t(1) << 28}});
+  }
+  const std::string huge = craft_bet({{"k", 1}}, table);
+  {
+    AllocatorLimit limit(uint64_t(1) << 20);
+    CHECK_THROWS_WITH_AS(decode_bet(huge, "h.bet"),
+                         doctest::Contains("h.bet: the tensors declare more than 137438953472 bytes together"), Error);
+  }
+
+  // Within the total, the caller's check sees the header and the table first, and may refuse.
+  table.resize(4);
+  const std::string four = craft_bet({{"k", 2}}, table);
+  alloc.reset_peak();
+  const uint64_t before = alloc.stats().bytes_in_use;
+  int calls = 0;
+  auto refuse = [&](const nlohmann::json& header, const std::vector<BetIndexEntry>& index) {
+    ++calls;
+    CHECK(header["k"] == 2);
+    REQUIRE(index.size() == 4);
+    CHECK(index[3].name == "t3");
+    CHECK(index[3].dtype == DType::F32);
+    CHECK(index[3].shape == Shape{int64_t(1) << 28});
+    CHECK(index[3].raw_size == uint64_t(1) << 30);
+    fail("f.bet: refused by the caller");
+  };
+  CHECK_THROWS_WITH_AS(decode_bet(four, "f.bet", refuse), "f.bet: refused by the caller", Error);
+  CHECK(calls == 1);
+  CHECK(alloc.stats().peak_bytes_in_use - before < (uint64_t(1) << 20));
+
+  // Allocation failure is an error naming the tensor.
+  AllocatorLimit limit(uint64_t(1) << 20);
+  CHECK_THROWS_WITH_AS(decode_bet(four, "f.bet"),
+                       doctest::Contains("f.bet: tensor 't0': out of memory allocating 1073741824 bytes"), Error);
+}
+
+TEST_CASE("shapes: a zero among huge dims is as bounded as any other shape") {
+  uint64_t n = 7;
+  CHECK(checked_stored_shape({3, 0, 5}, "w", &n) == Shape{3, 0, 5});
+  CHECK(n == 0);
+  CHECK(checked_stored_shape({}, "w", &n).empty());
+  CHECK(n == 1);
+  auto error = [](const std::vector<uint64_t>& dims) {
+    return error_of([&] {
+      uint64_t m = 0;
+      checked_stored_shape(dims, "w", &m);
+    });
+  };
+  const uint64_t big = uint64_t(1) << 39;
+  CHECK(error({big, 0, big}) ==
+        "w: shape [549755813888, 0, 549755813888] is too large (over 1099511627776 elements, counting a 0 dim as 1)");
+  CHECK(error({uint64_t(1) << 41}).find("is too large") != std::string::npos);
+  CHECK(error({~uint64_t(0), 0}).find("is too large") != std::string::npos);
+  CHECK(error(std::vector<uint64_t>(17, 1)) == "w: shape has 17 dims, over the limit of 16");
 }

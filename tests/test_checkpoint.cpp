@@ -14,6 +14,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "engine/allocator.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "engine/optim/optimizer.h"
@@ -220,7 +221,8 @@ TEST_CASE("config JSON round trips every field and names the field at fault") {
                        Error);
   CHECK_THROWS_WITH_AS(config_from_json(with("inference_seed", -1)), doctest::Contains("config.inference_seed"), Error);
   CHECK_THROWS_WITH_AS(config_from_json(with("d_modle", 48)), doctest::Contains("config.d_modle: unknown field"), Error);
-  CHECK_THROWS_WITH_AS(config_from_json(with("heads", 5), "f.json"), doctest::Contains("f.json: config: d_model 48"),
+  CHECK_THROWS_WITH_AS(config_from_json(with("heads", 5), "f.json"),
+                       doctest::Contains("f.json: config.heads: 5 does not divide d_model 48"),
                        Error);
   json missing = j;
   missing.erase("heads");
@@ -422,4 +424,171 @@ TEST_CASE("inspect_checkpoint describes a .bet file") {
   CHECK(info["metrics"] == ck.metrics);
   CHECK(info["card"] == ck.card);
   CHECK(info["versions"]["betctl"].is_string());
+}
+
+TEST_CASE("config bounds: every field past its bound is refused, naming the field, the value and the bound") {
+  const json good = config_to_json(small_config());
+  auto error_with = [&](const char* key, const json& v) {
+    json j = good;
+    j[key] = v;
+    return error_of([&] { config_from_json(j, "c.json"); });
+  };
+  struct Case {
+    const char* key;
+    json value;
+    const char* expect;
+  };
+  const std::vector<Case> cases = {
+      {"layers", int64_t(1000000000), "c.json: config.layers: 1000000000 is out of range [1, 256]"},
+      {"layers", 1e9, "c.json: config.layers: expected an integer"},
+      {"layers", 0, "config.layers: 0 is out of range [1, 256]"},
+      {"d_model", int64_t(1) << 31, "config.d_model: 2147483648 is out of range [2, 16384]"},
+      {"d_model", -16, "config.d_model: -16 is out of range"},
+      {"vocab_size", int64_t(1) << 40, "config.vocab_size: 1099511627776 is out of range [4, 4194304]"},
+      {"vocab_size", uint64_t(1) << 63, "config.vocab_size: 9223372036854775808 is out of range"},
+      {"heads", 0, "config.heads: 0 is out of range [1, 256]"},
+      {"heads", 512, "config.heads: 512 is out of range [1, 256]"},
+      {"max_len", 65537, "config.max_len: 65537 is out of range [1, 65536]"},
+      {"k_permutations", 65, "config.k_permutations: 65 is out of range [0, 64]"},
+      {"k_permutations", -1, "config.k_permutations: -1 is out of range"},
+      {"n_harmonics", 61, "config.n_harmonics: 61 is out of range [1, 60]"},
+      {"num_classes", 1, "config.num_classes: 1 is out of range [2, 65536]"},
+      {"num_classes", 65537, "config.num_classes: 65537 is out of range"},
+      {"dropout", 1.0, "config.dropout: 1 is not in [0, 1)"},
+      {"dropout", -0.5, "config.dropout: -0.5 is not in [0, 1)"},
+      {"labels", json::array({"a", "b", std::string(2000, 'x')}),
+       "config.labels[2]: 2000 bytes is over the limit of 1024"},
+      {"labels", std::vector<std::string>(70000, "l"), "config.labels: 70000 names is over the limit of 65536"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.key);
+    CAPTURE(c.value.dump());
+    CHECK(error_with(c.key, c.value).find(c.expect) != std::string::npos);
+  }
+  // Each field within bounds, together too many parameters: refused by the count.
+  json big = good;
+  big["d_model"] = 8192;
+  big["layers"] = 64;
+  big["heads"] = 64;
+  const std::string e = error_of([&] { config_from_json(big, "c.json"); });
+  CHECK(e.find("c.json: config: ") != std::string::npos);
+  CHECK(e.find("parameters (vocab_size 259, d_model 8192, layers 64) is over the limit of 4294967296") !=
+        std::string::npos);
+  // The model constructor applies the same bounds.
+  model::ModelConfig c = small_config();
+  c.layers = 1000000000;
+  Generator g(0);
+  CHECK_THROWS_WITH_AS([&] { model::BetModel m(c, g); }(),
+                       doctest::Contains("config.layers: 1000000000 is out of range"), Error);
+}
+
+TEST_CASE("parameter_specs lists exactly the parameters BetModel builds, for every layer kind, encoding and task") {
+  int n = 0;
+  for (auto layer : {model::LayerKind::Bet, model::LayerKind::Standard})
+    for (auto pe : {model::PosEncoding::Rope, model::PosEncoding::Sinusoidal, model::PosEncoding::Learned,
+                    model::PosEncoding::None})
+      for (int task = 0; task < 3; ++task) {  // classify, lm, lm tied
+        model::ModelConfig c = small_config();
+        c.layer = layer;
+        c.pe = pe;
+        c.layers = 2;
+        if (task > 0) {
+          c.task = model::Task::LM;
+          c.labels.clear();
+          c.tie_embeddings = task == 2;
+        }
+        if (pe == model::PosEncoding::None) {  // odd widths: d / 2 rounds down
+          c.d_model = 21;
+          c.heads = 3;
+          c.n_harmonics = 1;
+        }
+        Generator g(1);
+        model::BetModel m(c, g);
+        const auto params = m.named_parameters();
+        const auto specs = model::parameter_specs(c);
+        CAPTURE(config_to_json(c).dump());
+        REQUIRE(specs.size() == params.size());
+        for (size_t i = 0; i < specs.size(); ++i) {
+          CHECK(specs[i].name == params[i].first);
+          CHECK(specs[i].shape == params[i].second.shape());
+        }
+        CHECK(model::parameter_count(c) == m.parameter_count());
+        ++n;
+      }
+  CHECK(n == 24);
+}
+
+TEST_CASE("load_checkpoint checks the tensor table against the config before allocating any of it") {
+  const std::string dir = fresh_dir("tables");
+  const model::ModelConfig cfg = small_config();
+  const json header = header_for(cfg);
+  auto& alloc = CachingAllocator::host();
+  // Loads `table` and returns the error; no more than 1 MiB of tensors may be allocated
+  // on the way, whatever the table declares.
+  auto refused = [&](const std::string& name, const std::vector<CraftedTensor>& table, const json& h) {
+    const std::string p = dir + "/" + name;
+    atomic_write_file(p, craft_bet(h, table));
+    alloc.reset_peak();
+    const uint64_t before = alloc.stats().bytes_in_use;
+    const std::string e = error_of([&] { load_checkpoint(p); });
+    CHECK(alloc.stats().peak_bytes_in_use - before < (uint64_t(1) << 20));
+    CHECK(e.rfind(p + ": ", 0) == 0);
+    return e;
+  };
+  const std::vector<CraftedTensor> exact = model_table(cfg);
+  const std::string ok = dir + "/ok.bet";
+  atomic_write_file(ok, craft_bet(header, exact));
+  CHECK(load_checkpoint(ok).weights.size() == exact.size());
+
+  // The decompression bomb: a valid config, and 1 GiB of zeros in a file of kilobytes.
+  std::vector<CraftedTensor> t = exact;
+  t.push_back({"junk", DType::F32, {int64_t(1) << 28}});
+  CHECK(refused("bomb.bet", t, header).find("tensor 'junk' is not a parameter of the config's model") !=
+        std::string::npos);
+  t = exact;
+  t.pop_back();
+  CHECK(refused("missing.bet", t, header).find("tensor 'head.bias' of the config's model is missing") !=
+        std::string::npos);
+  t = exact;
+  t[1].shape = {int64_t(1) << 24, 16};  // embed.weight, 1 GiB
+  CHECK(refused("shape.bet", t, header)
+            .find("tensor 'embed.weight' has shape [16777216, 16], the config's model expects [259, 16]") !=
+        std::string::npos);
+  t = exact;
+  t[1].dtype = DType::F64;
+  CHECK(refused("dtype.bet", t, header).find("(a model has one dtype)") != std::string::npos);
+  t = exact;
+  t[1].dtype = DType::I32;
+  CHECK(refused("int.bet", t, header).find("model weights are floating point") != std::string::npos);
+  t = exact;
+  t.push_back(exact[1]);
+  CHECK(refused("twice.bet", t, header).find("tensor 'embed.weight' appears twice") != std::string::npos);
+
+  // Optimizer state: per trainable parameter, with its shape, at most two each, one step count.
+  json training = header;
+  training["kind"] = "training";
+  const int64_t P = int64_t(exact.size()) - 1;  // all but temperature
+  std::vector<CraftedTensor> adam = exact;
+  adam.push_back({"optim.adamw.step", DType::I64, {P}});
+  for (int64_t i = 0; i < P; ++i)
+    for (const char* slot : {"m", "v"})
+      adam.push_back({std::string("optim.adamw.") + slot + "." + std::to_string(i), DType::F32,
+                      exact[size_t(i + 1)].shape});
+  const std::string ok_adam = dir + "/adam.bet";
+  atomic_write_file(ok_adam, craft_bet(training, adam));
+  CHECK(load_checkpoint(ok_adam).optimizer.size() == size_t(2 * P + 1));
+  t = adam;
+  t.push_back({"optim.adamw.w.0", DType::F32, exact[1].shape});
+  CHECK(refused("slots.bet", t, training).find("more than 2 optimizer tensors for parameter 0 ('embed.weight')") !=
+        std::string::npos);
+  t = adam;
+  t.push_back({"optim.adamw.m." + std::to_string(P), DType::F32, {4}});
+  CHECK(refused("index.bet", t, training).find("is neither per-parameter optimizer state") != std::string::npos);
+  t = adam;
+  t.back().shape = {int64_t(1) << 24};
+  CHECK(refused("oshape.bet", t, training).find("has shape [16777216], parameter") != std::string::npos);
+  CHECK(refused("prod.bet", adam, header).find("production checkpoint carries optimizer tensors") != std::string::npos);
+
+  // inspect reads through the same check.
+  CHECK_THROWS_WITH_AS(inspect_checkpoint(dir + "/bomb.bet"), doctest::Contains("'junk' is not a parameter"), Error);
 }

@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -36,6 +37,7 @@
 #include "engine/random.h"
 #include "kernels/cpu/threads.h"
 #include "model/bet_model.h"
+#include "runtime/checkpoint/bet_format.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/inference/predictor.h"
 #include "runtime/server/api.h"
@@ -130,7 +132,7 @@ struct ModelServer {
     cfg.host = "127.0.0.1";
     cfg.port = 0;
     cfg.version = BET_VERSION;
-    cfg.log = [](std::string_view) {};
+    if (!cfg.log) cfg.log = [](std::string_view) {};
     server = std::make_unique<HttpServer>(cfg, predictor);
     server->bind();
     thread = std::thread([this] { server->run(); });
@@ -507,6 +509,47 @@ TEST_CASE("`betctl predict`: --text more than once, and out-of-range options ref
   rc = run({g_betctl, "predict", "--model", classifier_path(), "--input", bad}, out);
   CHECK(rc == 1);
   CHECK(slurp(out + ".err").find("bad_line.jsonl:1: field 'permutations' must be an integer") != std::string::npos);
+}
+
+TEST_CASE("SIGHUP with a checkpoint past the config bounds: the old model keeps serving, the log says why") {
+  // Regression: a .bet with valid checksums and layers 1e9 killed a live server on
+  // SIGHUP (std::bad_alloc, then an allocation while unwinding), and a failed reload
+  // never logged its reason.
+  const std::string path = save_model(config(model::Task::Classify, model::LayerKind::Bet), 37, "reload_me.bet");
+  std::mutex mu;
+  std::vector<std::string> log;
+  ServerConfig cfg;
+  cfg.log = [&](std::string_view line) {
+    std::lock_guard lock(mu);
+    log.emplace_back(line);
+  };
+  ModelServer srv(path, cfg);
+  HttpClient c("127.0.0.1", srv.port());
+  const json before = ok_json(c.request("POST", "/v1/predict", R"({"text": "reload"})"));
+
+  runtime::Checkpoint ck = runtime::load_checkpoint(path);
+  json header = runtime::checkpoint_header(ck);
+  header["config"]["layers"] = int64_t(1000000000);
+  runtime::write_bet_file(path, header, runtime::checkpoint_tensors(ck));
+  srv.server->request_reload();
+  std::string reason;
+  for (int i = 0; i < 500 && reason.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    std::lock_guard lock(mu);
+    for (const auto& l : log)
+      if (l.find("reload failed") != std::string::npos) reason = l;
+  }
+  CAPTURE(reason);
+  CHECK(reason.find(path) != std::string::npos);
+  CHECK(reason.find("config.layers") != std::string::npos);
+  json after = ok_json(c.request("POST", "/v1/predict", R"({"text": "reload"})"));
+  after.erase("latency_ms");
+  json expected = before;
+  expected.erase("latency_ms");
+  CHECK(after.dump() == expected.dump());
+  auto m = c.request("GET", "/metrics");
+  REQUIRE(m);
+  CHECK(m->body.find("bet_model_reloads_total{result=\"failure\"} 1") != std::string::npos);
 }
 
 TEST_CASE("a request over the work bound is 413, on a model trained for long texts") {

@@ -10,10 +10,12 @@
 
 #include "bet_config.h"
 #include "engine/autograd.h"
+#include "engine/random.h"
 #include "model/bet_model.h"
 #include "runtime/checkpoint/config_json.h"
 #include "runtime/checkpoint/safetensors.h"
 #include "runtime/io/atomic_file.h"
+#include "runtime/io/bounded_json.h"
 
 namespace bet::runtime {
 
@@ -129,8 +131,12 @@ NamedTensorList checkpoint_tensors(const Checkpoint& ck) {
   return out;
 }
 
-Checkpoint checkpoint_from_contents(BetContents&& c, const std::string& file) {
-  const json& h = c.header;
+namespace {
+
+bool is_float(DType t) { return t == DType::F32 || t == DType::F64 || t == DType::BF16 || t == DType::F16; }
+
+// Every field of the header but the tensors; the config is validated (every bound).
+Checkpoint checkpoint_from_header(const json& h, const std::string& file) {
   BET_CHECK(h.is_object(), file, ": header is not a JSON object");
   BET_CHECK(h.contains("format"), file, ": not a betctl checkpoint (header has no 'format')");
   BET_CHECK(h["format"] == kCheckpointFormat, file, ": not a betctl checkpoint (format ", h["format"].dump(), ")");
@@ -157,19 +163,136 @@ Checkpoint checkpoint_from_contents(BetContents&& c, const std::string& file) {
   ck.card = h.value("card", json::object());
   ck.versions = h.value("versions", json::object());
   ck.created_at = h.contains("created_at") && h["created_at"].is_string() ? h["created_at"].get<std::string>() : "";
+  return ck;
+}
+
+// Per-parameter optimizer state: AdamW keeps two moments per parameter, SGD one
+// momentum buffer; no optimizer here keeps more.
+constexpr int kMaxOptimizerSlots = 2;
+
+// The index of "<optimizer>.<slot>.<i>" state (i a parameter index), or -1.
+int64_t state_index(const std::string& name) {
+  const size_t dot = name.rfind('.');
+  if (dot == std::string::npos || dot + 1 == name.size() || name.size() - dot - 1 > 9) return -1;
+  int64_t i = 0;
+  for (size_t k = dot + 1; k < name.size(); ++k) {
+    if (name[k] < '0' || name[k] > '9') return -1;
+    i = i * 10 + (name[k] - '0');
+  }
+  return i;
+}
+
+// A checkpoint's tensor table must be exactly what its config implies, so that what a
+// file declares is bounded by the config's bounds before anything is allocated: every
+// parameter of the config's model once, with its shape, all in one floating dtype, and
+// nothing else; optimizer state ("optim.*") only per trainable parameter (with its
+// shape, at most kMaxOptimizerSlots tensors each) and one step count [P] of i64.
+void check_tensor_table(const Checkpoint& ck, const std::vector<BetIndexEntry>& table, const std::string& file) {
+  const std::vector<model::ParamSpec> specs = model::parameter_specs(ck.config);
+  std::map<std::string, size_t> spec_of;  // name -> index in specs
+  for (size_t i = 0; i < specs.size(); ++i) spec_of.emplace(specs[i].name, i);
+  // The optimizer sees the trainable parameters, every one but temperature, in order.
+  std::vector<const model::ParamSpec*> trainable;
+  for (const auto& p : specs)
+    if (p.name != "temperature") trainable.push_back(&p);
 
   std::set<std::string> seen;
+  std::vector<bool> present(specs.size(), false);
+  std::vector<int> slots(trainable.size(), 0);
+  bool have_step = false;
+  const BetIndexEntry* first_weight = nullptr;
+  for (const BetIndexEntry& e : table) {
+    const std::string where = file + ": tensor '" + e.name + "'";
+    BET_CHECK(seen.insert(e.name).second, where, " appears twice");
+    if (e.name.rfind(kOptimPrefix, 0) == 0) {
+      BET_CHECK(ck.kind != "production", file, ": production checkpoint carries optimizer tensors (mislabelled)");
+      const std::string n = e.name.substr(std::strlen(kOptimPrefix));
+      if (n.size() > 5 && n.compare(n.size() - 5, 5, ".step") == 0) {
+        BET_CHECK(!have_step, where, ": a second optimizer step count");
+        BET_CHECK(e.dtype == DType::I64 && e.shape == Shape{int64_t(trainable.size())}, where, " is ",
+                  dtype_name(e.dtype), " ", shape_str(e.shape), ", a step count is i64 [", trainable.size(), "]");
+        have_step = true;
+        continue;
+      }
+      const int64_t i = state_index(n);
+      BET_CHECK(i >= 0 && i < int64_t(trainable.size()), where,
+                " is neither per-parameter optimizer state ('<name>.<parameter index>', index below ",
+                trainable.size(), ") nor a step count ('<name>.step')");
+      const model::ParamSpec& p = *trainable[size_t(i)];
+      BET_CHECK(e.shape == p.shape, where, " has shape ", shape_str(e.shape), ", parameter ", i, " ('", p.name,
+                "') has ", shape_str(p.shape));
+      BET_CHECK(is_float(e.dtype), where, " is ", dtype_name(e.dtype), "; optimizer state is floating point");
+      BET_CHECK(++slots[size_t(i)] <= kMaxOptimizerSlots, where, ": more than ", kMaxOptimizerSlots,
+                " optimizer tensors for parameter ", i, " ('", p.name, "')");
+      continue;
+    }
+    auto it = spec_of.find(e.name);
+    BET_CHECK(it != spec_of.end(), where, " is not a parameter of the config's model (", ck.config.layers, " ",
+              model::to_string(ck.config.layer), " layers, d_model ", ck.config.d_model, ")");
+    const model::ParamSpec& p = specs[it->second];
+    BET_CHECK(e.shape == p.shape, where, " has shape ", shape_str(e.shape), ", the config's model expects ",
+              shape_str(p.shape));
+    BET_CHECK(is_float(e.dtype), where, " is ", dtype_name(e.dtype), "; model weights are floating point");
+    if (!first_weight) first_weight = &e;
+    BET_CHECK(e.dtype == first_weight->dtype, where, " is ", dtype_name(e.dtype), " but '", first_weight->name,
+              "' is ", dtype_name(first_weight->dtype), " (a model has one dtype)");
+    present[it->second] = true;
+  }
+  for (size_t i = 0; i < specs.size(); ++i)
+    BET_CHECK(present[i], file, ": tensor '", specs[i].name, "' of the config's model is missing");
+}
+
+std::vector<BetIndexEntry> table_of(const BetContents& c) {
+  std::vector<BetIndexEntry> table;
+  for (const auto& [n, t] : c.tensors) table.push_back({n, t.dtype(), t.shape(), uint64_t(t.nbytes())});
+  return table;
+}
+
+// Moves the decoded tensors into a checkpoint whose header and table were checked.
+Checkpoint with_tensors(Checkpoint&& ck, BetContents&& c) {
   for (auto& [n, t] : c.tensors) {
-    BET_CHECK(seen.insert(n).second, file, ": tensor '", n, "' appears twice");
     if (n.rfind(kOptimPrefix, 0) == 0)
       ck.optimizer.emplace_back(n.substr(std::strlen(kOptimPrefix)), std::move(t));
     else
       ck.weights.emplace_back(n, std::move(t));
   }
-  BET_CHECK(!ck.weights.empty(), file, ": checkpoint holds no weights");
-  BET_CHECK(ck.kind != "production" || ck.optimizer.empty(), file,
-            ": production checkpoint carries optimizer tensors (mislabelled)");
-  return ck;
+  return std::move(ck);
+}
+
+// For decode_bet: refuses a file whose header or tensor table is wrong before any
+// tensor is allocated; keeps the parsed header in *out.
+BetIndexCheck checkpoint_check(const std::string& file, Checkpoint* out) {
+  return [file, out](const json& header, const std::vector<BetIndexEntry>& table) {
+    *out = checkpoint_from_header(header, file);
+    check_tensor_table(*out, table, file);
+  };
+}
+
+}  // namespace
+
+Checkpoint checkpoint_from_contents(BetContents&& c, const std::string& file) {
+  Checkpoint ck = checkpoint_from_header(c.header, file);
+  check_tensor_table(ck, table_of(c), file);
+  return with_tensors(std::move(ck), std::move(c));
+}
+
+std::unique_ptr<model::BetModel> build_model(const Checkpoint& ck, const std::string& file) {
+  // The model is built in its weights' dtype (check_tensor_table made it one dtype).
+  DType dt = DType::F32;
+  for (const auto& [name, t] : ck.weights)
+    if (name == "embed.weight") dt = t.dtype();
+  std::unique_ptr<model::BetModel> m;
+  try {
+    Generator g(0);
+    m = std::make_unique<model::BetModel>(ck.config, g, dt);
+    apply_checkpoint(ck, *m);
+  } catch (const std::bad_alloc&) {
+    fail(file, ": out of memory building the model (", model::parameter_count(ck.config), " parameters of ",
+         dtype_size(dt), " bytes)");
+  } catch (const Error& e) {
+    fail(file, ": building the model: ", e.what());
+  }
+  return m;
 }
 
 void save_checkpoint(const std::string& path, const Checkpoint& ck, int zstd_level) {
@@ -183,7 +306,11 @@ void save_checkpoint(const std::string& path, const Checkpoint& ck, int zstd_lev
   write_bet_file(path, checkpoint_header(ck), tensors, zstd_level);
 }
 
-Checkpoint load_checkpoint(const std::string& path) { return checkpoint_from_contents(read_bet_file(path), path); }
+Checkpoint load_checkpoint(const std::string& path) {
+  Checkpoint ck;
+  BetContents c = read_bet_file(path, checkpoint_check(path, &ck));
+  return with_tensors(std::move(ck), std::move(c));
+}
 
 json inspect_checkpoint(const std::string& path) {
   const std::string bytes = read_file(path);
@@ -205,7 +332,9 @@ json inspect_checkpoint(const std::string& path) {
     return n;
   };
   if (bytes.size() >= 8 && std::memcmp(bytes.data(), "BETCKPT1", 8) == 0) {
-    Checkpoint ck = checkpoint_from_contents(decode_bet(bytes, path), path);
+    Checkpoint header;
+    BetContents contents = decode_bet(bytes, path, checkpoint_check(path, &header));
+    Checkpoint ck = with_tensors(std::move(header), std::move(contents));
     out["format"] = "bet";
     out["kind"] = ck.kind;
     out["config"] = config_to_json(ck.config);
@@ -229,7 +358,8 @@ json inspect_checkpoint(const std::string& path) {
     out["metadata"] = st.metadata;
     auto meta_json = [&](const char* key) {
       auto it = st.metadata.find(key);
-      return it == st.metadata.end() ? json() : json::parse(it->second, nullptr, false);
+      if (it == st.metadata.end()) return json();
+      return io::parse_json(it->second, io::JsonLimits{}).value_or(json());
     };
     if (json c = meta_json("config"); c.is_object()) out["config"] = c;
     if (json c = meta_json("metrics"); c.is_object()) out["metrics"] = c;

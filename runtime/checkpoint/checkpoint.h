@@ -10,6 +10,7 @@
 // "temperature"), then the optimizer state under "optim.<name>" ("optim.adamw.m.0"), so
 // the two can never collide.
 #pragma once
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -50,6 +51,10 @@ bool is_checkpoint_kind(const std::string& kind);
 // tensors alias the live ones: save before the next step, or clone.
 Checkpoint make_checkpoint(const model::BetModel& m, const optim::Optimizer* opt, const nlohmann::json& tokenizer,
                            const std::string& kind = "training");
+// Builds the model `ck` describes, in its weights' dtype, and copies the weights in
+// (apply_checkpoint). Every failure, out of memory included, is a bet::Error naming
+// `file` ("x.bet: out of memory building the model (N parameters of 4 bytes)").
+std::unique_ptr<model::BetModel> build_model(const Checkpoint& ck, const std::string& file);
 // Copies the weights into `m` (every parameter must be present with its shape and
 // dtype; no unknown names) and, when `opt` is given, the optimizer state. Errors name
 // the tensor; nothing is copied when anything is wrong.
@@ -59,11 +64,16 @@ void apply_checkpoint(const Checkpoint& ck, model::BetModel& m, optim::Optimizer
 // `bench ckpt`, which times encoding without the disk).
 nlohmann::json checkpoint_header(const Checkpoint& ck);
 NamedTensorList checkpoint_tensors(const Checkpoint& ck);
+// Parses the header and checks the tensors against it (see load_checkpoint).
 Checkpoint checkpoint_from_contents(BetContents&& contents, const std::string& file);
 
 // Atomic write (temp, fsync, rename, fsync dir). Errors name the file.
 void save_checkpoint(const std::string& path, const Checkpoint& ck, int zstd_level = 1);
-// Verifies every checksum (bet_format), then the header: format, version, kind, config.
+// Verifies every checksum (bet_format), then the header: format, version, kind, config
+// (every bound of model/config.h), and that the tensor table is exactly what the config
+// implies (every parameter with its shape, one floating dtype, nothing else; optimizer
+// state per trainable parameter), all before any tensor is allocated or decompressed:
+// what a file can make this allocate is bounded by the config's bounds.
 Checkpoint load_checkpoint(const std::string& path);
 
 // Everything `betctl inspect` prints: kind, config, parameter_count, tensors (name,

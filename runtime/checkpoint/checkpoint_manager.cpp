@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "runtime/io/atomic_file.h"
+#include "runtime/io/bounded_json.h"
 
 namespace bet::runtime {
 
@@ -113,12 +114,11 @@ json CheckpointManager::milestone_best(const std::string& metric) const {
   const std::string file = (fs::path(milestone_dir(metric)) / "best.json").string();
   std::error_code ec;
   if (!fs::exists(file, ec)) return json();
-  json j;
-  try {
-    j = json::parse(read_file(file));
-  } catch (const json::exception& e) {
-    fail(file, ": not valid JSON: ", e.what());
-  }
+  // A flat object of five fields, read with limits like every other file.
+  io::JsonLimits limits;
+  limits.max_depth = 2;
+  limits.max_values = 1024;
+  const json j = io::parse_json_or_throw(read_file(file), limits, file);
   BET_CHECK(j.is_object() && j.contains("value") && j["value"].is_number() && j.contains("higher_is_better") &&
                 j["higher_is_better"].is_boolean(),
             file, ": needs a numeric 'value' and a boolean 'higher_is_better'");

@@ -99,6 +99,8 @@ ModelConfig config_from_json(const json& j, const std::string& where, bool parti
       {"labels",
        [&](const json& v, const std::string& f) {
          BET_CHECK(v.is_array(), f, ": expected a list of strings, got ", type_of(v));
+         BET_CHECK(v.size() <= size_t(model::bounds::kMaxClasses), f, ": ", v.size(),
+                   " names is over the limit of ", model::bounds::kMaxClasses);
          c.labels.clear();
          for (size_t i = 0; i < v.size(); ++i) {
            BET_CHECK(v[i].is_string(), f, "[", i, "]: expected a string, got ", type_of(v[i]));
@@ -127,14 +129,13 @@ ModelConfig config_from_json(const json& j, const std::string& where, bool parti
   if (!partial)
     for (const auto& [key, s] : fields) BET_CHECK(j.contains(key), p, key, ": missing");
 
-  BET_CHECK(std::isfinite(c.dropout), p, "dropout: must be finite");
+  // Every bound (model/config.cpp) and the parameter count, before anyone allocates by
+  // this config: "x.bet: header: config.layers: 1000000000 is out of range [1, 256]".
   try {
     c.validate();
   } catch (const Error& e) {
     throw Error(pre + ": " + e.what());
   }
-  BET_CHECK(c.task != model::Task::Classify || c.labels.empty() || int64_t(c.labels.size()) == c.num_classes, p,
-            "labels: ", c.labels.size(), " names for num_classes ", c.num_classes);
   return c;
 }
 

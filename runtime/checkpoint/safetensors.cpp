@@ -3,14 +3,15 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <optional>
 #include <set>
 #include <vector>
 
 #include "engine/autograd.h"
-#include "engine/random.h"
-#include "model/bet_model.h"
+#include "model/config.h"
 #include "runtime/checkpoint/config_json.h"
 #include "runtime/io/atomic_file.h"
+#include "runtime/io/bounded_json.h"
 
 namespace bet::runtime {
 
@@ -125,24 +126,17 @@ SafetensorsContents decode_safetensors(const std::string& bytes, const std::stri
             " bytes; truncated?)");
   BET_CHECK(n >= 2 && bytes[8] == '{', file, ": safetensors header does not start with '{'");
 
-  // Duplicate keys would be silently merged by the parser; the reference loader refuses them.
-  std::vector<std::set<std::string>> keys;
-  std::string dup;
-  json header;
-  try {
-    header = json::parse(bytes.begin() + 8, bytes.begin() + 8 + long(n),
-                         [&](int, json::parse_event_t ev, json& parsed) {
-                           if (ev == json::parse_event_t::object_start) keys.emplace_back();
-                           if (ev == json::parse_event_t::object_end) keys.pop_back();
-                           if (ev == json::parse_event_t::key && !keys.back().insert(parsed.get<std::string>()).second &&
-                               dup.empty())
-                             dup = parsed.get<std::string>();
-                           return true;
-                         });
-  } catch (const json::exception& e) {
-    fail(file, ": safetensors header is not valid JSON: ", e.what());
-  }
-  BET_CHECK(dup.empty(), file, ": safetensors header has the key '", dup, "' twice");
+  // Parsed in linear time with limits; duplicate keys are refused (the parser would
+  // otherwise keep the last, and the reference loader refuses them). Three levels: the
+  // header object, a tensor entry (or __metadata__), a shape or data_offsets list.
+  io::JsonLimits limits;
+  limits.max_depth = 3;
+  limits.max_values = kMaxSafetensorsValues;
+  limits.max_array_items = 1024;
+  io::JsonError jerr;
+  std::optional<json> parsed = io::parse_json(std::string_view(bytes).substr(8, n), limits, &jerr);
+  if (!parsed) fail(file, ": safetensors header: ", jerr.message, " (at byte ", 8 + jerr.offset, " of the file)");
+  const json header = std::move(*parsed);
   BET_CHECK(header.is_object(), file, ": safetensors header is not a JSON object");
   const uint64_t buf_start = 8 + n, buf_size = bytes.size() - buf_start;
 
@@ -168,16 +162,16 @@ SafetensorsContents decode_safetensors(const std::string& bytes, const std::stri
     BET_CHECK(parse_st_dtype(ds, en.dtype), where, ": dtype '", ds,
               "' is not supported (F32, F64, BF16, F16, I32, I64)");
     BET_CHECK(e.contains("shape") && e["shape"].is_array(), where, ": no shape list");
-    uint64_t numel = 1;
+    // The .bet reader's shape bounds: each dim and the product of max(d, 1) bounded, so
+    // a zero among huge dims cannot pass as an empty tensor with overflowing strides.
+    std::vector<uint64_t> dims;
     for (const auto& d : e["shape"]) {
       BET_CHECK(d.is_number_unsigned() || (d.is_number_integer() && d.get<int64_t>() >= 0), where,
                 ": shape entries must be non-negative integers, got ", d.dump());
-      const uint64_t v = d.get<uint64_t>();
-      BET_CHECK(v < (uint64_t(1) << 40), where, ": dimension ", v, " is too large");
-      BET_CHECK(v == 0 || numel <= (uint64_t(1) << 40) / v, where, ": shape has too many elements");
-      numel *= v;
-      en.shape.push_back(int64_t(v));
+      dims.push_back(d.get<uint64_t>());
     }
+    uint64_t numel = 0;
+    en.shape = checked_stored_shape(dims, where, &numel);
     const auto& off = e.contains("data_offsets") ? e["data_offsets"] : json();
     BET_CHECK(off.is_array() && off.size() == 2 && off[0].is_number_unsigned() && off[1].is_number_unsigned(), where,
               ": data_offsets must be [begin, end], non-negative integers");
@@ -241,11 +235,7 @@ Checkpoint import_checkpoint_safetensors(const std::string& path, const json* co
   auto meta_json = [&](const std::string& key) -> json {
     auto it = st.metadata.find(key);
     if (it == st.metadata.end()) return json();
-    try {
-      return json::parse(it->second);
-    } catch (const json::exception& e) {
-      fail(path, ": __metadata__ '", key, "' is not valid JSON: ", e.what());
-    }
+    return io::parse_json_or_throw(it->second, io::JsonLimits{}, path + ": __metadata__ '" + key + "'");
   };
 
   Checkpoint ck;
@@ -270,24 +260,24 @@ Checkpoint import_checkpoint_safetensors(const std::string& path, const json* co
   for (const char* key : {"metrics", "card"})
     if (json v = meta_json(key); v.is_object()) (key == std::string("metrics") ? ck.metrics : ck.card) = v;
 
-  // Check the tensors against the model the config describes, so a mismatched config
-  // fails here, naming the tensor, rather than at serve time.
-  Generator g(0);
-  model::BetModel m(ck.config, g);
+  // Check the tensors against the parameters the config implies (without building the
+  // model: a config within bounds may still describe more than this machine holds), so
+  // a mismatched config fails here, naming the tensor, rather than at serve time.
   autograd::NoGradGuard ng;
   std::map<std::string, Tensor> by_name;
   for (auto& [n, t] : st.tensors) by_name.emplace(n, t);
   std::set<std::string> used;
-  for (const auto& [n, p] : m.named_parameters()) {
+  for (const model::ParamSpec& p : model::parameter_specs(ck.config)) {
+    const std::string& n = p.name;
     auto it = by_name.find(n);
     if (it == by_name.end()) {
       BET_CHECK(n == "temperature", path, ": tensor '", n, "' of the model is missing");
-      ck.weights.emplace_back(n, Tensor::ones({}, p.dtype()));
+      ck.weights.emplace_back(n, Tensor::ones({}, DType::F32));
       continue;
     }
     const std::string where = path + ": tensor '" + n + "'";
-    BET_CHECK(it->second.shape() == p.shape(), where, " has shape ", shape_str(it->second.shape()),
-              ", the config's model expects ", shape_str(p.shape()));
+    BET_CHECK(it->second.shape() == p.shape, where, " has shape ", shape_str(it->second.shape()),
+              ", the config's model expects ", shape_str(p.shape));
     ck.weights.emplace_back(n, to_f32(it->second, where));
     used.insert(n);
   }

@@ -27,6 +27,9 @@ struct SafetensorsContents {
 
 // The safetensors reference implementation refuses headers above this size.
 constexpr uint64_t kMaxSafetensorsHeader = 100'000'000;
+// Values in the header (each tensor entry takes about ten): 8M leaves room for the
+// largest files while bounding what a hostile header can make the parser build.
+constexpr size_t kMaxSafetensorsValues = size_t(1) << 23;
 
 std::string encode_safetensors(const NamedTensorList& tensors, const SafetensorsMetadata& metadata = {});
 SafetensorsContents decode_safetensors(const std::string& bytes, const std::string& name_for_errors);

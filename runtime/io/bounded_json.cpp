@@ -1,5 +1,6 @@
 #include "runtime/io/bounded_json.h"
 
+#include <iterator>
 #include <vector>
 
 #include "engine/error.h"
@@ -15,7 +16,9 @@ namespace {
 // stores anything. Returning false stops the tokenizer at once.
 class BoundedDomBuilder {
  public:
-  BoundedDomBuilder(const JsonLimits& limits, JsonError* err) : limits_(limits), err_(err) {}
+  // `*read` is how far the tokenizer has read in the text starting at `begin`.
+  BoundedDomBuilder(const JsonLimits& limits, JsonError* err, const char* begin, const char* const* read)
+      : limits_(limits), err_(err), begin_(begin), read_(read) {}
 
   json take() { return std::move(root_); }
 
@@ -61,6 +64,7 @@ class BoundedDomBuilder {
   bool fail(JsonError::Kind kind, std::string message) {
     if (err_) {
       err_->kind = kind;
+      err_->offset = size_t(*read_ - begin_);
       err_->message = std::move(message);
     }
     return false;
@@ -132,18 +136,51 @@ class BoundedDomBuilder {
 
   const JsonLimits& limits_;
   JsonError* err_;
+  const char* begin_;
+  const char* const* read_;
   json root_;
   std::vector<json*> stack_;
   json* slot_ = nullptr;
   size_t values_ = 0;
 };
 
+// Hands the text to the tokenizer and records how far it has read: a limit is noticed
+// by the handler, and the tokenizer tells a handler its position only on a syntax error.
+class TrackedIterator {
+ public:
+  using iterator_category = std::input_iterator_tag;
+  using value_type = char;
+  using difference_type = std::ptrdiff_t;
+  using pointer = const char*;
+  using reference = const char&;
+
+  TrackedIterator(const char* p, const char** read) : p_(p), read_(read) {}
+  reference operator*() const { return *p_; }
+  TrackedIterator& operator++() {
+    *read_ = ++p_;
+    return *this;
+  }
+  TrackedIterator operator++(int) {
+    TrackedIterator before = *this;
+    ++*this;
+    return before;
+  }
+  bool operator==(const TrackedIterator& o) const { return p_ == o.p_; }
+  bool operator!=(const TrackedIterator& o) const { return p_ != o.p_; }
+
+ private:
+  const char* p_;
+  const char** read_;
+};
+
 }  // namespace
 
 std::optional<json> parse_json(std::string_view text, const JsonLimits& limits, JsonError* err) {
-  BoundedDomBuilder builder(limits, err);
-  const bool ok = json::sax_parse(text.begin(), text.end(), &builder, json::input_format_t::json,
-                                  /*strict=*/true, /*ignore_comments=*/false);
+  const char* read = text.data();
+  BoundedDomBuilder builder(limits, err, text.data(), &read);
+  const TrackedIterator first(text.data(), &read), last(text.data() + text.size(), &read);
+  const bool ok = json::sax_parse(first, last, &builder, json::input_format_t::json, /*strict=*/true,
+                                  /*ignore_comments=*/false);
   if (!ok) return std::nullopt;
   return builder.take();
 }

@@ -13,7 +13,7 @@
 // needs (tensor, storage, allocator, shape, device), not the whole engine: a
 // -Db_sanitize=address meson build of test_bet_format means rebuilding every library
 // (engine, kernels, model, runtime: ~110 objects, several minutes on two cores), while
-// these eight files build in well under a minute. tensor.cpp refers to four functions
+// these nine files build in well under a minute. tensor.cpp refers to four functions
 // of the rest of the engine that decoding never calls (copies of non-contiguous views,
 // fills, autograd); they abort here, so a reader path that ever needs them shows up
 // as a crash of this harness, not as a silent gap. A new dependency of tensor.cpp

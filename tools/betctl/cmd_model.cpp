@@ -37,9 +37,7 @@ struct LoadedModel {
 LoadedModel load_model(const std::string& path, Device device = Device::cpu()) {
   LoadedModel m;
   m.ck = load_checkpoint(path);
-  Generator g(0);
-  m.model = std::make_unique<model::BetModel>(m.ck.config, g);
-  apply_checkpoint(m.ck, *m.model);
+  m.model = build_model(m.ck, path);  // out of memory is an error naming the file
   m.model->to(device);
   m.model->eval();
   m.tokenizer = Tokenizer::from_json(m.ck.tokenizer);
