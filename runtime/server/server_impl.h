@@ -1,9 +1,12 @@
-// Internals of HttpServer shared by server.cpp (event loop, sockets, timers) and
+// Internals of HttpServer shared by server.cpp (event loop, setup, drain, reload),
+// server_connections.cpp (sockets, buffers, timers) and
 // server_routes.cpp (request dispatch and responses). Not a public header.
 #pragma once
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -22,6 +25,11 @@
 namespace bet::server {
 
 using Clock = std::chrono::steady_clock;
+
+inline constexpr size_t kReadChunk = 16 * 1024;  // one recv() into the loop's read buffer
+inline constexpr auto kMinTrimInterval = std::chrono::seconds(1);  // between malloc_trim calls
+
+inline std::string sys_error(const std::string& what) { return what + ": " + std::strerror(errno); }
 
 enum TimerKind : int8_t { kNoTimer = -1, kIdleTimer = 0, kHeaderTimer = 1 };
 
