@@ -128,7 +128,8 @@ std::string label_name(const model::ModelConfig& cfg, int64_t c) {
   return c < int64_t(cfg.labels.size()) ? cfg.labels[size_t(c)] : std::to_string(c);
 }
 
-json respond(const LoadedModel& L, const Prepared& p, const std::vector<MemberOutput>& outs) {
+// The fields /v1/predict answers for one request, from its members' outputs.
+json answer_json(const LoadedModel& L, const Prepared& p, const std::vector<MemberOutput>& outs) {
   const model::ModelConfig& cfg = L.model->config();
   std::vector<std::vector<double>> probs;
   probs.reserve(outs.size());
@@ -197,7 +198,7 @@ std::vector<json> run_prepared(const LoadedModel& L, const std::vector<const Pre
   }
   std::vector<json> res;
   res.reserve(reqs.size());
-  for (size_t i = 0; i < reqs.size(); ++i) res.push_back(respond(L, *reqs[i], outs[i]));
+  for (size_t i = 0; i < reqs.size(); ++i) res.push_back(answer_json(L, *reqs[i], outs[i]));
   return res;
 }
 
