@@ -2,12 +2,21 @@
 // given by tests/meson.build) and a PATH lookup for external checkers.
 #pragma once
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
 
 namespace bet::test {
 
@@ -24,6 +33,47 @@ inline std::optional<std::string> find_in_path(const std::string& tool) {
     if (::access(candidate.c_str(), X_OK) == 0) return candidate;
   }
   return std::nullopt;
+}
+
+// Starts args[0] (looked up on PATH) with stdout and stderr going to the given files
+// ("" for /dev/null); REQUIREs that it started.
+inline pid_t spawn_process(const std::vector<std::string>& args, const std::string& out_file = "",
+                           const std::string& err_file = "") {
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, out_file.empty() ? "/dev/null" : out_file.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&fa, 2, err_file.empty() ? "/dev/null" : err_file.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  pid_t pid = -1;
+  const int rc = posix_spawnp(&pid, argv[0], &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  REQUIRE_MESSAGE(rc == 0, "cannot start ", args[0]);
+  return pid;
+}
+
+// Waits for pid to end, killing it (and failing the test) once `limit` has passed.
+// Returns its exit code, or -signal.
+inline int wait_process(pid_t pid, std::chrono::seconds limit = std::chrono::seconds(600)) {
+  int status = 0;
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      FAIL("the process did not finish within its time limit");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
+inline int run_process(const std::vector<std::string>& args, const std::string& out_file = "",
+                       const std::string& err_file = "", std::chrono::seconds limit = std::chrono::seconds(600)) {
+  return wait_process(spawn_process(args, out_file, err_file), limit);
 }
 
 // main() of a suite built with DOCTEST_CONFIG_IMPLEMENT: argv[1], unless it is a

@@ -7,10 +7,7 @@
 // its byte limit is an ordinary error, and build_model names the file.
 // argv[1] is the betctl binary (tests/meson.build).
 #include <doctest/doctest.h>
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -30,7 +27,6 @@ using namespace bet::runtime;
 using namespace bet::testing;
 using nlohmann::json;
 
-extern char** environ;
 
 // operator new that fails on demand, on the thread that asks: the allocator test below
 // makes every allocation fail while tensors are released.
@@ -74,27 +70,8 @@ Run betctl(const std::vector<std::string>& args, uint64_t max_address_space = 0)
   if (max_address_space) cmd += "ulimit -v " + std::to_string(max_address_space >> 10) + " || exit 125; ";
   cmd += "exec '" + g_betctl + "'";
   for (const auto& a : args) cmd += " '" + a + "'";  // (no quotes in these arguments)
-  std::vector<char*> argv{const_cast<char*>("/bin/sh"), const_cast<char*>("-c"), cmd.data(), nullptr};
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 2, err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  pid_t pid = -1;
-  const int spawned = posix_spawn(&pid, "/bin/sh", &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  REQUIRE(spawned == 0);
-  int status = 0;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (waitpid(pid, &status, WNOHANG) == 0) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      FAIL("betctl did not finish in 120 s");
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
   Run r;
-  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+  r.rc = bet::test::run_process({"/bin/sh", "-c", cmd}, "", err_file, std::chrono::seconds(120));
   r.err = read_file(err_file);
   return r;
 }

@@ -3,9 +3,6 @@
 // fail with the path and the reason rather than be read as empty. Drives the betctl
 // binary (argv[1], from tests/meson.build).
 #include <doctest/doctest.h>
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -16,7 +13,6 @@
 
 #include "tests/betctl_driver.h"
 
-extern char** environ;
 
 namespace fs = std::filesystem;
 
@@ -49,22 +45,9 @@ struct Result {
 Result betctl(const std::vector<std::string>& args) {
   std::vector<std::string> full = {g_betctl};
   full.insert(full.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : full) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
   const std::string err_file = (scratch() / "stderr.txt").string();
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 2, err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  pid_t pid = -1;
-  int rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  REQUIRE(rc == 0);
-  int status = 0;
-  waitpid(pid, &status, 0);
   Result r;
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+  r.code = bet::test::run_process(full, "", err_file);
   std::ifstream f(err_file);
   std::stringstream ss;
   ss << f.rdbuf();

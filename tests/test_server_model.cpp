@@ -11,9 +11,6 @@
 //   - the server's predictions equal what `betctl predict` prints for the same model,
 //     inputs and ensemble options (argv[1] is the betctl binary, from tests/meson.build).
 #include <doctest/doctest.h>
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -45,7 +42,6 @@
 #include "runtime/tokenizer/tokenizer.h"
 #include "tests/betctl_driver.h"
 
-extern char** environ;
 
 using namespace bet;
 using namespace bet::server;
@@ -171,20 +167,7 @@ json ok_json(const std::optional<HttpResponse>& r) {
 
 // Runs argv with stdout to out_file (stderr to out_file + ".err"); returns the exit code.
 int run(const std::vector<std::string>& args, const std::string& out_file) {
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&fa, 2, (out_file + ".err").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  pid_t pid = -1;
-  int rc = posix_spawnp(&pid, argv[0], &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  if (rc != 0) return -1000 - rc;
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+  return bet::test::run_process(args, out_file, out_file + ".err");
 }
 
 std::string slurp(const std::string& path) {
