@@ -2,6 +2,7 @@
 // references from tests/reference/gen_eval_metrics.py.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -12,6 +13,7 @@
 #include "engine/error.h"
 #include "runtime/eval/calibration.h"
 #include "runtime/eval/metrics.h"
+#include "runtime/eval/selective.h"
 
 using namespace bet;
 using namespace bet::runtime;
@@ -327,4 +329,84 @@ TEST_CASE("temperature: degenerate and bounded cases") {
   CHECK_THROWS_AS(fit_temperature(RowMatrix({{0.0, NAN}}), {0}), Error);
   CHECK_THROWS_AS(temperature_nll(sep, {0, 1, 0}, 0.0), Error);
   CHECK_THROWS_AS(fit_temperature(sep, {0, 1}), Error);
+}
+
+TEST_CASE("risk-coverage: perfect, constant and reversed rankings; AURC and accuracy at coverage") {
+  // 10 examples, 3 wrong.
+  const std::vector<bool> wrong = {false, true, false, false, true, false, false, false, true, false};
+  std::vector<double> perfect(10);
+  for (size_t i = 0; i < 10; ++i) perfect[i] = wrong[i] ? 1.0 + double(i) : 0.1 * double(i);
+  std::vector<double> r = risk_coverage(perfect, wrong);
+  for (size_t k = 0; k < 7; ++k) CHECK(r[k] == 0.0);  // the 7 right answers come first
+  CHECK(r[7] == doctest::Approx(1.0 / 8));
+  CHECK(r[9] == doctest::Approx(0.3));
+  CHECK(aurc(perfect, wrong) == doctest::Approx((1.0 / 8 + 2.0 / 9 + 3.0 / 10) / 10));
+  CHECK(accuracy_at_coverage(perfect, wrong, 0.7) == 1.0);
+  CHECK(accuracy_at_coverage(perfect, wrong, 0.8) == doctest::Approx(7.0 / 8));
+  CHECK(accuracy_at_coverage(perfect, wrong, 1.0) == doctest::Approx(0.7));
+
+  // A score that says nothing: every prefix has the overall error rate, in expectation.
+  const std::vector<double> constant(10, 0.5);
+  for (double v : risk_coverage(constant, wrong)) CHECK(v == doctest::Approx(0.3));
+  CHECK(aurc(constant, wrong) == doctest::Approx(0.3));
+  CHECK(accuracy_at_coverage(constant, wrong, 0.8) == doctest::Approx(0.7));
+
+  // The reverse of the perfect ranking is the worst.
+  std::vector<double> reversed(perfect);
+  for (double& v : reversed) v = -v;
+  CHECK(aurc(reversed, wrong) > aurc(constant, wrong));
+  CHECK(aurc(constant, wrong) > aurc(perfect, wrong));
+  const SelectiveReport rep = selective_report("perfect", perfect, wrong);
+  CHECK(rep.error_auroc == 1.0);
+  CHECK(rep.aurc == doctest::Approx(aurc(perfect, wrong)));
+  CHECK(rep.to_json()["signal"] == "perfect");
+
+  CHECK_THROWS_AS(risk_coverage({}, {}), bet::Error);
+  CHECK_THROWS_AS(accuracy_at_coverage(perfect, wrong, 0.0), bet::Error);
+  CHECK_THROWS_AS(risk_coverage({0.1, std::nan("")}, {false, true}), bet::Error);
+}
+
+TEST_CASE("risk-coverage: ties are taken in random order (checked against every order), input order never matters") {
+  // Scores with ties; the tie-aware curve must equal the mean over all orders of the
+  // tied examples (enumerated: 4! x 3! orders of the two tie groups).
+  const std::vector<double> score = {0.2, 0.5, 0.5, 0.5, 0.5, 0.9, 0.1, 0.9, 0.9};
+  const std::vector<bool> wrong = {false, true, false, true, false, true, false, false, true};
+  const size_t n = score.size();
+  std::vector<size_t> order(n);
+  for (size_t i = 0; i < n; ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return score[a] < score[b]; });
+  std::vector<double> mean(n, 0.0);
+  double orders = 0;
+  // Permute within each tie group: groups are [2..5] (0.5 x4) and [6..8] (0.9 x3) in `order`.
+  std::vector<size_t> g1(order.begin() + 2, order.begin() + 6), g2(order.begin() + 6, order.end());
+  std::sort(g1.begin(), g1.end());
+  do {
+    std::sort(g2.begin(), g2.end());
+    do {
+      std::vector<size_t> o = {order[0], order[1]};
+      o.insert(o.end(), g1.begin(), g1.end());
+      o.insert(o.end(), g2.begin(), g2.end());
+      double e = 0;
+      for (size_t k = 0; k < n; ++k) mean[k] += (e += wrong[o[k]] ? 1 : 0) / double(k + 1);
+      orders += 1;
+    } while (std::next_permutation(g2.begin(), g2.end()));
+  } while (std::next_permutation(g1.begin(), g1.end()));
+  const std::vector<double> r = risk_coverage(score, wrong);
+  for (size_t k = 0; k < n; ++k) CHECK(r[k] == doctest::Approx(mean[k] / orders).epsilon(1e-12));
+
+  // Shuffled input, same curve.
+  std::mt19937 rng(7);
+  std::vector<size_t> perm(n);
+  for (size_t i = 0; i < n; ++i) perm[i] = i;
+  for (int t = 0; t < 5; ++t) {
+    std::shuffle(perm.begin(), perm.end(), rng);
+    std::vector<double> s2(n);
+    std::vector<bool> w2(n);
+    for (size_t i = 0; i < n; ++i) {
+      s2[i] = score[perm[i]];
+      w2[i] = wrong[perm[i]];
+    }
+    const std::vector<double> r2 = risk_coverage(s2, w2);
+    for (size_t k = 0; k < n; ++k) CHECK(r2[k] == doctest::Approx(r[k]).epsilon(1e-12));
+  }
 }

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <set>
 
 #include "engine/autograd.h"
 #include "engine/random.h"
@@ -21,6 +22,7 @@
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/inference/forward.h"
 #include "runtime/inference/predictor.h"
+#include "runtime/inference/signal_report.h"
 #include "runtime/inference/uncertainty.h"
 #include "runtime/tokenizer/tokenizer.h"
 
@@ -618,4 +620,58 @@ TEST_CASE("temperature: the shared range, and a tiny temperature never yields Na
   p = inference::softmax({-1e300, 1e300}, 1e-10);
   CHECK(p[1] == 1.0);
   CHECK(!std::isnan(p[0]));
+}
+
+TEST_CASE("signal report: every setting and signal, ranks in range; a model blind to its input ranks nothing") {
+  auto cfg = small_config();
+  const std::vector<std::string> texts = {"alpha beta", "gamma", "delta epsilon zeta", "eta", "theta iota",
+                                          "kappa", "lambda mu nu", "xi omicron", "pi rho", "sigma tau"};
+  const std::vector<int64_t> labels = {0, 1, 2, 0, 1, 2, 0, 1, 2, 0};
+  ModelPredictor pred(save_model(cfg, 59, "signals.bet"));
+  const auto rows = inference::signal_report(pred, texts, labels, 4, 3);
+  std::map<std::string, std::set<std::string>> seen;
+  std::map<std::string, double> accuracy;
+  for (const auto& r : rows) {
+    CAPTURE(r.setting);
+    CAPTURE(r.report.signal);
+    seen[r.setting].insert(r.report.signal);
+    if (accuracy.count(r.setting)) CHECK(accuracy[r.setting] == r.accuracy);  // one prediction per setting
+    accuracy[r.setting] = r.accuracy;
+    CHECK(r.report.aurc >= 0.0);
+    CHECK(r.report.aurc <= 1.0);
+    CHECK(r.nll > 0.0);
+    if (!std::isnan(r.report.error_auroc)) {
+      CHECK(r.report.error_auroc >= 0.0);
+      CHECK(r.report.error_auroc <= 1.0);
+    }
+  }
+  CHECK(seen["single"] == std::set<std::string>{"1-confidence", "total", "beta_posterior_variance",
+                                                 "attention_dispersion"});
+  CHECK(seen["orderings"] == std::set<std::string>{"1-confidence", "total", "aleatoric", "epistemic",
+                                                    "order_dispersion"});
+  CHECK(seen["mc_dropout"] == std::set<std::string>{"1-confidence", "total", "aleatoric", "epistemic"});
+  CHECK(seen["both"].count("order_dispersion") == 1);
+  // The single setting answers as predict() does.
+  double correct = 0;
+  for (size_t i = 0; i < texts.size(); ++i)
+    correct += pred.predict(text_req(texts[i]))["label"] == cfg.labels[size_t(labels[i])] ? 1 : 0;
+  CHECK(accuracy["single"] == doctest::Approx(correct / double(texts.size())));
+
+  // Negative control: with the head's weights zero the logits are its bias, exactly the
+  // same for every text, so confidence ranks errors at chance (0.5: all tied).
+  Generator g(61);
+  model::BetModel blind(cfg, g);
+  {
+    autograd::NoGradGuard ng;
+    blind.head->weight.copy_(mul(blind.head->weight, 0.0));
+    blind.head->bias.copy_(add(mul(blind.head->bias, 0.0), 0.3));
+  }
+  const std::string path = tmp_path("blind.bet");
+  runtime::save_checkpoint(path, runtime::make_checkpoint(blind, nullptr, runtime::make_byte_tokenizer()->to_json(), "production"));
+  ModelPredictor blind_pred(path);
+  for (const auto& r : inference::signal_report(blind_pred, texts, labels, 2)) {
+    if (r.setting != "single" || r.report.signal != "1-confidence") continue;
+    CHECK(r.report.error_auroc == doctest::Approx(0.5));
+    CHECK(r.report.aurc == doctest::Approx(1.0 - r.accuracy));
+  }
 }

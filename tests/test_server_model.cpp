@@ -19,6 +19,7 @@
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -533,6 +534,56 @@ TEST_CASE("SIGHUP with a checkpoint past the config bounds: the old model keeps 
   auto m = c.request("GET", "/metrics");
   REQUIRE(m);
   CHECK(m->body.find("bet_model_reloads_total{result=\"failure\"} 1") != std::string::npos);
+}
+
+TEST_CASE("`betctl eval`: uncertainty signals ranked (--signals), and a deep ensemble of several models") {
+  REQUIRE_MESSAGE(!g_betctl.empty(), "pass the betctl binary as the first argument");
+  std::string lines;
+  const std::vector<std::string> labels = {"neg", "neutral", "pos"};
+  for (int i = 0; i < 24; ++i)
+    lines += json{{"text", "example text number " + std::to_string(i * 7919 % 97)}, {"label", labels[size_t(i) % 3]}}
+                 .dump() +
+             "\n";
+  const std::string data = write("eval.jsonl", lines);
+  const std::string other = save_model(config(model::Task::Classify, model::LayerKind::Standard), 41, "clf_b.bet");
+  const std::string out = (scratch() / "eval.json").string();
+
+  int rc = run({g_betctl, "eval", "--model", classifier_path(), "--data", data, "--signals", "3", "--json"}, out);
+  INFO(slurp(out + ".err"));
+  REQUIRE(rc == 0);
+  json r = json::parse(slurp(out));
+  std::set<std::string> settings;
+  for (const auto& row : r["signals"]) {
+    settings.insert(row["setting"].get<std::string>());
+    CHECK(row["aurc"].get<double>() >= 0.0);
+  }
+  CHECK(settings == std::set<std::string>{"single", "orderings", "mc_dropout", "both"});
+
+  // The same model twice: its members agree, so the ensemble's epistemic part is 0 for
+  // every text, a score that ranks nothing (AURC = the error rate).
+  rc = run({g_betctl, "eval", "--model", classifier_path(), "--model", classifier_path(), "--data", data, "--json"},
+           out);
+  REQUIRE(rc == 0);
+  r = json::parse(slurp(out));
+  CHECK(r["members"].size() == 2);
+  bool saw = false;
+  for (const auto& row : r["signals"]) {
+    CHECK(row["setting"] == "deep_ensemble");
+    if (row["signal"] != "epistemic") continue;
+    saw = true;
+    CHECK(row["aurc"].get<double>() == doctest::Approx(1.0 - r["accuracy"].get<double>()));
+  }
+  CHECK(saw);
+  // Two different models: a real ensemble, with its own accuracy and NLL.
+  rc = run({g_betctl, "eval", "--model", classifier_path(), "--model", other, "--data", data, "--json"}, out);
+  REQUIRE(rc == 0);
+  r = json::parse(slurp(out));
+  CHECK(r["examples"] == 24);
+  CHECK(r["nll"].get<double>() > 0.0);
+  // Members must share their labels.
+  const std::string lm = lm_path();
+  rc = run({g_betctl, "eval", "--model", classifier_path(), "--model", lm, "--data", data}, out);
+  CHECK(rc == 1);
 }
 
 TEST_CASE("a request over the work bound is 413, on a model trained for long texts") {

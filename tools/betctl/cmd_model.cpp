@@ -16,6 +16,7 @@
 #include "runtime/data/dataset.h"
 #include "runtime/eval/calibration.h"
 #include "runtime/eval/metrics.h"
+#include "runtime/inference/signal_report.h"
 #include "runtime/io/atomic_file.h"
 #include "runtime/train/evaluate.h"
 #include "runtime/train/training_data.h"
@@ -64,6 +65,51 @@ std::vector<EncodedSequence> load_eval_data(const LoadedModel& m, const std::str
   return encode_examples(*m.tokenizer, texts, labels, cfg.task, cfg.max_len);
 }
 
+// The texts and label indices (in `labels`' order) of a labelled file.
+struct LabelledTexts {
+  std::vector<std::string> texts;
+  std::vector<int64_t> labels;
+};
+LabelledTexts read_labelled_texts(const std::string& path, const std::string& text_field,
+                                  const std::string& label_field, bool skip_bad, const std::vector<std::string>& labels) {
+  ReadOptions ro;
+  ro.text_field = text_field;
+  ro.label_field = label_field;
+  ro.skip_bad = skip_bad;
+  ro.need_labels = true;
+  ro.known_labels = labels;
+  TextDataset ds = read_dataset(path, ro);
+  LabelledTexts out;
+  for (auto& e : ds.examples) {
+    out.texts.push_back(std::move(e.text));
+    out.labels.push_back(e.label);
+  }
+  return out;
+}
+
+// --positive-label as an index (binary F1); a two-class model defaults to its second label.
+EvalOptions eval_options(const model::ModelConfig& cfg, const std::string& positive) {
+  EvalOptions eo;
+  if (!positive.empty()) {
+    auto it = std::find(cfg.labels.begin(), cfg.labels.end(), positive);
+    BET_CHECK(it != cfg.labels.end(), "--positive-label: '", positive, "' is not one of the model's labels");
+    eo.positive_label = int64_t(it - cfg.labels.begin());
+  } else if (cfg.num_classes == 2) {
+    eo.positive_label = 1;
+  }
+  return eo;
+}
+
+void print_signals(const nlohmann::json& rows) {
+  std::printf("\n%-13s %-24s %8s %8s %11s %8s %8s %8s\n", "setting", "signal", "accuracy", "nll", "error_auroc",
+              "aurc", "acc@80%", "acc@90%");
+  auto num = [](const nlohmann::json& v) { return v.is_number() ? v.get<double>() : NAN; };
+  for (const auto& row : rows)
+    std::printf("%-13s %-24s %8.4f %8.4f %11.4f %8.4f %8.4f %8.4f\n", row["setting"].get<std::string>().c_str(),
+                row["signal"].get<std::string>().c_str(), num(row["accuracy"]), num(row["nll"]),
+                num(row["error_auroc"]), num(row["aurc"]), num(row["accuracy_at_80"]), num(row["accuracy_at_90"]));
+}
+
 nlohmann::json classification_report(const EvalResult& r, const model::ModelConfig& cfg, const std::string& positive) {
   std::vector<double> probs;
   const int64_t C = cfg.num_classes;
@@ -72,15 +118,7 @@ nlohmann::json classification_report(const EvalResult& r, const model::ModelConf
     for (double v : row) z += std::exp(v - mx);
     for (double v : row) probs.push_back(std::exp(v - mx) / z);
   }
-  EvalOptions eo;
-  if (!positive.empty()) {
-    auto it = std::find(cfg.labels.begin(), cfg.labels.end(), positive);
-    BET_CHECK(it != cfg.labels.end(), "--positive-label: '", positive, "' is not one of the model's labels");
-    eo.positive_label = int64_t(it - cfg.labels.begin());
-  } else if (C == 2) {
-    eo.positive_label = 1;
-  }
-  return evaluate(RowMatrix(probs, C), r.labels, eo).to_json();
+  return evaluate(RowMatrix(probs, C), r.labels, eval_options(cfg, positive)).to_json();
 }
 
 }  // namespace
@@ -158,8 +196,8 @@ void add_model_commands(CLI::App& app, Registry& registry) {
     });
   }
   {
-    auto* cmd = app.add_subcommand("eval", "Evaluate a model on labelled data");
-    auto path = std::make_shared<std::string>();
+    auto* cmd = app.add_subcommand("eval", "Evaluate a model (or a deep ensemble of several) on labelled data");
+    auto paths = std::make_shared<std::vector<std::string>>();
     auto data = std::make_shared<std::string>();
     auto text_field = std::make_shared<std::string>("text");
     auto label_field = std::make_shared<std::string>("label");
@@ -168,8 +206,16 @@ void add_model_commands(CLI::App& app, Registry& registry) {
     auto threads = std::make_shared<int>(0);
     auto skip_bad = std::make_shared<bool>(false);
     auto json = std::make_shared<bool>(false);
-    cmd->add_option("--model", *path, "checkpoint")->required();
+    auto signals = std::make_shared<int>(0);
+    cmd->add_option("--model", *paths,
+                    "checkpoint; give several classifiers (--model A --model B ...) to evaluate their deep "
+                    "ensemble (probabilities averaged)")
+        ->required();
     cmd->add_option("--data", *data, "JSONL / CSV / TSV / text")->required();
+    cmd->add_option("--signals", *signals,
+                    "classifiers: also rank errors by every uncertainty signal, with K-member ensembles "
+                    "(orderings, MC dropout, both): error AUROC, AURC, accuracy at 80/90% coverage")
+        ->check(CLI::Range(2, inference::RequestLimits::kMaxMembers));
     cmd->add_option("--text-field", *text_field, "text field");
     cmd->add_option("--label-field", *label_field, "label field");
     cmd->add_option("--positive-label", *positive, "label for binary F1");
@@ -179,25 +225,53 @@ void add_model_commands(CLI::App& app, Registry& registry) {
     cmd->add_flag("--json", *json, "print JSON");
     static std::string eval_device = "cpu";  // checked while parsing (device_flag.h)
     add_device_option(cmd, eval_device);
-    cmd->callback([&registry, path, data, text_field, label_field, positive, batch, threads, skip_bad, json] {
+    cmd->callback([&registry, paths, data, text_field, label_field, positive, batch, threads, skip_bad, json,
+                   signals] {
       registry.selected = [=] {
         if (*threads > 0) kernels::cpu::set_num_threads(*threads);
-        LoadedModel m = load_model(*path, parse_device(eval_device));
-        auto seqs = load_eval_data(m, *data, *text_field, *label_field, *skip_bad);
-        EvalResult r = evaluate(*m.model, seqs, *batch);
+        const Device device = parse_device(eval_device);
         nlohmann::json out;
-        if (m.model->config().task == model::Task::Classify) {
-          out = classification_report(r, m.model->config(), *positive);
-          out["temperature"] = m.model->temperature_value();
+        if (paths->size() > 1) {
+          // A deep ensemble: every model answers every text; their probabilities averaged.
+          std::vector<std::unique_ptr<inference::ModelPredictor>> owned;
+          std::vector<inference::ModelPredictor*> models;
+          for (const std::string& p : *paths) {
+            owned.push_back(std::make_unique<inference::ModelPredictor>(p, device));
+            models.push_back(owned.back().get());
+          }
+          const model::ModelConfig& cfg = models[0]->current()->model->config();
+          BET_CHECK(cfg.task == model::Task::Classify, "eval: a deep ensemble needs classifiers; ", paths->front(),
+                    " is a language model");
+          const LabelledTexts d = read_labelled_texts(*data, *text_field, *label_field, *skip_bad, cfg.labels);
+          inference::EnsembleResult e = inference::deep_ensemble(models, d.texts, d.labels, size_t(*batch));
+          out = evaluate(RowMatrix(e.probabilities), d.labels, eval_options(cfg, *positive)).to_json();
+          out["members"] = *paths;
+          out["signals"] = inference::signal_report_json(e.signals);
         } else {
-          out = {{"loss", r.loss}, {"perplexity", r.perplexity()}, {"bits_per_token", r.bits_per_token()},
-                 {"tokens", r.n}};
+          LoadedModel m = load_model(paths->front(), device);
+          auto seqs = load_eval_data(m, *data, *text_field, *label_field, *skip_bad);
+          EvalResult r = evaluate(*m.model, seqs, *batch);
+          const model::ModelConfig& cfg = m.model->config();
+          if (cfg.task == model::Task::Classify) {
+            out = classification_report(r, cfg, *positive);
+            out["temperature"] = m.model->temperature_value();
+            if (*signals > 0) {
+              const LabelledTexts d = read_labelled_texts(*data, *text_field, *label_field, *skip_bad, cfg.labels);
+              inference::ModelPredictor predictor(paths->front(), device);
+              out["signals"] = inference::signal_report_json(
+                  inference::signal_report(predictor, d.texts, d.labels, *signals, size_t(*batch)));
+            }
+          } else {
+            out = {{"loss", r.loss}, {"perplexity", r.perplexity()}, {"bits_per_token", r.bits_per_token()},
+                   {"tokens", r.n}};
+          }
         }
         if (*json) {
           std::cout << out.dump(2) << std::endl;
         } else {
           for (auto it = out.begin(); it != out.end(); ++it)
             if (it.value().is_number()) std::printf("%-24s %.6f\n", it.key().c_str(), it.value().get<double>());
+          if (out.contains("signals")) print_signals(out["signals"]);
         }
         return 0;
       };
