@@ -250,13 +250,14 @@ int run_ckpt(const BenchOptions& opts, const CkptBenchOptions& c) {
         cc.contents = contents;
         cc.params = params;
         cc.stem = stem + "-" + file;
-        cc.ck = runtime::make_checkpoint(*s.model, kind == "training" ? s.opt.get() : nullptr, tokenizer, kind);
+        const optim::Optimizer* opt = kind == "training" ? &s.trainer->optimizer() : nullptr;
+        cc.ck = runtime::make_checkpoint(*s.model, opt, tokenizer, kind);
         cc.ck.training_state = {{"step", c.train_steps}, {"seed", 0}};
         return cc;
       };
       run_case(make("production", "production, weights at init", "prod-init"));
       if (c.train_steps > 0) {
-        for (int i = 0; i < c.train_steps; ++i) s.step(uint64_t(i));
+        for (int i = 0; i < c.train_steps; ++i) s.step(i);
         const std::string after = " after " + std::to_string(c.train_steps) + " AdamW steps";
         run_case(make("production", "production, weights" + after, "prod-trained"));
         run_case(make("training", "training, weights + AdamW m, v" + after, "train-trained"));

@@ -21,7 +21,6 @@
 #include "bench/machine_baselines.h"
 #include "bet_config.h"
 #include "bench/peer_process.h"
-#include "engine/optim/optimizer.h"
 #include "engine/autocast.h"
 #include "engine/device.h"
 #include "kernels/cpu/threads.h"
@@ -112,6 +111,18 @@ double matmul_flops_per_step(const model::ModelConfig& cfg, int64_t B, int64_t S
 }
 
 namespace {
+
+// What a timed step is, from the config the bench gives the trainer's step.
+std::string step_text(const runtime::TrainStepConfig& c) {
+  std::ostringstream o;
+  o << "the trainer's step (runtime/train/train_step.h): forward (dropout on) + MDL loss (beta " << c.mdl_beta
+    << ") + backward + gradient norm";
+  if (c.clip > 0) o << " clipped to " << c.clip;
+  o << " + AdamW (lr " << c.lr << ", weight decay " << c.weight_decay
+    << " on matrices, no warmup) + zero_grad, on a fixed random batch";
+  if (c.clip > 0) o << "; the peer does not clip (one more pass over the gradients here)";
+  return o.str();
+}
 
 std::string shape_text(const TrainBenchOptions& t) {
   return "d_model " + std::to_string(t.d_model) + ", " + std::to_string(t.layers) + " layers, " +
@@ -327,21 +338,20 @@ int run_train(const BenchOptions& opts, const TrainBenchOptions& t) {
   std::vector<ProfileResult> profiles;
   for (auto& run : runs) {
     try {
-      TrainSetup s(run.cfg, t.batch_size, t.seq_len, dev);
-      s.compute = compute;
+      TrainSetup s(run.cfg, t.batch_size, t.seq_len, dev, compute);
       run.ours.params = 0;
-      for (auto& p : s.params) run.ours.params += p.numel();
-      uint64_t step = 0;
+      for (auto& p : s.trainer->params()) run.ours.params += p.numel();
+      int64_t step = 0;
       for (int i = 0; i < t.warmup; ++i) s.step(step++);
       // With the peer, half the timed steps run before it and half after, so a change
       // in machine load during the comparison weighs on both sides alike.
       auto timed = [&](int n) {
         for (int i = 0; i < n; ++i) {
           auto t0 = Clock::now();
-          model::MDLLossOutput L = s.step(step++);
+          const runtime::StepMetrics m = s.step(step++);
           run.ours.step_s.push_back(seconds_since(t0));
-          run.ours.final_loss = L.loss.item();
-          run.ours.mdl_active += L.mdl_active ? 1 : 0;
+          run.ours.final_loss = m.loss;
+          run.ours.mdl_active += m.parts.mdl_active ? 1 : 0;
         }
       };
       const int first = t.peer ? (t.steps + 1) / 2 : t.steps;
@@ -369,8 +379,7 @@ int run_train(const BenchOptions& opts, const TrainBenchOptions& t) {
     main.add_meta("fma peak GFLOP/s", peak).add_meta("fma peak 1 thread GFLOP/s", threads > 1 ? Value(peak1) : Value(peak));
   main
       .add_meta("shape", shape_text(t))
-      .add_meta("step", "forward (dropout on) + MDL loss (beta 0.1) + backward + AdamW step + zero_grad; "
-                        "no clipping (as the peer)")
+      .add_meta("step", step_text(bench_step_config(compute)))
       .add_meta("timing", std::to_string(t.warmup) + " warm-up steps, median of " + std::to_string(t.steps) +
                               " timed steps" + (t.peer ? " (half before the peer, half after)" : ""))
       .add_meta("mfu", gpu ? "3 x forward matmul FLOPs (see the FLOP table) / median step time / dense bf16 peak"

@@ -1,6 +1,7 @@
-// `betctl bench train`: one training step (forward, MDL loss, backward, AdamW) of the
-// model for each layer kind, as tokens/s and MFU against the FMA peak measured in the
-// same run, beside the PyTorch eager peer of bench/peer/ (same math, same threads).
+// `betctl bench train`: the trainer's training step (runtime/train/train_step.h: forward,
+// MDL loss, backward, clipping, AdamW) of the model for each layer kind, as tokens/s and
+// MFU against the FMA peak measured in the same run, beside the PyTorch eager peer of
+// bench/peer/ (same math, same threads).
 #pragma once
 #include <cstdint>
 #include <string>

@@ -12,14 +12,12 @@
 #include <vector>
 
 #include "bench/machine_baselines.h"
-#include "engine/optim/optimizer.h"
-#include "engine/optim/schedule.h"
 #include "engine/random.h"
 #include "kernels/cpu/threads.h"
 #include "model/bet_model.h"
 #include "runtime/train/evaluate.h"
 #include "runtime/train/train_config.h"
-#include "runtime/train/trainer.h"
+#include "runtime/train/train_step.h"
 #include "runtime/train/training_data.h"
 
 namespace bet::bench {
@@ -61,32 +59,6 @@ struct DataRun {
   double final_loss = NAN;
 };
 
-// The trainer's loop body (runtime/train/trainer.cpp) from a built batch on: context,
-// forward, MDL loss, backward, clipping, the scheduled AdamW update, zero_grad.
-struct Stepper {
-  model::BetModel& model;
-  optim::AdamW& opt;
-  const std::vector<Tensor>& params;
-  const optim::WarmupCosineSchedule& schedule;
-  const runtime::TrainConfig& cfg;
-  DType compute;
-
-  double operator()(const runtime::Batch& b, int64_t step) {
-    uint64_t dropout_offset = 0;
-    const model::MDLLossOutput L =
-        runtime::train_forward(model, b, cfg.seed, step, compute, cfg.mdl_beta, &dropout_offset).loss;
-    L.loss.backward();
-    const double norm = cfg.clip > 0 ? optim::clip_grad_norm(params, cfg.clip) : optim::grad_norm(params);
-    const double loss = L.loss.item();
-    if (std::isfinite(loss) && std::isfinite(norm)) {
-      opt.set_lr(schedule.lr(step));
-      opt.step();
-    }
-    opt.zero_grad();
-    return loss;
-  }
-};
-
 DataRun run_layer(const TrainBenchOptions& t, const std::string& layer, Device device, DType compute) {
   DataRun r;
   r.layer = layer;
@@ -107,28 +79,20 @@ DataRun run_layer(const TrainBenchOptions& t, const std::string& layer, Device d
   cfg.model.validate();
   r.train_records = int64_t(data.train.size());
   r.val_records = int64_t(data.val.size());
-  const int64_t bpe = data.batches_per_epoch(cfg.batch_size);
-  r.batches_per_epoch = bpe;
+  const int64_t batches_per_epoch = data.batches_per_epoch(cfg.batch_size);
+  r.batches_per_epoch = batches_per_epoch;
 
-  // ---- the trainer's model and optimiser ----
+  // ---- the trainer's model and step (its schedule for a default run: 3 epochs) ----
   Generator init_rng(mix_key({cfg.seed, 0x1417}));
   model::BetModel model(cfg.model, init_rng);
   model.to(device);
   model.train();
-  std::vector<Tensor> params = model.trainable_tensors();
-  std::vector<bool> decay;
-  for (auto& p : params) decay.push_back(p.dim() >= 2);
-  optim::AdamWOptions ao;
-  ao.lr = cfg.lr;
-  ao.weight_decay = cfg.weight_decay;
-  optim::AdamW opt(params, ao, decay);
-  const int64_t total = kDefaultEpochs * bpe;
-  optim::WarmupCosineSchedule schedule(cfg.lr, std::min(cfg.warmup, total / 2), total, cfg.lr * 0.1);
+  runtime::TrainStep trainer(model, runtime::train_step_config(cfg, kDefaultEpochs * batches_per_epoch, compute));
   for (auto& [n, p] : model.named_parameters()) r.params += p.numel();
-  Stepper step{model, opt, params, schedule, cfg, compute};
+  auto step = [&](const runtime::Batch& b, int64_t n) { return trainer.step(b, n).loss; };
 
   auto next_batch = [&](int64_t i) {
-    return data.batch(i / bpe, i % bpe, cfg.batch_size, cfg.model.max_len, cfg.seed);
+    return data.batch(i / batches_per_epoch, i % batches_per_epoch, cfg.batch_size, cfg.model.max_len, cfg.seed);
   };
   int64_t n = 0;  // the trainer's step counter: batches come from it
   for (int i = 0; i < t.warmup; ++i, ++n) step(next_batch(n), n);
@@ -251,8 +215,8 @@ int run_train_data(const BenchOptions& opts, const TrainBenchOptions& t, const T
       .add_meta("load", "runtime::load_training_data (what betctl train calls): read the file, validate, split, "
                         "tokenise train and validation; once per run")
       .add_meta("end-to-end step", "TrainingData::batch (epoch plan, padding, tensors; the trainer's batch "
-                                   "order) + the trainer's step (batch_context, forward, MDL loss, backward, "
-                                   "clip 1.0, AdamW, zero_grad)")
+                                   "order) + the trainer's step (runtime/train/train_step.h: context, forward, MDL "
+                                   "loss, backward, clip 1.0, AdamW at the scheduled rate, zero_grad)")
       .add_meta("step only", "the same step again on the batch already built")
       .add_meta("data share", "(load + batch assembly) / (load + end-to-end steps): per step (no load), over "
                               "this run, and projected over a full default run (3 epochs) at the medians")

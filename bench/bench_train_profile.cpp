@@ -1,6 +1,5 @@
 #include "bench/bench_train_profile.h"
 
-#include <optional>
 #include "bench/timing.h"
 
 #include <algorithm>
@@ -10,8 +9,10 @@
 #include <unordered_set>
 
 #include "engine/autograd.h"
-#include "engine/optim/optimizer.h"
+#include "engine/device.h"
 #include "engine/random.h"
+#include "runtime/train/evaluate.h"
+#include "runtime/train/train_config.h"
 
 namespace bet::bench {
 
@@ -58,16 +59,53 @@ void instrument_backward(const Tensor& root, std::map<std::string, OpTime>& time
   }
 }
 
+// Seconds per phase of each step it observes; before backward, instruments the graph
+// with per-op timers. Waits for the device at each phase's end, so a GPU's time lands
+// in the phase that queued it.
+struct PhaseTimes : runtime::StepObserver {
+  using Phase = runtime::StepObserver::Phase;
+  static constexpr Phase kPhases[] = {Phase::Forward, Phase::Loss,   Phase::Backward,
+                                      Phase::Clip,    Phase::Update, Phase::ZeroGrad};
+  static const char* name(Phase p) {
+    switch (p) {
+      case Phase::Forward: return "forward";
+      case Phase::Loss: return "loss";
+      case Phase::Backward: return "backward";
+      case Phase::Clip: return "grad norm + clip";
+      case Phase::Update: return "adamw step";
+      case Phase::ZeroGrad: return "zero_grad";
+    }
+    return "?";
+  }
+
+  PhaseTimes(Device d, std::map<std::string, OpTime>& op_times) : device(d), ops(op_times) {}
+  void start() { last = Clock::now(); }
+  void before_backward(const Tensor& loss) override {
+    instrument_backward(loss, ops);
+    last = Clock::now();  // instrumenting is not the backward's time
+  }
+  void phase_end(Phase p) override {
+    synchronize(device);
+    const auto now = Clock::now();
+    seconds[p].push_back(secs(last, now));
+    last = now;
+  }
+
+  Device device;
+  std::map<std::string, OpTime>& ops;
+  std::map<Phase, std::vector<double>> seconds;
+  Clock::time_point last;
+};
+
 Table phase_table(const std::string& layer, const PhaseTimes& p) {
   Table tab;
   tab.title = "profile " + layer + ": phases of a step (median ms)";
-  const std::pair<const char*, const std::vector<double>*> phases[] = {
-      {"forward", &p.forward}, {"loss", &p.loss}, {"backward", &p.backward},
-      {"adamw step", &p.optimizer}, {"zero_grad", &p.zero_grad}};
   double total = 0;
-  for (auto& [name, v] : phases) total += median(*v);
-  for (auto& [name, v] : phases)
-    tab.add(Row().set("phase", name).set("ms", median(*v) * 1e3).set("share", median(*v) / total));
+  for (auto ph : PhaseTimes::kPhases) total += median(p.seconds.at(ph));
+  for (auto ph : PhaseTimes::kPhases) {
+    const double m = median(p.seconds.at(ph));
+    tab.add(Row().set("phase", PhaseTimes::name(ph)).set("ms", m * 1e3).set("share", m / total));
+  }
   tab.add(Row().set("phase", "total").set("ms", total * 1e3).set("share", 1.0));
   return tab;
 }
@@ -122,10 +160,19 @@ struct ModuleCase {
   std::function<Tensor(const Tensor&)> run;
 };
 
-Table module_table(TrainSetup& s, const std::string& layer, int steps, uint64_t first_step) {
+Table module_table(TrainSetup& s, const std::string& layer, int steps, int64_t first_step) {
   const auto& cfg = s.cfg;
-  const int64_t B = s.ids.size(0), S = s.ids.size(1), D = cfg.d_model;
-  const model::SeqContext& ctx = s.ctx;
+  const int64_t B = s.batch.ids.size(0), S = s.batch.ids.size(1), D = cfg.d_model;
+  // The training context of the batch, as the trainer's step builds it.
+  uint64_t dropout_offset = 0;
+  model::SeqContext ctx = runtime::batch_context(s.batch, *s.model);
+  ctx.training = true;
+  ctx.seed = s.trainer->config().seed;
+  ctx.dropout_offset = &dropout_offset;
+  auto begin_step = [&](int64_t step) {
+    ctx.step = uint64_t(step);
+    dropout_offset = uint64_t(step) << 40;
+  };
   const Tensor mask = model::attention_mask(ctx);
   std::vector<ModuleCase> cases;
   if (cfg.layer == model::LayerKind::Bet) {
@@ -168,14 +215,14 @@ Table module_table(TrainSetup& s, const std::string& layer, int steps, uint64_t 
     x.set_requires_grad(true);
     std::vector<double> fw, bw;
     for (int i = 0; i < steps + 1; ++i) {
-      s.begin_step(first_step + uint64_t(i));
+      begin_step(first_step + i);
       auto t0 = Clock::now();
       Tensor y = c.run(x);
       auto t1 = Clock::now();
       y.backward(Tensor::ones(y.shape(), y.dtype()));
       auto t2 = Clock::now();
       x.zero_grad();
-      s.opt->zero_grad();
+      s.trainer->optimizer().zero_grad();
       if (i == 0) continue;  // warm-up
       fw.push_back(secs(t0, t1));
       bw.push_back(secs(t1, t2));
@@ -194,83 +241,63 @@ Table module_table(TrainSetup& s, const std::string& layer, int steps, uint64_t 
 
 }  // namespace
 
-TrainSetup::TrainSetup(const model::ModelConfig& c, int64_t B, int64_t S, Device dev) : cfg(c), device(dev) {
-  Generator init(mix_key({0, 0x1417}));
-  model = std::make_unique<model::BetModel>(cfg, init);
-  model->to(device);
-  model->train();
-  params = model->trainable_tensors();
-  std::vector<bool> decay;
-  for (auto& p : params) decay.push_back(p.dim() >= 2);
-  opt = std::make_unique<optim::AdamW>(params, optim::AdamWOptions{}, decay);
+runtime::TrainStepConfig bench_step_config(DType compute) {
+  // Warmup 0 and a run too long for the cosine to move: the peak rate throughout.
+  runtime::TrainStepConfig c = runtime::train_step_config(runtime::TrainConfig{}, int64_t(1) << 40, compute);
+  c.warmup = 0;
+  return c;
+}
 
-  // Random full-length sequences, fixed across steps (as the peer's).
+runtime::Batch random_batch(const model::ModelConfig& cfg, int64_t B, int64_t S) {
   Generator g(mix_key({0, 0xbe7c}));
+  runtime::Batch b;
   std::vector<int64_t> ids(size_t(B * S));
   for (auto& v : ids) v = 3 + int64_t(g.randint(uint64_t(cfg.vocab_size - 3)));
-  this->ids = Tensor::from_vector<int64_t>(ids, {B, S}).to(device);
+  b.ids = Tensor::from_vector<int64_t>(ids, {B, S});
   if (cfg.task == model::Task::Classify) {
     std::vector<int64_t> y(static_cast<size_t>(B));
     for (auto& v : y) v = int64_t(g.randint(uint64_t(cfg.num_classes)));
-    targets = Tensor::from_vector<int64_t>(y, {B}).to(device);
+    b.labels = Tensor::from_vector<int64_t>(y, {B});
   } else {
     std::vector<int64_t> y(size_t(B * S));
     for (auto& v : y) v = 3 + int64_t(g.randint(uint64_t(cfg.vocab_size - 3)));
-    targets = Tensor::from_vector<int64_t>(y, {B, S}).to(device);
+    b.targets = Tensor::from_vector<int64_t>(y, {B, S});
   }
-  ctx = model::SeqContext::from_lengths(std::vector<int64_t>(size_t(B), S), S, cfg.causal(), model->dtype(), device);
-  std::vector<int64_t> index(static_cast<size_t>(B));
-  for (int64_t b = 0; b < B; ++b) index[size_t(b)] = b;
-  ctx.sequence_index = Tensor::from_vector<int64_t>(index, {B}).to(device);
-  ctx.training = true;
-  ctx.seed = 0;
-  ctx.dropout_offset = &dropout_offset;
+  b.lengths.assign(size_t(B), S);
+  for (int64_t i = 0; i < B; ++i) b.indices.push_back(i);
+  return b;
+}
+
+TrainSetup::TrainSetup(const model::ModelConfig& c, int64_t B, int64_t S, Device dev, DType compute)
+    : cfg(c), device(dev) {
+  Generator init(mix_key({runtime::TrainConfig{}.seed, 0x1417}));  // as betctl train's init
+  model = std::make_unique<model::BetModel>(cfg, init);
+  model->to(device);
+  model->train();
+  batch = random_batch(cfg, B, S);
+  trainer = std::make_unique<runtime::TrainStep>(*model, bench_step_config(compute));
 }
 
 TrainSetup::~TrainSetup() = default;
 
-void TrainSetup::begin_step(uint64_t step) {
-  ctx.step = step;
-  dropout_offset = step << 40;
-}
-
-model::MDLLossOutput TrainSetup::step(uint64_t step, PhaseTimes* phases) {
-  begin_step(step);
-  auto t0 = Clock::now();
-  std::optional<AutocastGuard> autocast(std::in_place, compute);
-  model::ForwardOutput out = model->forward(ids, ctx);
-  auto t1 = Clock::now();
-  model::MDLLossOutput L = model::model_loss(out, targets, ctx, cfg.task, 0.1);
-  autocast.reset();
-  auto t2 = Clock::now();
-  if (phases && phases->before_backward) phases->before_backward(L.loss);
-  L.loss.backward();
-  auto t3 = Clock::now();
-  opt->step();
-  auto t4 = Clock::now();
-  opt->zero_grad();
+runtime::StepMetrics TrainSetup::step(int64_t step, runtime::StepObserver* observer) {
+  runtime::StepMetrics m = trainer->step(batch, step, observer);
   synchronize(device);
-  auto t5 = Clock::now();
-  if (phases) {
-    auto d = [](Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
-    phases->forward.push_back(d(t0, t1));
-    phases->loss.push_back(d(t1, t2));
-    phases->backward.push_back(d(t2, t3));
-    phases->optimizer.push_back(d(t3, t4));
-    phases->zero_grad.push_back(d(t4, t5));
-  }
-  return L;
+  return m;
 }
 
-ProfileResult profile_training(TrainSetup& s, const std::string& layer, int steps, uint64_t first_step) {
-  PhaseTimes p;
+ProfileResult profile_training(TrainSetup& s, const std::string& layer, int steps, int64_t first_step) {
   std::map<std::string, OpTime> times;
-  p.before_backward = [&](const Tensor& loss) { instrument_backward(loss, times); };
-  for (int i = 0; i < steps; ++i) s.step(first_step + uint64_t(i), &p);
+  PhaseTimes p(s.device, times);
+  for (int i = 0; i < steps; ++i) {
+    p.start();
+    s.step(first_step + i, &p);
+  }
   ProfileResult r;
   r.tables.push_back(phase_table(layer, p));
-  for (auto& t : op_tables(layer, times, steps, median(p.backward))) r.tables.push_back(std::move(t));
-  r.tables.push_back(module_table(s, layer, steps, first_step + uint64_t(steps)));
+  for (auto& t : op_tables(layer, times, steps, median(p.seconds.at(PhaseTimes::Phase::Backward))))
+    r.tables.push_back(std::move(t));
+  r.tables.push_back(module_table(s, layer, steps, first_step + steps));
   return r;
 }
 

@@ -167,6 +167,20 @@ inline bool gpu_or_skip(int case_count) {
   return false;
 }
 
+// The decorator of a case that needs a CUDA device, real or emulated (the
+// -Dgpu_emulation build, or BET_EMULATE_CUDA): without one the case is skipped at
+// registration, so doctest counts it as skipped rather than as passed, and says so once
+// on stderr. TEST_CASE("GPU: ..." * bet::test::gpu::gpu_cases()) { ... }
+inline doctest::skip gpu_cases() {
+  const bool none = !cuda_available();
+  static bool said = false;
+  if (none && !said) {
+    said = true;
+    std::fprintf(stderr, "no CUDA device (real or emulated): the GPU cases are skipped\n");
+  }
+  return doctest::skip(none);
+}
+
 // GPU comparisons a table makes: f32 and f64, and bf16 where the case allows.
 inline int gpu_comparisons(const std::vector<OpCase>& cases) {
   int n = 0;

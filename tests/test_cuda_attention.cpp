@@ -88,12 +88,12 @@ TEST_CASE("attention cases on the CPU: f32 matches f64 (the cases the GPU run us
   check_cases_on_cpu(attention_cases());
 }
 
-TEST_CASE("GPU: fused attention against the CPU (forward, q/k/v gradients; f32, f64, bf16)") {
+TEST_CASE("GPU: fused attention against the CPU (forward, q/k/v gradients; f32, f64, bf16)" * gpu_cases()) {
   if (!gpu_or_skip()) return;
   check_cases_on_gpu(attention_cases());
 }
 
-TEST_CASE("GPU: fused attention's dropout mask is the CPU's bit for bit; results repeat exactly") {
+TEST_CASE("GPU: fused attention's dropout mask is the CPU's bit for bit; results repeat exactly" * gpu_cases()) {
   if (!gpu_or_skip()) return;
   const Device gpu = Device::cuda(0);
   // v = identity (hd = S): the output IS the dropped probability matrix, so a dropped

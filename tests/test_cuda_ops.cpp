@@ -429,12 +429,12 @@ TEST_CASE("--device parsing") {
 
 // ================================================================ GPU only
 
-TEST_CASE("GPU: op table against the CPU (f32, f64, bf16)") {
+TEST_CASE("GPU: op table against the CPU (f32, f64, bf16)" * gpu_cases()) {
   if (!gpu_or_skip()) return;
   check_cases_on_gpu(op_table());
 }
 
-TEST_CASE("GPU: dropout masks are bit-identical to the CPU's (one Philox stream)") {
+TEST_CASE("GPU: dropout masks are bit-identical to the CPU's (one Philox stream)" * gpu_cases()) {
   if (!gpu_or_skip()) return;
   struct Draw {
     int64_t n;
@@ -457,7 +457,7 @@ TEST_CASE("GPU: dropout masks are bit-identical to the CPU's (one Philox stream)
   }
 }
 
-TEST_CASE("GPU: AdamW steps and gradient clipping match the CPU") {
+TEST_CASE("GPU: AdamW steps and gradient clipping match the CPU" * gpu_cases()) {
   if (!gpu_or_skip()) return;
   for (DType dt : {DType::F32, DType::F64}) {
     CAPTURE(dtype_name(dt));

@@ -26,6 +26,7 @@
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/inference/predictor.h"
 #include "runtime/tokenizer/tokenizer.h"
+#include "runtime/train/train_step.h"
 #include "runtime/train/trainer.h"
 
 using namespace bet;
@@ -93,19 +94,20 @@ struct StepResult {
   model::NamedTensors params;
 };
 
-// Three training steps (dropout, relabellings, MDL loss, AdamW) with the model on `d`.
+// Three steps of the trainer's step (dropout, relabellings, MDL loss, clipping, AdamW)
+// with the model on `d`.
 StepResult train_steps(const model::ModelConfig& cfg, Device d, DType compute = DType::F32) {
   Generator g(7);
   model::BetModel m(cfg, g);
   m.to(d);
   CHECK(m.device() == d);
   m.train();
-  std::vector<Tensor> params = m.trainable_tensors();
-  std::vector<bool> decay;
-  for (auto& p : params) decay.push_back(p.dim() >= 2);
-  optim::AdamW opt(params, optim::AdamWOptions{}, decay);
+  runtime::TrainConfig tc;
+  tc.seed = 5;
+  runtime::TrainStepConfig sc = runtime::train_step_config(tc, 3, compute);
+  sc.warmup = 0;  // a full-size update from the first step
+  runtime::TrainStep trainer(m, sc);
   const int64_t B = 3, S = 10;
-  const std::vector<int64_t> lengths{10, 7, 4};
   Generator data(11);
   std::vector<int64_t> ids(size_t(B * S)), y;
   for (auto& v : ids) v = 3 + int64_t(data.randint(200));
@@ -114,30 +116,20 @@ StepResult train_steps(const model::ModelConfig& cfg, Device d, DType compute = 
   } else {
     for (int64_t i = 0; i < B * S; ++i) y.push_back(3 + int64_t(data.randint(200)));
   }
+  runtime::Batch batch;
+  batch.ids = Tensor::from_vector<int64_t>(ids, {B, S});
+  batch.lengths = {10, 7, 4};
+  batch.indices = {0, 1, 2};
+  if (cfg.task == model::Task::Classify) batch.labels = Tensor::from_vector<int64_t>(y, {B});
+  else batch.targets = Tensor::from_vector<int64_t>(y, {B, S});
   StepResult r;
-  for (uint64_t step = 0; step < 3; ++step) {
-    model::SeqContext ctx = model::SeqContext::from_lengths(lengths, S, cfg.causal(), DType::F32, d);
-    ctx.training = true;
-    ctx.seed = 5;
-    ctx.step = step;
-    uint64_t offset = step << 40;
-    ctx.dropout_offset = &offset;
-    Tensor x = Tensor::from_vector<int64_t>(ids, {B, S}).to(d);
-    Tensor t = Tensor::from_vector<int64_t>(y, cfg.task == model::Task::Classify ? Shape{B} : Shape{B, S}).to(d);
-    model::ForwardOutput out;
-    model::MDLLossOutput L;
-    {
-      AutocastGuard autocast(compute);
-      out = m.forward(x, ctx);
-      L = model::model_loss(out, t, ctx, cfg.task, 0.1);
-    }
-    CHECK(out.logits.device() == d);
-    L.loss.backward();
-    optim::clip_grad_norm(params, 1.0);
-    opt.step();
-    opt.zero_grad();
-    r.losses.push_back(L.loss.item());
+  for (int64_t step = 0; step < 3; ++step) {
+    const runtime::StepMetrics sm = trainer.step(batch, step);
+    CHECK(sm.out.logits.device() == d);
+    CHECK(sm.applied);
+    r.losses.push_back(sm.loss);
   }
+  const optim::AdamW& opt = trainer.optimizer();
   for (auto& [n, p] : m.named_parameters()) {
     CHECK_MESSAGE(p.device() == d, n, " is on ", p.device().str());
     r.params.emplace_back(n, p.to(Device::cpu()));

@@ -30,8 +30,8 @@ using bet::test::g_betctl;
 std::vector<std::string> train_args(const std::string& out) {
   return {g_betctl, "train", "--steps", "30", "--checkpoint-every", "2", "--keep", "3", "--d-model", "16",
           "--heads", "2", "--layers", "1", "--seq-len", "12", "--max-len", "16", "--batch-size", "4",
-          "--k-permutations", "2", "--dropout", "0.1", "--threads", "1", "--eval-every", "10", "--seed", "5",
-          "--out", out, "--quiet", "--resume", "auto"};
+          "--k-permutations", "2", "--dropout", "0.1", "--threads", "1", "--eval-every", "5", "--seed", "5",
+          "--early-stop", "loss:50", "--out", out, "--quiet", "--resume", "auto"};
 }
 
 pid_t spawn(const std::vector<std::string>& args) {
@@ -84,7 +84,10 @@ void check_same_state(const Checkpoint& a, const Checkpoint& b) {
     CHECK(std::memcmp(a.optimizer[i].second.contiguous().raw_data(), b.optimizer[i].second.contiguous().raw_data(),
                       a.optimizer[i].second.nbytes()) == 0);
   }
+  // The run state too: step, best metrics, early stopping's count, learning-rate scale.
   CHECK(a.training_state["step"] == b.training_state["step"]);
+  CHECK(a.training_state.dump() == b.training_state.dump());
+  CHECK(a.metrics.dump() == b.metrics.dump());
 }
 
 }  // namespace

@@ -11,6 +11,29 @@ model::SeqContext batch_context(const Batch& b, const model::BetModel& m) {
   return ctx;
 }
 
+std::map<std::string, double> validation_metrics(const EvalResult& r, model::Task task, bool synthetic) {
+  std::map<std::string, double> m{{"val/loss", r.loss}, {"val/order_dispersion", r.order_dispersion}};
+  if (task == model::Task::Classify) m["val/accuracy"] = r.accuracy;
+  if (task == model::Task::LM) {
+    m["val/perplexity"] = r.perplexity();
+    m["val/bits_per_token"] = r.bits_per_token();
+  }
+  if (synthetic) m["val/excess_over_bayes"] = r.excess_over_bayes();
+  if (std::isfinite(r.posterior_mean)) {
+    m["val/posterior_mean"] = r.posterior_mean;
+    m["val/posterior_variance"] = r.posterior_variance;
+  }
+  return m;
+}
+
+bool higher_is_better(const std::string& metric) {
+  return metric.find("accuracy") != std::string::npos || metric.find("f1") != std::string::npos;
+}
+
+std::string validation_metric_key(const std::string& user_name) {
+  return user_name.rfind("val/", 0) == 0 ? user_name : "val/" + user_name;
+}
+
 EvalResult evaluate(const model::BetModel& m, const std::vector<EncodedSequence>& data, int64_t batch_size,
                     const SyntheticSpec* spec) {
   autograd::NoGradGuard no_grad;

@@ -2,6 +2,8 @@
 // trainer's validation, `betctl eval` and calibration need.
 #pragma once
 #include <cmath>
+#include <map>
+#include <string>
 #include <vector>
 
 #include "model/bet_model.h"
@@ -32,5 +34,14 @@ EvalResult evaluate(const model::BetModel& m, const std::vector<EncodedSequence>
 
 // Builds the model context of a batch (mask, n(t), positions) in the model's dtype.
 model::SeqContext batch_context(const Batch& b, const model::BetModel& m);
+
+// The validation metrics of a training run, by name ("val/loss", "val/accuracy"...):
+// what the run logs, milestones track and early stopping watches. `synthetic` adds
+// "val/excess_over_bayes".
+std::map<std::string, double> validation_metrics(const EvalResult& r, model::Task task, bool synthetic);
+// Whether a larger value of `metric` is better (accuracy, F1); else smaller is.
+bool higher_is_better(const std::string& metric);
+// A metric named by the user ("loss" or "val/loss") as validation_metrics names it.
+std::string validation_metric_key(const std::string& user_name);
 
 }  // namespace bet::runtime
