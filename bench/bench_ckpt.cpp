@@ -21,7 +21,7 @@
 #include "bench/machine_baselines.h"
 #include "bench/peer_process.h"
 #include "bet_config.h"
-#include "kernels/cpu/threads.h"
+#include "platform/threads.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/checkpoint/safetensors.h"
 #include "runtime/io/atomic_file.h"
@@ -209,8 +209,8 @@ int run_ckpt(const BenchOptions& opts, const CkptBenchOptions& c) {
     std::cerr << "bench ckpt: --ckpt-reps must be >= 1, --ckpt-train-steps >= 0, --zstd-level in 1..19\n";
     return 2;
   }
-  if (opts.threads > 0) kernels::cpu::set_num_threads(opts.threads);
-  const int threads = kernels::cpu::num_threads();
+  if (opts.threads > 0) platform::set_num_threads(opts.threads);
+  const int threads = platform::num_threads();
   const std::string load_before = load_average();
 
   std::string dir = c.dir;

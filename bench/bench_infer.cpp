@@ -17,7 +17,7 @@
 #include "bench/machine_baselines.h"
 #include "bet_config.h"
 #include "engine/random.h"
-#include "kernels/cpu/threads.h"
+#include "platform/threads.h"
 #include "model/relabelling.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/checkpoint/safetensors.h"
@@ -25,7 +25,6 @@
 
 namespace bet::bench {
 
-namespace cpu = bet::kernels::cpu;
 using nlohmann::json;
 
 constexpr double kLatencyTargetMs = 5.0;    // one 32-token request (product.md)
@@ -289,8 +288,8 @@ int run_infer(const BenchOptions& opts, const InferBenchOptions& o) {
     if (v < 1) return std::cerr << "bench infer: --tokens must be >= 1\n", 2;
   for (int64_t v : o.batch_sizes)
     if (v < 1) return std::cerr << "bench infer: --batch-sizes must be >= 1\n", 2;
-  if (opts.threads > 0) cpu::set_num_threads(opts.threads);
-  const int threads = cpu::num_threads();
+  if (opts.threads > 0) platform::set_num_threads(opts.threads);
+  const int threads = platform::num_threads();
   const std::string load_before = load_average();
 
   BenchModel bm;

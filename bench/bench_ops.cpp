@@ -14,13 +14,12 @@
 #include "engine/ops.h"
 #include "engine/optim/optimizer.h"
 #include "engine/random.h"
-#include "kernels/cpu/threads.h"
+#include "platform/threads.h"
+#include "tests/op_table.h"
 
 namespace bet::bench {
 
 namespace {
-
-namespace cpu = bet::kernels::cpu;
 
 constexpr double kMatmulTarget = 0.85;  // of oneDNN sgemm, same shape
 constexpr double kMemoryTarget = 0.70;  // of a copy moving the same bytes
@@ -148,7 +147,7 @@ struct Bench {
 };
 
 void machine_rows(Bench& b, const BenchOptions& opts) {
-  int nt = cpu::num_threads();
+  int nt = platform::num_threads();
   std::string all = std::to_string(nt) + (nt == 1 ? " thread" : " threads");
   double peak = 0;
   for (int width : {256, 512}) {
@@ -178,69 +177,29 @@ void machine_rows(Bench& b, const BenchOptions& opts) {
   });
 }
 
-void matmul_rows(Bench& b) {
-  const int64_t T = 4096, D = 256;
-  // Token-parallel products of a transformer block: T x D x D and T x D x 4D both ways.
-  const int64_t shapes[3][2] = {{D, D}, {D, 4 * D}, {4 * D, D}};
-  for (auto [in, out] : shapes) {
-    Tensor x = randn({T, in}, 1, true), w = randn({in, out}, 2, true);
-    b.matmul_row("matmul", 1, T, out, in, false, dims({T, in}) + " @ " + dims({in, out}),
-                 [&] { Tensor y = matmul(x, w); });
-  }
-  for (auto [in, out] : shapes) {
-    Tensor x = randn({T, in}, 3, true), w = randn({out, in}, 4, true), bias = randn({out}, 5, true);
-    b.matmul_row("linear+bias", 1, T, out, in, true,
-                 dims({T, in}) + " @ " + dims({out, in}) + "^T",
-                 [&] { Tensor y = linear(x, w, bias); });
-  }
-  // Attention: scores = Q K^T (K transposed as a view, as attention does) and P V.
-  const int64_t BH = 32, hd = 64;  // B=8, H=4, head dim 64 (D = 256)
-  for (int64_t S : {128, 512}) {
-    Tensor q = randn({BH, S, hd}, 6, true), k = randn({BH, S, hd}, 7, true);
-    b.matmul_row("attn QK^T", BH, S, S, hd, true,
-                 dims({BH, S, hd}) + " @ " + dims({BH, hd, S}),
-                 [&] { Tensor y = matmul(q, transpose(k, -2, -1)); });
-    Tensor p = randn({BH, S, S}, 8, true), v = randn({BH, S, hd}, 9, true);
-    b.matmul_row("attn PV", BH, S, hd, S, false, dims({BH, S, S}) + " @ " + dims({BH, S, hd}),
-                 [&] { Tensor y = matmul(p, v); });
-  }
+// The op rows: the bench cases of the op table (tests/op_table.h), products first. The
+// inputs are f32, floating ones requiring a gradient (the op records its backward, as in
+// training).
+void op_rows(Bench& b) {
+  using optable::OpInfo;
+  for (const bool gemm : {true, false})
+    for (const OpInfo& op : optable::op_table())
+      for (const optable::BenchCase& c : op.bench) {
+        if (c.cost.gemm != gemm) continue;
+        optable::Inputs in = c.make();
+        for (size_t i = 0; i < in.size(); ++i)
+          if (is_floating(in[i].dtype()) && !op.is_nondiff(i)) in[i].set_requires_grad(true);
+        auto run = [&] { Tensor y = optable::run_bench(op, c, in); };
+        if (gemm)
+          b.matmul_row(c.label, c.cost.batch, c.cost.M, c.cost.N, c.cost.K, c.cost.trans_b, c.shape, run);
+        else
+          b.memory_row(c.label, c.shape, c.cost.bytes, run);
+      }
 }
 
-void memory_rows(Bench& b) {
+// Not an op of engine/ops.h: the optimiser step.
+void optimizer_rows(Bench& b) {
   const double f = sizeof(float);
-  const int64_t BH = 32;
-  for (int64_t S : {128, 512}) {
-    Tensor x = randn({BH * S, S}, 10, true);
-    b.memory_row("softmax", dims({BH * S, S}) + ", last dim", 2.0 * double(x.numel()) * f,
-                 [&] { Tensor y = softmax(x, -1); });
-  }
-  const int64_t T = 4096;
-  for (int64_t D : {256, 1024}) {
-    Tensor x = randn({T, D}, 11, true), w = randn({D}, 12, true), bias = randn({D}, 13, true);
-    b.memory_row("layer_norm", dims({T, D}), (2.0 * double(T * D) + 2.0 * double(D)) * f,
-                 [&] { Tensor y = layer_norm(x, w, bias); });
-  }
-  {
-    Tensor x = randn({T, 1024}, 14, true);
-    b.memory_row("gelu", dims({T, 1024}), 2.0 * double(x.numel()) * f, [&] { Tensor y = gelu(x); });
-    // Dropout draws one Philox word per element: compute-bound unless vectorised.
-    b.memory_row("dropout p=0.1", dims({T, 1024}), 2.0 * double(x.numel()) * f,
-                 [&] { Tensor y = dropout(x, 0.1, true, 5, 0); });
-  }
-  {
-    // RoPE on [B, H, S, hd] with per-sequence permuted positions, as the bet layer's paths.
-    const int64_t B = 32, H = 4, S = 128, hd = 64;
-    Tensor x = randn({B, H, S, hd}, 15, true);
-    std::vector<double> pos(size_t(B * S));
-    Generator g(16);
-    for (int64_t bi = 0; bi < B; ++bi) {
-      auto perm = g.permutation(S);
-      for (int64_t s = 0; s < S; ++s) pos[size_t(bi * S + s)] = double(perm[size_t(s)]);
-    }
-    Tensor positions = Tensor::from_vector(pos, {B, S});
-    b.memory_row("rope, permuted positions", dims({B, H, S, hd}), 2.0 * double(x.numel()) * f,
-                 [&] { Tensor y = rope(x, positions); });
-  }
   {
     // A transformer-sized parameter set (~4.2M): eight 1024x512 matrices and their biases.
     std::vector<Tensor> params;
@@ -267,13 +226,13 @@ int run_ops(const BenchOptions& opts) {
     std::cerr << "bench ops: unknown format '" << opts.format << "' (md, csv or json)\n";
     return 2;
   }
-  if (opts.threads > 0) cpu::set_num_threads(opts.threads);
+  if (opts.threads > 0) platform::set_num_threads(opts.threads);
   Bench b;
   b.pol = TimingPolicy::from_quick(opts.quick);
   b.table.title = "bench ops";
   const dnnl_version_t* dv = dnnl_version();
   b.table.add_meta("cpu", cpu_model_name())
-      .add_meta("threads", int64_t(cpu::num_threads()))
+      .add_meta("threads", int64_t(platform::num_threads()))
       .add_meta("onednn", std::to_string(dv->major) + "." + std::to_string(dv->minor) + "." +
                               std::to_string(dv->patch) +
                               (dv->cpu_runtime == DNNL_RUNTIME_OMP ? " (OpenMP)" : ""))
@@ -284,8 +243,8 @@ int run_ops(const BenchOptions& opts) {
                            ">= 0.70 x a copy of the same bytes (read + write)");
   try {
     machine_rows(b, opts);
-    matmul_rows(b);
-    memory_rows(b);
+    op_rows(b);
+    optimizer_rows(b);
   } catch (const std::exception& e) {
     // Setting up a row's inputs failed (rows themselves record their own errors).
     std::cerr << "bench ops: " << e.what() << "\n";

@@ -25,14 +25,13 @@
 #include "bench/load_generator.h"
 #include "bench/machine_baselines.h"
 #include "bet_config.h"
-#include "kernels/cpu/threads.h"
+#include "platform/threads.h"
 #include "runtime/server/server.h"
 
 extern char** environ;
 
 namespace bet::bench {
 
-namespace cpu = bet::kernels::cpu;
 using nlohmann::json;
 
 namespace {
@@ -133,7 +132,7 @@ class OurServer {
     srv_->bind();
     // run() builds the inference queue, whose worker takes this thread's pool size.
     thread_ = std::thread([this, threads] {
-      cpu::set_num_threads(threads);
+      platform::set_num_threads(threads);
       srv_->run();
     });
   }
@@ -240,8 +239,8 @@ int run_serve(const BenchOptions& opts, const ServeBenchOptions& o) {
     if (c < 1 || c > 4096) return std::cerr << "bench serve: --connections must be in 1..4096\n", 2;
   for (int64_t n : o.tokens)
     if (n < 1) return std::cerr << "bench serve: --tokens must be >= 1\n", 2;
-  if (opts.threads > 0) cpu::set_num_threads(opts.threads);
-  const int threads = cpu::num_threads();
+  if (opts.threads > 0) platform::set_num_threads(opts.threads);
+  const int threads = platform::num_threads();
   const std::string load_before = load_average();
 
   BenchModel bm;

@@ -23,16 +23,14 @@
 #include "bench/peer_process.h"
 #include "engine/autocast.h"
 #include "engine/device.h"
-#include "kernels/cpu/threads.h"
+#include "platform/threads.h"
 #if BET_HAVE_CUDA
-#include "kernels/cuda/runtime.h"
+#include "platform/cuda/runtime.h"
 #endif
 #include "model/bet_model.h"
 #include "model/sufficient_stats.h"
 
 namespace bet::bench {
-
-namespace cpu = bet::kernels::cpu;
 
 constexpr double kSpeedupTarget = 2.0;   // x PyTorch eager, both layer kinds
 constexpr double kStandardMfuTarget = 0.5;
@@ -294,8 +292,8 @@ int run_train(const BenchOptions& opts, const TrainBenchOptions& t) {
   const DType compute = place.compute;
   const bool gpu = place.gpu;
   if (!t.data.empty()) return run_train_data(opts, t, place);
-  if (opts.threads > 0) cpu::set_num_threads(opts.threads);
-  const int threads = cpu::num_threads();
+  if (opts.threads > 0) platform::set_num_threads(opts.threads);
+  const int threads = platform::num_threads();
   const std::string load_before = load_average();
 
   // The peak is the fastest repetition; more of them than bench ops takes, since on a
@@ -306,7 +304,7 @@ int run_train(const BenchOptions& opts, const TrainBenchOptions& t) {
   std::string device_text = cpu_model_name();
   if (gpu) {
 #if BET_HAVE_CUDA
-    const kernels::cuda::DeviceInfo info = kernels::cuda::device_info(dev.index);
+    const platform::cuda::DeviceInfo info = platform::cuda::device_info(dev.index);
     peak = info.bf16_peak_tflops * 1e3;
     device_text = info.name + " (" + std::to_string(info.sms) + " SMs, " + std::to_string(int(info.clock_mhz)) +
                   " MHz, sm_" + std::to_string(info.major) + std::to_string(info.minor) + ")";

@@ -13,7 +13,7 @@
 
 #include "bench/machine_baselines.h"
 #include "engine/random.h"
-#include "kernels/cpu/threads.h"
+#include "platform/threads.h"
 #include "model/bet_model.h"
 #include "runtime/train/evaluate.h"
 #include "runtime/train/train_config.h"
@@ -21,8 +21,6 @@
 #include "runtime/train/training_data.h"
 
 namespace bet::bench {
-
-namespace cpu = bet::kernels::cpu;
 
 constexpr double kDataShareTarget = 0.05;
 constexpr int kDefaultDataSteps = 20;
@@ -174,8 +172,8 @@ int run_train_data(const BenchOptions& opts, const TrainBenchOptions& t, const T
   }
   const Device device = place.device;
   const DType compute = place.compute;
-  if (opts.threads > 0) cpu::set_num_threads(opts.threads);
-  const int threads = cpu::num_threads();
+  if (opts.threads > 0) platform::set_num_threads(opts.threads);
+  const int threads = platform::num_threads();
   const std::string load_before = load_average();
 
   std::vector<DataRun> runs;

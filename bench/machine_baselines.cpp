@@ -13,11 +13,10 @@
 
 #include <oneapi/dnnl/dnnl.h>
 
-#include "kernels/cpu/threads.h"
+#include "platform/threads.h"
 
 namespace bet::bench {
 
-namespace cpu = bet::kernels::cpu;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -125,12 +124,12 @@ bool cpu_has_avx512f() { return __builtin_cpu_supports("avx512f"); }
 double fma_peak_gflops(int threads, int width, const TimingPolicy& p) {
   if (width == 512 && !cpu_has_avx512f()) return 0;
   if (width != 256 && width != 512) throw std::invalid_argument("fma_peak_gflops: width 256 or 512");
-  int nt = threads > 0 ? std::min(threads, cpu::num_threads()) : cpu::num_threads();
+  int nt = threads > 0 ? std::min(threads, platform::num_threads()) : platform::num_threads();
   // ~2-4 ms per call: long against the fork cost, short against the timing target.
   const int64_t iters = 1 << 20;
   std::vector<float> sink(size_t(nt), 0.f);
   auto run = [&] {
-    cpu::parallel_for(nt, 1, [&](int64_t b, int64_t e) {
+    platform::parallel_for(nt, 1, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t)
         sink[size_t(t)] = width == 512 ? fma_loop_512(iters, 0.5f + 0.001f * float(t))
                                        : fma_loop_256(iters, 0.5f + 0.001f * float(t));
@@ -155,7 +154,7 @@ float* alloc_touched(int64_t n) {
   size_t bytes = (size_t(std::max<int64_t>(n, 1)) * sizeof(float) + 4095) / 4096 * 4096;
   auto* d = static_cast<float*>(std::aligned_alloc(4096, bytes));
   if (!d) throw std::bad_alloc();
-  cpu::parallel_for(n, cpu::kParallelGrain, [&](int64_t s, int64_t e) {
+  platform::parallel_for(n, platform::kParallelGrain, [&](int64_t s, int64_t e) {
     // Small values with a short period: sgemm products stay finite and exact enough.
     for (int64_t i = s; i < e; ++i) d[i] = float(i % 97) * 1e-3f;
   });
@@ -200,7 +199,7 @@ void CopyBench::run() {
   float* d = dst_;
   const float* s = src_;
   bool mc = memcpy_;
-  cpu::parallel_for(n_, cpu::kParallelGrain, [&](int64_t b, int64_t e) {
+  platform::parallel_for(n_, platform::kParallelGrain, [&](int64_t b, int64_t e) {
     if (mc) std::memcpy(d + b, s + b, size_t(e - b) * sizeof(float));
     else copy_avx2(d + b, s + b, e - b);
   });
@@ -244,7 +243,7 @@ void SgemmBench::run() {
 void SgemmBench::run_batch_parallel() {
   // Exceptions must not cross the parallel region: record the status instead.
   int bad = dnnl_success;
-  cpu::parallel_for(batch_, 1, [&](int64_t b, int64_t e) {
+  platform::parallel_for(batch_, 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       dnnl_status_t st = dnnl_sgemm('N', trans_b_ ? 'T' : 'N', M_, N_, K_, 1.f, a_ + i * M_ * K_, K_,
                                     b_ + i * K_ * N_, trans_b_ ? K_ : N_, 0.f, c_ + i * M_ * N_, N_);

@@ -1,6 +1,6 @@
 #include "engine/autocast.h"
 
-#include "engine/error.h"
+#include "platform/error.h"
 
 namespace bet {
 

@@ -7,7 +7,7 @@
 #pragma once
 #include <string>
 
-#include "engine/dtype.h"
+#include "platform/dtype.h"
 
 namespace bet {
 

@@ -2,7 +2,10 @@
 // and the shapes), dispatches (op, device) to a kernel, and records its backward on
 // the autograd tape when an input requires a gradient.
 //
-// Float ops run in f32 and f64 on CPU; index tensors are i32 or i64.
+// Float ops take f32 and f64 on every device. bf16, autocast's compute type, is taken
+// by matmul, linear, sum, attention and the dtype casts on every device (accumulating
+// in f32 or wider; the CPU through f32 copies), and by the elementwise ops on a GPU.
+// Index tensors are i32 or i64.
 // Reductions take a list of dims; an empty list means all dims.
 #pragma once
 #include <cstdint>
@@ -87,7 +90,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
 Tensor cross_entropy_sum(const Tensor& logits, const Tensor& targets, int64_t ignore_index = -100);
 int64_t count_valid(const Tensor& targets, int64_t ignore_index = -100);
 
-// ---------------- linear algebra (engine/ops/matmul_ops.cpp, oneDNN) ----------------
+// ---------------- linear algebra (engine/ops/matmul_ops.cpp; oneDNN, cuBLAS) ----------------
 // a [..., M, K] @ b [..., K, N] with broadcast batch dims; 1-D operands are not accepted.
 Tensor matmul(const Tensor& a, const Tensor& b);
 // x [..., in] @ weight[out, in]^T + bias[out] (bias optional): PyTorch's Linear.

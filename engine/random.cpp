@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "kernels/cpu/threads.h"
+#include "platform/threads.h"
 
 namespace bet {
 
@@ -53,7 +53,7 @@ Tensor Generator::uniform(const Shape& shape, double lo, double hi, DType dtype)
       else t.data<double>()[i] = v;
     }
   };
-  kernels::cpu::parallel_for(n, 8192, body);
+  platform::parallel_for(n, 8192, body);
   return t;
 }
 
@@ -74,7 +74,7 @@ Tensor Generator::normal(const Shape& shape, double mean, double std, DType dtyp
       else t.data<double>()[i] = v;
     }
   };
-  kernels::cpu::parallel_for(n, 8192, body);
+  platform::parallel_for(n, 8192, body);
   return t;
 }
 

@@ -4,13 +4,14 @@
 #include <functional>
 #include <memory>
 
-#include "engine/device.h"
+#include "platform/device.h"
+#include "platform/memory.h"  // DeviceAllocatorHooks, register_cuda_allocator
 
 namespace bet {
 
 class Storage {
  public:
-  // Memory from the device's caching allocator.
+  // Memory from the device's caching allocator (platform/memory.h).
   static std::shared_ptr<Storage> allocate(size_t nbytes, Device device);
   // Memory owned elsewhere (a mapped file, a caller's buffer); `release` runs on destruction.
   static std::shared_ptr<Storage> wrap(void* data, size_t nbytes, Device device,
@@ -30,15 +31,7 @@ class Storage {
   size_t nbytes_ = 0;
   size_t capacity_ = 0;
   Device device_;
-  bool host_backed_ = false;  // from the host allocator (the CPU, or an emulated device)
   std::function<void(void*)> release_;
 };
-
-// Hook for device backends: the CUDA build registers its allocator here.
-struct DeviceAllocatorHooks {
-  void* (*allocate)(size_t nbytes, int index, size_t* capacity) = nullptr;
-  void (*release)(void* ptr, size_t capacity, int index) = nullptr;
-};
-void register_cuda_allocator(DeviceAllocatorHooks hooks);
 
 }  // namespace bet

@@ -1,41 +1,24 @@
 #include "engine/tensor.h"
-#include <cstring>
 
 #include "bet_config.h"
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "engine/ops/dispatch.h"
-#include "kernels/cpu/copy.h"
-
-#if BET_HAVE_CUDA
-#include "kernels/cuda/elementwise.h"
-#include "kernels/cuda/runtime.h"
-#endif
+#include "kernels/copy.h"
+#include "platform/memory.h"
 
 namespace bet {
 
 namespace {
 // Strided copy with conversion between two tensors on one device.
 void copy_on_device(const Tensor& src, const Tensor& dst, const char* op) {
-  BET_CHECK(src.device() == dst.device(), op, ": tensors on ", src.device().str(), " and ", dst.device().str());
-  ops_detail::check_device(dst, op);
-  BET_KERNEL(dst.device(), copy(src, dst));
+  BET_KERNEL(ops_detail::dispatch(op, {&src, &dst}), copy(src, dst));
 }
 
 // n dense bytes from one device's memory to another's (either may be the CPU).
 void copy_bytes(const Tensor& dst, const Tensor& src, size_t n) {
-  if (n == 0) return;
-#if BET_HAVE_CUDA
-  const Device s = src.device(), d = dst.device();
-  if (runs_on_gpu(s) || runs_on_gpu(d)) {
-    if (s.is_cpu()) kernels::cuda::copy_host_to_device(dst.raw_data(), src.raw_data(), n, d.index);
-    else if (d.is_cpu()) kernels::cuda::copy_device_to_host(dst.raw_data(), src.raw_data(), n, s.index);
-    else kernels::cuda::copy_device_to_device(dst.raw_data(), d.index, src.raw_data(), s.index, n);
-    return;
-  }
-#endif
-  DeviceMemoryScope scope;  // host-backed on both sides: the CPU or an emulated device
-  std::memcpy(dst.raw_data(), src.raw_data(), n);
+  const kernels::TensorRef d = dst, s = src;  // the addresses, without a host-access check
+  platform::copy_bytes(d.raw_data(), dst.device(), s.raw_data(), src.device(), n);
 }
 }  // namespace
 
@@ -183,10 +166,7 @@ void Tensor::copy_(const Tensor& src) {
   copy_on_device(src.device() == device() ? src : src.detach().to(device()), *this, "copy_");
 }
 
-void Tensor::fill_(double value) {
-  ops_detail::check_device(*this, "fill_");
-  BET_KERNEL(device(), fill(*this, value));
-}
+void Tensor::fill_(double value) { BET_KERNEL(ops_detail::dispatch("fill_", {this}), fill(*this, value)); }
 
 Tensor& Tensor::set_requires_grad(bool r) {
   BET_CHECK(!r || is_floating(dtype()), "set_requires_grad: ", dtype_name(dtype()), " tensors have no gradient");

@@ -5,11 +5,12 @@
 #include <memory>
 #include <vector>
 
-#include "engine/device.h"
-#include "engine/dtype.h"
-#include "engine/error.h"
-#include "engine/shape.h"
 #include "engine/storage.h"
+#include "kernels/tensor_ref.h"
+#include "platform/device.h"
+#include "platform/dtype.h"
+#include "platform/error.h"
+#include "platform/shape.h"
 
 namespace bet {
 
@@ -76,6 +77,13 @@ class Tensor {
   void* raw_data() const {
     if (impl().storage->device().is_cuda()) check_host_access(impl().storage->device());
     return static_cast<char*>(impl().storage->data()) + impl().offset * int64_t(dtype_size(dtype()));
+  }
+  // What a kernel sees of this tensor (undefined for an undefined tensor). The
+  // reference borrows this tensor's shape and strides: it lives no longer than it.
+  operator kernels::TensorRef() const {
+    if (!impl_) return {};
+    void* first = static_cast<char*>(impl_->storage->data()) + impl_->offset * int64_t(dtype_size(impl_->dtype));
+    return {first, impl_->dtype, impl_->shape, impl_->strides, impl_->storage->device()};
   }
 
   // ---- copies and conversion (not recorded by autograd unless noted) ----

@@ -188,15 +188,17 @@ inline int gpu_comparisons(const std::vector<OpCase>& cases) {
   return n;
 }
 
-// Every case on the GPU against the CPU: f32 and f64 against the same dtype, bf16 (where
-// the case allows) against the CPU's f32.
-inline void check_cases_on_gpu(const std::vector<OpCase>& cases) {
-  const Device gpu = Device::cuda(0);
+// Every case on the GPU (cuda:`device`) against the CPU: f32 and f64 against the same
+// dtype, bf16 (where the case allows) against the CPU's f32; f32 alone unless
+// `all_dtypes`.
+inline void check_cases_on_gpu(const std::vector<OpCase>& cases, int device = 0, bool all_dtypes = true) {
+  const Device gpu = Device::cuda(device);
   for (const OpCase& c : cases) {
     CAPTURE(c.name);
     for (DType dt : {DType::F32, DType::F64})
-      for (const std::string& e : check_case(c, gpu, dt, Device::cpu(), dt, tol_for(dt, c.tol))) FAIL_CHECK(e);
-    if (c.bf16)
+      if (all_dtypes || dt == DType::F32)
+        for (const std::string& e : check_case(c, gpu, dt, Device::cpu(), dt, tol_for(dt, c.tol))) FAIL_CHECK(e);
+    if (c.bf16 && all_dtypes)
       for (const std::string& e : check_case(c, gpu, DType::BF16, Device::cpu(), DType::F32, tol_for(DType::BF16, c.tol)))
         FAIL_CHECK(e);
   }

@@ -1,9 +1,10 @@
 // bet::attention on the CPU: bit for bit the composition the model computed before
 // the op existed (matmul, masked softmax, dropout, matmul with a 4-D v broadcast over
 // paths), an independent plain-loop reference (masking, fully masked rows, the
-// Philox element mapping of the dropout mask), finite-difference gradients for q, k,
-// v (broadcast and strided inputs), and argument errors that name the shapes.
-// GPU parity of the fused kernels lives in tests/test_cuda_ops.cpp.
+// Philox element mapping of the dropout mask), and argument errors that name the
+// shapes. Finite-difference gradients for q, k, v (broadcast and strided inputs) and
+// GPU parity are the op table's (tests/op_table.h; tests/test_op_table.cpp,
+// tests/test_cuda_ops.cpp); the fused kernels' own cases are tests/test_cuda_attention.cpp.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -227,49 +228,6 @@ TEST_CASE("attention against plain loops: masks, fully masked rows, the dropout 
   // A different offset draws a different mask.
   CHECK(max_diff(attention(q, k, vP, Tensor(), 0.5, true, 1, 0).to_vector<double>(),
                  attention(q, k, vP, Tensor(), 0.5, true, 1, 64).to_vector<double>()) > 0.0);
-}
-
-TEST_CASE("attention gradients (finite differences, f64): q, k, v; broadcast and strided inputs") {
-  auto make = [](const Dims& d, uint64_t seed) {
-    return std::vector<Tensor>{leaf(rand64({d.P, d.B, d.H, d.S, d.hd}, seed)),
-                               leaf(rand64({d.P, d.B, d.H, d.S, d.hd}, seed + 1)),
-                               leaf(rand64({1, d.B, d.H, d.S, d.hd}, seed + 2))};
-  };
-  SUBCASE("shared v, no mask") {
-    const Dims d{2, 2, 1, 3, 2};
-    CHECK_GRAD([](const std::vector<Tensor>& x) { return attention(x[0], x[1], x[2], Tensor(), 0.0, true, 0, 0); },
-               make(d, 20));
-  }
-  SUBCASE("shared v, causal mask with a fully masked row, dropout") {
-    const Dims d{2, 2, 2, 4, 3};
-    Tensor m = causal_mask(d, 21, DType::F64);
-    CHECK_GRAD([m](const std::vector<Tensor>& x) { return attention(x[0], x[1], x[2], m, 0.3, true, 9, 3); },
-               make(d, 22));
-  }
-  SUBCASE("per-path v, key mask") {
-    const Dims d{3, 1, 2, 3, 2};
-    Tensor m = key_mask(d, 23, DType::F64);
-    std::vector<Tensor> in = make(d, 24);
-    in[2] = leaf(rand64({d.P, d.B, d.H, d.S, d.hd}, 25));
-    CHECK_GRAD([m](const std::vector<Tensor>& x) { return attention(x[0], x[1], x[2], m, 0.0, true, 0, 0); }, in);
-  }
-  SUBCASE("non-contiguous q (permuted), k (sliced), v (expanded over paths), size-1 dims") {
-    // q stored [P, B, S, H, hd] and permuted; k a stride-2 slice of the head dim; v an
-    // expand of [1, ...] to [P, ...] (stride 0).
-    const int64_t P = 2, B = 1, H = 2, S = 3, hd = 2;
-    Tensor qs = leaf(rand64({P, B, S, H, hd}, 30));
-    Tensor ks = leaf(rand64({P, B, H, S, 2 * hd}, 31));
-    Tensor vs = leaf(rand64({1, B, H, S, hd}, 32));
-    Tensor m = key_mask({P, B, H, S, hd}, 33, DType::F64);
-    CHECK_GRAD(
-        [=](const std::vector<Tensor>& x) {
-          Tensor q = permute(x[0], {0, 1, 3, 2, 4});
-          Tensor k = slice(x[1], 4, 0, 2 * hd, 2);
-          Tensor v = expand(x[2], {P, B, H, S, hd});
-          return attention(q, k, v, m, 0.2, true, 17, 5);
-        },
-        (std::vector<Tensor>{qs, ks, vs}));
-  }
 }
 
 TEST_CASE("attention in bf16 off the GPU: the f32 composite of the bf16 values, rounded") {

@@ -1,12 +1,14 @@
-// The CUDA backend against the CPU: ONE table of ops (test-backend-ops style), each
-// run on the CPU and on the GPU from the same inputs, forward values and input
-// gradients compared with per-dtype tolerances; plus the dropout mask bit for bit
-// (one Philox stream on both devices) and AdamW steps.
+// The CUDA backend against the CPU. The ops: every sample of the op table
+// (tests/op_table.h, test-backend-ops style) run on the CPU and on the GPU from the same
+// inputs, forward values and input gradients compared with per-dtype tolerances. Beside
+// it: the dropout mask bit for bit (one Philox stream on both devices) and AdamW steps.
 //
-// Without a GPU (CI, or a build without CUDA) the GPU cases are skipped with a
-// message; what runs instead is real: the table itself on the CPU (f32 against f64,
-// so a broken case or harness shows here first), and the host-side logic of the
-// backend (geometry, GEMM planning, Philox element mapping, device allocator).
+// The build-cudaemu configuration (-Dgpu_emulation=true, run by tools/test) runs these
+// GPU cases on the emulated device of tests/cuda_emu: the real dispatch and kernel code.
+// Without a GPU the GPU cases are skipped with a message; what runs instead is the
+// host-side logic of the backend (geometry, GEMM planning, Philox element mapping,
+// device allocator). The table's CPU checks (f32 against f64, finite differences,
+// PyTorch's values) are in tests/test_op_table.cpp.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -23,6 +25,7 @@
 #include "engine/optim/optimizer.h"
 #include "engine/random.h"
 #include "tests/gpu_op_harness.h"
+#include "tests/op_table_check.h"
 #include "kernels/cuda/gemm_plan.h"
 #include "kernels/cuda/geom.h"
 #include "kernels/cuda/philox.h"
@@ -32,133 +35,14 @@ using namespace bet::test::gpu;
 
 namespace {
 
-std::vector<OpCase> op_table() {
-  std::vector<OpCase> t;
-  auto def = [&](std::string name, std::function<Inputs()> make, std::function<Tensor(const Inputs&)> fn,
-                 double tol = 1.0, bool backward = true, bool bf16 = false) {
-    t.push_back({std::move(name), std::move(make), std::move(fn), tol, backward, bf16});
-  };
-  // ---- elementwise (broadcasting, strided views, scalars, unary maths)
-  def("add broadcast", [] { return Inputs{U({4, 1, 5}, 1), U({3, 5}, 2)}; }, [](const Inputs& x) { return x[0] + x[1]; },
-      1.0, true, true);
-  def("sub transposed", [] { return Inputs{U({5, 4}, 3), U({4, 5}, 4)}; },
-      [](const Inputs& x) { return transpose(x[0], 0, 1) - x[1]; });
-  def("mul 0-d", [] { return Inputs{U({}, 5), U({3, 4}, 6)}; }, [](const Inputs& x) { return x[0] * x[1]; });
-  def("div", [] { return Inputs{U({6, 7}, 7), U({7}, 8, 0.5, 2.0)}; }, [](const Inputs& x) { return x[0] / x[1]; });
-  def("maximum", [] { return Inputs{U({5, 6}, 9), U({6}, 10)}; }, [](const Inputs& x) { return maximum(x[0], x[1]); });
-  def("scalar forms", [] { return Inputs{U({3, 5}, 11)}; },
-      [](const Inputs& x) { return rsub(2.0, mul(add(x[0], 0.5), -1.5)) - x[0]; });
-  def("exp of a strided slice", [] { return Inputs{U({6, 8}, 12)}; },
-      [](const Inputs& x) { return exp(slice(x[0], 1, 1, 8, 2)); });
-  def("log", [] { return Inputs{U({4, 9}, 13, 0.1, 3.0)}; }, [](const Inputs& x) { return log(x[0]); });
-  def("sqrt", [] { return Inputs{U({4, 9}, 14, 0.1, 3.0)}; }, [](const Inputs& x) { return sqrt(x[0]); });
-  def("pow 2, 3, 1.7", [] { return Inputs{U({5, 5}, 15, 0.1, 2.0)}; },
-      [](const Inputs& x) { return pow(x[0], 2.0) + pow(x[0], 3.0) + pow(x[0], 1.7); });
-  def("tanh sigmoid", [] { return Inputs{U({4, 33}, 16, -4.0, 4.0)}; },
-      [](const Inputs& x) { return tanh(x[0]) * sigmoid(x[0]); });
-  def("relu abs clamp", [] { return Inputs{U({6, 10}, 17)}; },
-      [](const Inputs& x) { return relu(x[0]) + abs(x[0]) + clamp(x[0], -0.3, 0.4); });
-  def("gelu", [] { return Inputs{U({7, 21}, 18, -5.0, 5.0)}; }, [](const Inputs& x) { return gelu(x[0]); }, 1.0, true,
-      true);
-  def("softplus", [] { return Inputs{U({7, 21}, 19, -30.0, 30.0)}; }, [](const Inputs& x) { return softplus(x[0]); });
-  def("where", [] { return Inputs{mask01({3, 1}, 20), U({3, 4}, 21), U({4}, 22)}; },
-      [](const Inputs& x) { return where(x[0], x[1], x[2]); });
-  def("masked_fill", [] { return Inputs{U({3, 4}, 23), mask01({4}, 24)}; },
-      [](const Inputs& x) { return masked_fill(x[0], x[1], 2.5); });
-  // ---- reductions and scans
-  def("sum all", [] { return Inputs{U({13, 17}, 30)}; }, [](const Inputs& x) { return sum(x[0]); }, 1.0, true, true);
-  def("sum inner dim", [] { return Inputs{U({9, 300}, 31)}; }, [](const Inputs& x) { return sum(x[0], {1}); });
-  def("sum outer dim", [] { return Inputs{U({64, 33}, 32)}; }, [](const Inputs& x) { return sum(x[0], {0}); });
-  def("sum two dims keepdim", [] { return Inputs{U({4, 5, 6}, 33)}; },
-      [](const Inputs& x) { return sum(x[0], {0, 2}, true); });
-  def("sum of a transpose", [] { return Inputs{U({5, 7, 3}, 34)}; },
-      [](const Inputs& x) { return sum(transpose(x[0], 0, 2), {1}); });
-  def("sum long, few outputs (split rows)", [] { return Inputs{U({5000, 8}, 35)}; },
-      [](const Inputs& x) { return sum(x[0], {0}); });
-  def("sum very long (split inner)", [] { return Inputs{U({200000}, 36)}; },
-      [](const Inputs& x) { return sum(x[0]); }, 10.0);
-  def("mean", [] { return Inputs{U({6, 40}, 37)}; }, [](const Inputs& x) { return mean(x[0], {1}); });
-  def("max rows", [] { return Inputs{U({8, 300}, 38)}; }, [](const Inputs& x) { return max(x[0], 1); });
-  def("max strided", [] { return Inputs{U({50, 7}, 39)}; }, [](const Inputs& x) { return max(x[0], 0, true); });
-  def("argmax", [] { return Inputs{U({9, 70}, 40)}; }, [](const Inputs& x) { return argmax(x[0], 1); }, 1.0, false);
-  def("cumsum long rows", [] { return Inputs{U({4, 700}, 41)}; }, [](const Inputs& x) { return cumsum(x[0], 1); });
-  def("cumsum short rows", [] { return Inputs{U({6, 20}, 42)}; }, [](const Inputs& x) { return cumsum(x[0], 1); });
-  def("cumsum dim 0", [] { return Inputs{U({300, 5}, 43)}; }, [](const Inputs& x) { return cumsum(x[0], 0); });
-  // ---- softmax, layer norm, cross-entropy
-  def("softmax last dim", [] { return Inputs{U({6, 50}, 50, -3.0, 3.0)}; },
-      [](const Inputs& x) { return softmax(x[0], -1); });
-  def("softmax dim 0", [] { return Inputs{U({7, 5}, 51, -3.0, 3.0)}; }, [](const Inputs& x) { return softmax(x[0], 0); });
-  def("softmax long rows", [] { return Inputs{U({3, 2000}, 52, -3.0, 3.0)}; },
-      [](const Inputs& x) { return softmax(x[0], -1); });
-  def("softmax masked (broadcast mask, a fully masked row)",
-      [] {
-        std::vector<int64_t> m = mask01({6, 1, 50}, 53).to_vector<int64_t>();
-        for (size_t j = 0; j < 50; ++j) m[2 * 50 + j] = 0;  // row 2: every entry masked
-        return Inputs{U({6, 4, 50}, 55, -3.0, 3.0), Tensor::from_vector(m, {6, 1, 50})};
-      },
-      [](const Inputs& x) { return softmax(x[0], -1, x[1]); });
-  def("log_softmax masked", [] { return Inputs{U({5, 3, 40}, 56, -3.0, 3.0), mask01({1, 3, 40}, 57)}; },
-      // masked entries are -inf: zeroed before the loss (their gradient is 0 anyway)
-      [](const Inputs& x) { return masked_fill(log_softmax(x[0], -1, x[1]), rsub(1.0, x[1]), 0.0); });
-  def("log_softmax", [] { return Inputs{U({4, 30}, 58, -3.0, 3.0)}; }, [](const Inputs& x) { return log_softmax(x[0], 1); });
-  def("layer_norm", [] { return Inputs{U({10, 64}, 60), U({64}, 61), U({64}, 62)}; },
-      [](const Inputs& x) { return layer_norm(x[0], x[1], x[2]); });
-  def("layer_norm no affine, wide", [] { return Inputs{U({3, 300}, 63, 2.0, 5.0)}; },
-      [](const Inputs& x) { return layer_norm(x[0], Tensor(), Tensor()); });
-  def("layer_norm many rows", [] { return Inputs{U({700, 24}, 64), U({24}, 65), U({24}, 66)}; },
-      [](const Inputs& x) { return layer_norm(x[0], x[1], x[2]); }, 10.0);
-  def("cross_entropy_sum",
-      [] {
-        Tensor t = masked_fill(ids({12}, 40, 71), mask01({12}, 72, 0.25), -100.0);  // some ignored rows
-        return Inputs{U({12, 40}, 70, -3.0, 3.0), t};
-      },
-      [](const Inputs& x) { return cross_entropy_sum(x[0], x[1]); });
-  def("cross_entropy_sum i32 targets", [] { return Inputs{U({7, 300}, 73, -3.0, 3.0), ids({7}, 300, 74, DType::I32)}; },
-      [](const Inputs& x) { return cross_entropy_sum(x[0], x[1]); });
-  // ---- position and noise
-  def("rope int positions", [] { return Inputs{U({2, 3, 5, 8}, 80), ids({5}, 9, 81)}; },
-      [](const Inputs& x) { return rope(x[0], x[1]); });
-  def("rope per-row fractional positions", [] { return Inputs{U({2, 2, 4, 6}, 82), U({2, 4}, 83, 0.0, 50.0)}; },
-      [](const Inputs& x) { return rope(x[0], x[1], 500.0); });
-  def("dropout", [] { return Inputs{U({7, 33}, 84)}; },
-      [](const Inputs& x) { return dropout(x[0], 0.3, true, 1234, 5); });
-  // ---- matmul / linear (cuBLAS)
-  def("matmul batched @ 2-d", [] { return Inputs{U({3, 4, 5}, 90), U({5, 6}, 91)}; },
-      [](const Inputs& x) { return matmul(x[0], x[1]); }, 1.0, true, true);
-  def("matmul broadcast batch (copied operand)", [] { return Inputs{U({2, 1, 4, 5}, 92), U({3, 5, 6}, 93)}; },
-      [](const Inputs& x) { return matmul(x[0], x[1]); });
-  def("matmul transposed and sliced views", [] { return Inputs{U({7, 9}, 94), U({6, 5}, 95)}; },
-      [](const Inputs& x) { return matmul(slice(x[0], 1, 2, 7), transpose(x[1], 0, 1)); });
-  def("matmul K^T per batch", [] { return Inputs{U({2, 3, 4, 8}, 96), U({2, 3, 5, 8}, 97)}; },
-      [](const Inputs& x) { return matmul(x[0], transpose(x[1], -1, -2)); }, 1.0, true, true);
-  def("linear with bias", [] { return Inputs{U({2, 3, 8}, 98), U({5, 8}, 99), U({5}, 100)}; },
-      [](const Inputs& x) { return linear(x[0], x[1], x[2]); }, 1.0, true, true);
-  def("linear transposed input, no bias", [] { return Inputs{U({8, 6}, 101), U({4, 8}, 102)}; },
-      [](const Inputs& x) { return linear(transpose(x[0], 0, 1), x[1]); });
-  // ---- indexing
-  def("embedding (repeated ids)", [] { return Inputs{U({10, 6}, 110), ids({3, 4}, 10, 111)}; },
-      [](const Inputs& x) { return embedding(x[0], x[1]); });
-  def("embedding i32 ids", [] { return Inputs{U({50, 16}, 112), ids({40}, 7, 113, DType::I32)}; },
-      [](const Inputs& x) { return embedding(x[0], x[1]); });
-  def("gather", [] { return Inputs{U({4, 7}, 114), ids({4, 3}, 7, 115)}; },
-      [](const Inputs& x) { return gather(x[0], 1, x[1]); });
-  def("index_select dim 0", [] { return Inputs{U({6, 5}, 116), ids({9}, 6, 117)}; },
-      [](const Inputs& x) { return index_select(x[0], 0, x[1]); });
-  def("index_select dim 1", [] { return Inputs{U({3, 6, 2}, 118), ids({4}, 6, 119)}; },
-      [](const Inputs& x) { return index_select(x[0], 1, x[1]); });
-  def("concat and split", [] { return Inputs{U({2, 3}, 120), U({2, 4}, 121)}; },
-      [](const Inputs& x) {
-        Tensor c = concat({x[0], x[1]}, 1);
-        auto parts = split(c, {5, 2}, 1);
-        return parts[0] * 2.0 + sum(concat({parts[1], parts[1]}, 1).contiguous(), {1}, true);
-      });
-  def("contiguous of a permute", [] { return Inputs{U({2, 3, 4}, 122)}; },
-      [](const Inputs& x) { return permute(x[0], {2, 0, 1}).contiguous() * 3.0; });
-  return t;
+// The op table of tests/op_table.h: every sample of every op as a GPU-against-CPU case.
+const std::vector<OpCase>& table_cases() {
+  static const std::vector<OpCase> cases = bet::optable::as_gpu_cases(bet::optable::op_table());
+  return cases;
 }
 
 int gpu_case_count() {
-  return gpu_comparisons(op_table()) + 3 * 2 /* dropout draws x f32/f64 */ + 2 /* adamw + clipping, f32/f64 */;
+  return gpu_comparisons(table_cases()) + 3 * 2 /* dropout draws x f32/f64 */ + 2 /* adamw + clipping, f32/f64 */;
 }
 
 bool gpu_or_skip() { return bet::test::gpu::gpu_or_skip(gpu_case_count()); }
@@ -166,10 +50,6 @@ bool gpu_or_skip() { return bet::test::gpu::gpu_or_skip(gpu_case_count()); }
 }  // namespace
 
 // ================================================================ runs everywhere
-
-TEST_CASE("op table on the CPU: f32 matches f64 (the table and harness the GPU run uses)") {
-  check_cases_on_cpu(op_table());
-}
 
 TEST_CASE("geometry: coalesced offsets equal the strided offsets") {
   using kernels::cuda::Geom;
@@ -429,9 +309,14 @@ TEST_CASE("--device parsing") {
 
 // ================================================================ GPU only
 
-TEST_CASE("GPU: op table against the CPU (f32, f64, bf16)" * gpu_cases()) {
+TEST_CASE("GPU: op table (tests/op_table.h) against the CPU, forward and backward (f32, f64, bf16)" * gpu_cases()) {
   if (!gpu_or_skip()) return;
-  check_cases_on_gpu(op_table());
+  check_cases_on_gpu(table_cases());
+}
+
+// The emulator's cuda:1 has one SM, so every grid-stride loop really loops there.
+TEST_CASE("GPU: op table on the last of several devices, f32" * doctest::skip(cuda_device_count() < 2)) {
+  check_cases_on_gpu(table_cases(), cuda_device_count() - 1, false);
 }
 
 TEST_CASE("GPU: dropout masks are bit-identical to the CPU's (one Philox stream)" * gpu_cases()) {

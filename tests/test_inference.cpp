@@ -17,7 +17,7 @@
 
 #include "engine/autograd.h"
 #include "engine/random.h"
-#include "kernels/cpu/threads.h"
+#include "platform/threads.h"
 #include "model/bet_model.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/inference/forward.h"
@@ -469,12 +469,12 @@ TEST_CASE("answers do not depend on the thread count") {
   auto cfg = small_config(model::Task::Classify, model::PosEncoding::Rope, model::LayerKind::Bet, 0.2);
   ModelPredictor pred(save_model(cfg, 31, "threads.bet"));
   std::vector<PredictRequest> reqs = {text_req(text_of(20), 3), text_req(text_of(7, 2), 1, 3), text_req(text_of(24, 9))};
-  const int saved = kernels::cpu::num_threads();
-  kernels::cpu::set_num_threads(1);
+  const int saved = platform::num_threads();
+  platform::set_num_threads(1);
   auto one = answers(pred.predict_batch(reqs));
-  kernels::cpu::set_num_threads(std::max(2, saved));
+  platform::set_num_threads(std::max(2, saved));
   auto many = answers(pred.predict_batch(reqs));
-  kernels::cpu::set_num_threads(saved);
+  platform::set_num_threads(saved);
   for (size_t i = 0; i < reqs.size(); ++i) CHECK(json_diff(one[i], many[i]) < 1e-6);
 }
 

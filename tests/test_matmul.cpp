@@ -1,5 +1,6 @@
-// matmul and linear: gradients (f64), f32 values against torch (gen_matmul_index.py)
-// and against a plain f64 loop written here, error messages, primitive caching.
+// matmul and linear: f32 values against torch (gen_matmul_index.py) and against a plain
+// f64 loop written here, empty dims, error messages, primitive caching. Finite-difference
+// gradients and the GPU are the op table's (tests/op_table.h, tests/test_op_table.cpp).
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -77,41 +78,7 @@ Tensor naive_matmul(const Tensor& a, const Tensor& b) {
 
 Tensor rand32(const Shape& shape, uint64_t seed) { return rand64(shape, seed).to(DType::F32); }
 
-Fn mm = [](const std::vector<Tensor>& in) { return matmul(in[0], in[1]); };
-
 }  // namespace
-
-TEST_CASE("matmul gradients: 2-D, batched, broadcast batch") {
-  CHECK_GRAD(mm, {leaf(rand64({3, 4}, 1)), leaf(rand64({4, 5}, 2))});
-  CHECK_GRAD(mm, {leaf(rand64({2, 3, 4}, 3)), leaf(rand64({2, 4, 5}, 4))});
-  CHECK_GRAD(mm, {leaf(rand64({1, 3, 4}, 5)), leaf(rand64({2, 4, 5}, 6))});
-  CHECK_GRAD(mm, {leaf(rand64({2, 1, 3, 4}, 7)), leaf(rand64({3, 4, 2}, 8))});
-  CHECK_GRAD(mm, {leaf(rand64({3, 4}, 9)), leaf(rand64({2, 4, 5}, 10))});    // 2-D @ batched
-  CHECK_GRAD(mm, {leaf(rand64({2, 3, 3, 4}, 11)), leaf(rand64({4, 2}, 12))});  // batched @ 2-D
-  CHECK_GRAD(mm, {leaf(rand64({1, 4}, 13)), leaf(rand64({4, 1}, 14))});       // size-1 dims
-  // only one side requires a gradient
-  CHECK_GRAD(mm, {leaf(rand64({2, 3, 4}, 15)), rand64({4, 5}, 16)});
-  CHECK_GRAD(mm, {rand64({2, 3, 4}, 17), leaf(rand64({4, 5}, 18))});
-}
-
-TEST_CASE("matmul gradients through non-contiguous operands") {
-  // Leaves that are themselves transposed / strided views.
-  Tensor at = leaf(transpose(rand64({4, 3}, 20), 0, 1));  // [3, 4], column-major
-  Tensor bt = leaf(transpose(rand64({5, 4}, 21), 0, 1));  // [4, 5]
-  REQUIRE_FALSE(at.is_contiguous());
-  CHECK_GRAD(mm, {at, bt});
-  Tensor as = leaf(slice(rand64({3, 8}, 22), 1, 0, 8, 2));  // row stride 8, col stride 2
-  CHECK_GRAD(mm, {as, leaf(rand64({4, 2}, 23))});
-  // K^T inside the function, batched with a broadcast batch dim (attention scores)
-  CHECK_GRAD([](const std::vector<Tensor>& in) { return matmul(in[0], transpose(in[1], -1, -2)); },
-             {leaf(rand64({2, 1, 3, 4}, 24)), leaf(rand64({2, 3, 5, 4}, 25))});
-  // permuted batch layout ([B, S, H, d] viewed as [B, H, S, d])
-  CHECK_GRAD([](const std::vector<Tensor>& in) { return matmul(permute(in[0], {0, 2, 1, 3}), in[1]); },
-             {leaf(rand64({2, 3, 2, 4}, 26)), leaf(rand64({2, 2, 4, 3}, 27))});
-  // an expanded (stride-0) batch dim
-  CHECK_GRAD([](const std::vector<Tensor>& in) { return matmul(expand(in[0], {3, 2, 4}), in[1]); },
-             {leaf(rand64({1, 2, 4}, 28)), leaf(rand64({3, 4, 2}, 29))});
-}
 
 TEST_CASE("matmul with empty dims") {
   Tensor a = leaf(rand64({3, 0}, 30)), b = leaf(rand64({0, 4}, 31));
@@ -122,22 +89,6 @@ TEST_CASE("matmul with empty dims") {
   CHECK(matmul(rand64({2, 0, 3}, 34), rand64({3, 2}, 35)).shape() == Shape{2, 0, 2});
   Tensor z = matmul(Tensor::zeros({3, 0}), Tensor::zeros({0, 4}));  // f32 path
   CHECK(max_abs_diff(z, Tensor::zeros({3, 4})) == 0.0);
-  CHECK_GRAD(mm, {leaf(rand64({2, 0, 3}, 36)), leaf(rand64({3, 2}, 37))});
-}
-
-TEST_CASE("linear gradients: with and without bias, 1-D to 3-D input") {
-  Fn lin_b = [](const std::vector<Tensor>& in) { return linear(in[0], in[1], in[2]); };
-  Fn lin = [](const std::vector<Tensor>& in) { return linear(in[0], in[1]); };
-  CHECK_GRAD(lin_b, {leaf(rand64({5, 4}, 40)), leaf(rand64({3, 4}, 41)), leaf(rand64({3}, 42))});
-  CHECK_GRAD(lin, {leaf(rand64({5, 4}, 43)), leaf(rand64({3, 4}, 44))});
-  CHECK_GRAD(lin_b, {leaf(rand64({2, 3, 4}, 45)), leaf(rand64({6, 4}, 46)), leaf(rand64({6}, 47))});
-  CHECK_GRAD(lin_b, {leaf(rand64({4}, 48)), leaf(rand64({2, 4}, 49)), leaf(rand64({2}, 50))});
-  // non-contiguous input whose leading dims cannot merge, and a transposed weight
-  Tensor xt = leaf(transpose(rand64({3, 2, 4}, 51), 0, 1));  // [2, 3, 4]
-  Tensor wt = leaf(transpose(rand64({4, 5}, 52), 0, 1));     // [5, 4]
-  CHECK_GRAD(lin_b, {xt, wt, leaf(rand64({5}, 53))});
-  // bias only
-  CHECK_GRAD(lin_b, {rand64({3, 4}, 54), rand64({2, 4}, 55), leaf(rand64({2}, 56))});
 }
 
 TEST_CASE("linear equals matmul with the transposed weight plus bias") {

@@ -15,7 +15,7 @@
 #include "engine/optim/optimizer.h"
 #include "engine/optim/schedule.h"
 #include "engine/random.h"
-#include "kernels/cpu/threads.h"
+#include "platform/threads.h"
 
 using namespace bet;
 using namespace bet::optim;
@@ -385,11 +385,11 @@ TEST_CASE("clip_grad_norm: exact small case, non-finite norms, non-contiguous gr
 }
 
 TEST_CASE("AdamW, SGD and the gradient norm do not depend on the thread count") {
-  const int saved = kernels::cpu::num_threads();
+  const int saved = platform::num_threads();
   // Larger than the parallel grain, so several threads really split the work.
   const Shape big = {3, 40001};
   auto run = [&](int threads, bool adam) {
-    kernels::cpu::set_num_threads(threads);
+    platform::set_num_threads(threads);
     Generator gen(11);
     Tensor p = gen.uniform(big, -1, 1).set_requires_grad();
     std::unique_ptr<Optimizer> opt;
@@ -419,7 +419,7 @@ TEST_CASE("AdamW, SGD and the gradient norm do not depend on the thread count") 
     CHECK(n1 == n2);
     CHECK(n1 == n3);
   }
-  kernels::cpu::set_num_threads(saved);
+  platform::set_num_threads(saved);
 }
 
 TEST_CASE("schedules match LambdaLR with transformers' lambdas") {

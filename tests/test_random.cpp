@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "engine/random.h"
-#include "kernels/cpu/threads.h"
+#include "platform/threads.h"
 
 using namespace bet;
 
@@ -20,16 +20,16 @@ TEST_CASE("philox4x32-10 matches the Random123 known-answer vectors") {
 }
 
 TEST_CASE("uniform and normal streams are reproducible and thread-count independent") {
-  int saved = kernels::cpu::num_threads();
-  kernels::cpu::set_num_threads(1);
+  int saved = platform::num_threads();
+  platform::set_num_threads(1);
   Generator g1(123);
   auto u1 = g1.uniform({100000}).to_vector<float>();
   auto n1 = g1.normal({50000}, 0, 1, DType::F64).to_vector<double>();
-  kernels::cpu::set_num_threads(2);
+  platform::set_num_threads(2);
   Generator g2(123);
   auto u2 = g2.uniform({100000}).to_vector<float>();
   auto n2 = g2.normal({50000}, 0, 1, DType::F64).to_vector<double>();
-  kernels::cpu::set_num_threads(saved);
+  platform::set_num_threads(saved);
   CHECK(u1 == u2);
   CHECK(n1 == n2);
   // moments within 5 standard errors

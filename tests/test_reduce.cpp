@@ -1,6 +1,7 @@
 // Reductions and cumsum: values against PyTorch (tests/reference/gen_elementwise.py),
 // every kernel path (inner / outer / split reductions, strided inputs) against naive
-// sums at sizes that go parallel, finite-difference gradients, and empty dims.
+// sums at sizes that go parallel, and empty dims. Finite-difference gradients, f32
+// against f64 and the GPU are the op table's (tests/op_table.h, tests/test_op_table.cpp).
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -11,7 +12,7 @@
 #include "bet_config.h"
 #include "engine/ops.h"
 #include "engine/random.h"
-#include "kernels/cpu/threads.h"
+#include "platform/threads.h"
 #include "tests/gradcheck.h"
 #include "tests/reference_data.h"
 
@@ -256,43 +257,15 @@ TEST_CASE("a sum does not depend on the thread count") {
   Generator g(9);
   Tensor x = g.uniform({7, 100003}, -1, 1, DType::F32);
   Tensor y = g.uniform({100003, 5}, -1, 1, DType::F32);
-  const int prev = kernels::cpu::num_threads();
-  kernels::cpu::set_num_threads(1);
+  const int prev = platform::num_threads();
+  platform::set_num_threads(1);
   auto a1 = sum(x, {1}).to_vector<float>(), b1 = sum(y, {0}).to_vector<float>(), c1 = sum(x).to_vector<float>();
-  kernels::cpu::set_num_threads(std::max(2, prev));
+  platform::set_num_threads(std::max(2, prev));
   auto a2 = sum(x, {1}).to_vector<float>(), b2 = sum(y, {0}).to_vector<float>(), c2 = sum(x).to_vector<float>();
-  kernels::cpu::set_num_threads(prev);
+  platform::set_num_threads(prev);
   CHECK(a1 == a2);
   CHECK(b1 == b2);
   CHECK(c1 == c2);
-}
-
-TEST_CASE("reduction gradients") {
-  Tensor x = leaf(rand64({3, 1, 4}, 1));
-  for (std::vector<int64_t> dims : {std::vector<int64_t>{}, {0}, {1}, {2}, {0, 2}, {-1, 1}}) {
-    for (bool keep : {false, true}) {
-      CAPTURE(dims.size());
-      CHECK_GRAD([dims, keep](const std::vector<Tensor>& in) { return sum(in[0], dims, keep); }, {x});
-      CHECK_GRAD([dims, keep](const std::vector<Tensor>& in) { return mean(in[0], dims, keep); }, {x});
-    }
-  }
-  Tensor y = leaf(rand64({4, 5}, 2));
-  CHECK_GRAD([](const std::vector<Tensor>& in) { return sum(transpose(in[0], 0, 1), {1}); }, {y});
-  CHECK_GRAD([](const std::vector<Tensor>& in) { return mean(slice(in[0], 1, 0, 5, 2), {0}, true); }, {y});
-  CHECK_GRAD([](const std::vector<Tensor>& in) { return sum(in[0]); }, {leaf(rand64({}, 3))});
-  for (int64_t d : {0, 1, -1}) {
-    CAPTURE(d);
-    CHECK_GRAD([d](const std::vector<Tensor>& in) { return max(in[0], d); }, {y});
-    CHECK_GRAD([d](const std::vector<Tensor>& in) { return max(transpose(in[0], 0, 1), d, true); }, {y});
-    CHECK_GRAD([d](const std::vector<Tensor>& in) { return cumsum(in[0], d); }, {y});
-    CHECK_GRAD([d](const std::vector<Tensor>& in) { return cumsum(transpose(in[0], 0, 1), d); }, {y});
-  }
-  Tensor z = leaf(rand64({2, 3, 1, 4}, 4));
-  for (int64_t d : {0, 1, 2, 3}) {
-    CAPTURE(d);
-    CHECK_GRAD([d](const std::vector<Tensor>& in) { return cumsum(in[0], d); }, {z});
-    CHECK_GRAD([d](const std::vector<Tensor>& in) { return max(in[0], d); }, {z});
-  }
 }
 
 TEST_CASE("empty dims and integer sums") {

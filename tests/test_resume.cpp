@@ -3,10 +3,7 @@
 // must always load, and the run must finish with weights and optimizer state
 // bit-identical to a run never interrupted.
 #include <doctest/doctest.h>
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -18,41 +15,20 @@
 #include "runtime/checkpoint/checkpoint.h"
 #include "tests/betctl_driver.h"
 
-extern char** environ;
-
 namespace fs = std::filesystem;
 using namespace bet::runtime;
 
 namespace {
 
 using bet::test::g_betctl;
+using bet::test::spawn_process;
+using bet::test::wait_process;
 
 std::vector<std::string> train_args(const std::string& out) {
   return {g_betctl, "train", "--steps", "30", "--checkpoint-every", "2", "--keep", "3", "--d-model", "16",
           "--heads", "2", "--layers", "1", "--seq-len", "12", "--max-len", "16", "--batch-size", "4",
           "--k-permutations", "2", "--dropout", "0.1", "--threads", "1", "--eval-every", "5", "--seed", "5",
           "--early-stop", "loss:50", "--out", out, "--quiet", "--resume", "auto"};
-}
-
-pid_t spawn(const std::vector<std::string>& args) {
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-  pid_t pid = -1;
-  int rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  REQUIRE(rc == 0);
-  return pid;
-}
-
-int wait_exit(pid_t pid) {
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
 }
 
 // Every .bet file under dir must load (temporaries are allowed to be torn: they are
@@ -100,7 +76,7 @@ TEST_CASE("kill -9 at random moments never leaves a torn checkpoint, and resume 
 
   // The uninterrupted run, timed so kills land throughout a run.
   auto t0 = std::chrono::steady_clock::now();
-  REQUIRE(wait_exit(spawn(train_args(ref))) == 0);
+  REQUIRE(wait_process(spawn_process(train_args(ref))) == 0);
   const double run_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   Checkpoint reference = load_checkpoint(ref + "/checkpoints/training/step-00000030.bet");
 
@@ -108,10 +84,10 @@ TEST_CASE("kill -9 at random moments never leaves a torn checkpoint, and resume 
   std::uniform_real_distribution<double> when(0.0, run_s * 0.6);
   int kills = 0;
   for (int attempt = 0; kills < 20 && attempt < 100; ++attempt) {
-    pid_t pid = spawn(train_args(crash));
+    pid_t pid = spawn_process(train_args(crash));
     std::this_thread::sleep_for(std::chrono::duration<double>(when(rng)));
     ::kill(pid, SIGKILL);
-    int rc = wait_exit(pid);
+    int rc = wait_process(pid);
     check_all_checkpoints_load(root / "crash" / "checkpoints");
     if (rc == -SIGKILL) {
       ++kills;
@@ -124,7 +100,7 @@ TEST_CASE("kill -9 at random moments never leaves a torn checkpoint, and resume 
   }
   CHECK(kills >= 20);
   // Finish the run (it resumes from wherever the last kill left it).
-  REQUIRE(wait_exit(spawn(train_args(crash))) == 0);
+  REQUIRE(wait_process(spawn_process(train_args(crash))) == 0);
   Checkpoint resumed = load_checkpoint(crash + "/checkpoints/training/step-00000030.bet");
   check_same_state(reference, resumed);
   fs::remove_all(root);

@@ -33,7 +33,7 @@
 #include "engine/autograd.h"
 #include "engine/ops.h"
 #include "engine/random.h"
-#include "kernels/cpu/threads.h"
+#include "platform/threads.h"
 #include "model/bet_model.h"
 #include "runtime/checkpoint/bet_format.h"
 #include "runtime/checkpoint/checkpoint.h"
@@ -404,7 +404,7 @@ TEST_CASE("the server's predictions equal `betctl predict`'s for the same model,
   for (size_t i = 0; i < inputs.size(); ++i)
     file += (i == 0 ? inputs[i]["text"].get<std::string>() : inputs[i].dump()) + "\n";  // line 1 as plain text
   const std::string input_path = write("inputs.txt", file);
-  const int threads = kernels::cpu::num_threads();
+  const int threads = platform::num_threads();
 
   struct Options {
     int permutations, mc_dropout;

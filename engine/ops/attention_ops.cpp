@@ -6,16 +6,18 @@
 // S x S scores and record one backward node.
 #include "engine/ops.h"
 #include "engine/ops/dispatch.h"
-#if BET_HAVE_CUDA
-#include "kernels/cuda/attention.h"
-#endif
+#include "kernels/attention.h"
 
 namespace bet {
 
+using ops_detail::dispatch;
+
 namespace {
 
-// The [P, B, H, S, hd] contract; every message names the op and the shapes.
-void check_attention_args(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, double p) {
+// The [P, B, H, S, hd] contract; every message names the op and the shapes. Returns
+// the backend of the operands' device.
+kernels::Backend check_attention_args(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask,
+                                      double p) {
   BET_CHECK(q.defined() && k.defined() && v.defined(), "attention: q, k and v must be defined");
   BET_CHECK(q.dim() == 5, "attention: q must be [P, B, H, S, hd], got ", shape_str(q.shape()));
   BET_CHECK(k.shape() == q.shape(), "attention: k ", shape_str(k.shape()), " does not match q ",
@@ -29,11 +31,8 @@ void check_attention_args(const Tensor& q, const Tensor& k, const Tensor& v, con
             ", k ", dtype_name(k.dtype()), ", v ", dtype_name(v.dtype()));
   BET_CHECK(q.dtype() == DType::F32 || q.dtype() == DType::F64 || q.dtype() == DType::BF16, "attention: dtype ",
             dtype_name(q.dtype()), " not supported (f32, f64 or bf16)");
-  ops_detail::check_device(q, "attention");
-  ops_detail::check_same_device(q, k, "attention");
-  ops_detail::check_same_device(q, v, "attention");
+  const kernels::Backend be = dispatch("attention", {&q, &k, &v, ops_detail::maybe(mask)});
   if (mask.defined()) {
-    ops_detail::check_same_device(q, mask, "attention");
     const Shape scores{qs[0], qs[1], qs[2], qs[3], qs[3]};
     bool ok = mask.dim() <= 5;
     for (int64_t d = 0; ok && d < mask.dim(); ++d) {
@@ -44,6 +43,7 @@ void check_attention_args(const Tensor& q, const Tensor& k, const Tensor& v, con
               shape_str(scores), " (q ", shape_str(qs), ")");
   }
   BET_CHECK(p >= 0.0 && p <= 1.0, "attention: dropout p must be in [0, 1], got ", p);
+  return be;
 }
 
 // Exactly the model's former sequence of ops (model/martingale_attention.cpp).
@@ -53,12 +53,6 @@ Tensor attention_composite(const Tensor& q, const Tensor& k, const Tensor& v, co
   Tensor probs = softmax(scores, 4, mask);
   probs = dropout(probs, p, training, seed, offset);
   return matmul(probs, v);
-}
-
-#if BET_HAVE_CUDA
-bool fused_applies(const Tensor& q) {
-  const int64_t hd = q.shape()[4];
-  return (q.dtype() == DType::F32 || q.dtype() == DType::BF16) && hd >= 1 && hd <= kernels::cuda::kAttentionMaxHeadDim;
 }
 
 // The kernels read rows of hd elements with unit stride; anything else is copied (off
@@ -75,39 +69,37 @@ Tensor mask_view(const Tensor& mask, const Shape& scores) {
   return make_view(mask.detach(), scores, st, mask.offset());
 }
 
-Tensor attention_fused(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, double p,
-                       uint64_t seed, uint64_t offset) {
+Tensor attention_fused(kernels::Backend be, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask,
+                       double p, uint64_t seed, uint64_t offset) {
   const Shape& qs = q.shape();
   Tensor qc = unit_last(q), kc = unit_last(k), vc = unit_last(v);
   Tensor m = mask.defined() ? mask_view(mask, {qs[0], qs[1], qs[2], qs[3], qs[3]}) : Tensor();
   Tensor out = Tensor::empty(qs, q.dtype(), q.device());
   Tensor lse = Tensor::empty({qs[0] * qs[1] * qs[2] * qs[3]}, DType::F32, q.device());
-  kernels::cuda::attention_forward(qc, kc, vc, m, p, seed, offset, out, lse);
+  BET_KERNEL(be, attention_forward(qc, kc, vc, m, p, seed, offset, out, lse));
   if (!autograd::needs_grad({&q, &k, &v})) return out;
   const bool gq = q.requires_grad(), gk = k.requires_grad(), gv = v.requires_grad();
   Tensor o = out.detach();  // not `out` itself: its node would keep itself alive
   return autograd::record("attention", out, {q, k, v},
                           [qc, kc, vc, m, o, lse, p, seed, offset, gq, gk, gv](const Tensor& g) {
+                            const kernels::Backend gbe = dispatch("attention backward", {&qc, &g});
                             const Device dev = qc.device();
                             Tensor dq = gq ? Tensor::empty(qc.shape(), qc.dtype(), dev) : Tensor();
                             Tensor dk = gk || gv ? Tensor::empty(kc.shape(), kc.dtype(), dev) : Tensor();
                             Tensor dv = gk || gv ? Tensor::empty(vc.shape(), vc.dtype(), dev) : Tensor();
-                            kernels::cuda::attention_backward(qc, kc, vc, m, o, lse, g.contiguous(), p, seed, offset,
-                                                              dq, dk, dv);
+                            BET_KERNEL(gbe, attention_backward(qc, kc, vc, m, o, lse, g.contiguous(), p, seed,
+                                                               offset, dq, dk, dv));
                             return std::vector<Tensor>{dq, gk ? dk : Tensor(), gv ? dv : Tensor()};
                           });
 }
-#endif
 
 }  // namespace
 
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, double dropout_p,
                  bool training, uint64_t seed, uint64_t offset) {
-  check_attention_args(q, k, v, mask, dropout_p);
-#if BET_HAVE_CUDA
-  if (runs_on_gpu(q.device()) && fused_applies(q))
-    return attention_fused(q, k, v, mask, training ? dropout_p : 0.0, seed, offset);
-#endif
+  const kernels::Backend be = check_attention_args(q, k, v, mask, dropout_p);
+  if (BET_KERNEL(be, has_fused_attention(q)))
+    return attention_fused(be, q, k, v, mask, training ? dropout_p : 0.0, seed, offset);
   if (q.dtype() == DType::BF16) {
     // softmax and dropout have no bf16 kernels: the composite runs in f32 (the casts
     // are recorded, so the gradients come back as bf16).

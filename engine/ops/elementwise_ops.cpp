@@ -4,23 +4,15 @@
 
 #include "engine/ops.h"
 #include "engine/ops/dispatch.h"
-#include "kernels/cpu/elementwise.h"
-#if BET_HAVE_CUDA
-#include "kernels/cuda/elementwise.h"
-#endif
+#include "kernels/elementwise.h"
 
 namespace bet {
 
-namespace kc = kernels::cpu;
-using kc::BinaryOp;
-using kc::UnaryOp;
+using kernels::BinaryOp;
+using kernels::UnaryOp;
+using ops_detail::dispatch;
 
 namespace {
-
-void check_input(const Tensor& t, const char* op) {
-  BET_CHECK(t.defined(), op, ": undefined tensor");
-  ops_detail::check_device(t, op);
-}
 
 void check_float(const Tensor& t, const char* op) {
   BET_CHECK(is_floating(t.dtype()), op, ": needs a floating tensor, got ", dtype_name(t.dtype()));
@@ -47,28 +39,27 @@ Tensor broadcast_view(const Tensor& t, const Shape& s) {
 bool wants(const Tensor& t) { return t.requires_grad(); }
 
 Tensor run_binary(BinaryOp op, const char* name, const Tensor& a, const Tensor& b) {
-  check_input(a, name);
-  check_input(b, name);
+  const kernels::Backend be = dispatch(name, {&a, &b});
   check_same_dtype(a, b, name);
-  ops_detail::check_same_device(a, b, name);
   const Shape s = broadcast_shapes(a.shape(), b.shape(), name);
   Tensor out = Tensor::empty(s, a.dtype(), a.device());
-  BET_KERNEL(out.device(), binary(op, broadcast_view(a, s), broadcast_view(b, s), out));
+  BET_KERNEL(be, binary(op, broadcast_view(a, s), broadcast_view(b, s), out));
   return out;
 }
 
 Tensor run_unary(UnaryOp op, const char* name, const Tensor& a, double p0 = 0, double p1 = 0) {
-  check_input(a, name);
+  const kernels::Backend be = dispatch(name, {&a});
   Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
-  BET_KERNEL(out.device(), unary(op, a, out, p0, p1));
+  BET_KERNEL(be, unary(op, a, out, p0, p1));
   return out;
 }
 
 // g * f'(x) via the fused backward kernel (x is y for ops differentiated from y).
 Tensor unary_grad(UnaryOp op, const Tensor& x, const Tensor& g, double p0 = 0, double p1 = 0) {
+  const kernels::Backend be = dispatch("unary backward", {&x, &g});
   const Shape s = broadcast_shapes(x.shape(), g.shape(), "unary backward");
   Tensor out = Tensor::empty(s, g.dtype(), g.device());
-  BET_KERNEL(out.device(), unary_backward(op, broadcast_view(x, s), broadcast_view(g, s), out, p0, p1));
+  BET_KERNEL(be, unary_backward(op, broadcast_view(x, s), broadcast_view(g, s), out, p0, p1));
   return out;
 }
 
@@ -84,7 +75,7 @@ Tensor record_unary(const char* name, UnaryOp op, const Tensor& a, const Tensor&
 
 Tensor float_unary(UnaryOp op, const char* name, const Tensor& a, bool from_output, double p0 = 0,
                    double p1 = 0) {
-  check_input(a, name);
+  dispatch(name, {&a});
   check_float(a, name);
   Tensor out = run_unary(op, name, a, p0, p1);
   return record_unary(name, op, a, out, from_output, p0, p1);
@@ -125,7 +116,7 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor div(const Tensor& a, const Tensor& b) {
-  check_input(a, "div");
+  dispatch("div", {&a, &b});
   check_float(a, "div");
   Tensor out = run_binary(BinaryOp::Div, "div", a, b);
   if (!autograd::needs_grad({&a, &b})) return out;
@@ -145,9 +136,10 @@ Tensor maximum(const Tensor& a, const Tensor& b) {
   Tensor da = a.detach(), db = b.detach();
   Shape sa = a.shape(), sb = b.shape();
   return autograd::record("maximum", out, {a, b}, [da, db, sa, sb](const Tensor& g) {
+    const kernels::Backend be = dispatch("maximum backward", {&da, &db, &g});
     const Shape& s = g.shape();
     Tensor ga = Tensor::empty(s, g.dtype(), g.device()), gb = Tensor::empty(s, g.dtype(), g.device());
-    BET_KERNEL(g.device(), maximum_backward(broadcast_view(da, s), broadcast_view(db, s), g, ga, gb));
+    BET_KERNEL(be, maximum_backward(broadcast_view(da, s), broadcast_view(db, s), g, ga, gb));
     return std::vector<Tensor>{sum_to(ga, sa), sum_to(gb, sb)};
   });
 }
@@ -205,15 +197,11 @@ Tensor clamp(const Tensor& a, double lo, double hi) {
 // ---------------- selection ----------------
 
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
-  check_input(cond, "where");
-  check_input(a, "where");
-  check_input(b, "where");
+  const kernels::Backend be = dispatch("where", {&a, &b, &cond});
   check_same_dtype(a, b, "where");
-  ops_detail::check_same_device(a, b, "where");
-  ops_detail::check_same_device(cond, a, "where");
   const Shape s = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), "where"), b.shape(), "where");
   Tensor out = Tensor::empty(s, a.dtype(), a.device());
-  BET_KERNEL(out.device(), where(broadcast_view(cond, s), broadcast_view(a, s), broadcast_view(b, s), out));
+  BET_KERNEL(be, where(broadcast_view(cond, s), broadcast_view(a, s), broadcast_view(b, s), out));
   if (!autograd::needs_grad({&a, &b})) return out;
   Tensor c = cond.detach();
   Shape sa = a.shape(), sb = b.shape();
@@ -226,14 +214,12 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
 }
 
 Tensor masked_fill(const Tensor& a, const Tensor& mask, double value) {
-  check_input(a, "masked_fill");
-  check_input(mask, "masked_fill");
-  ops_detail::check_same_device(a, mask, "masked_fill");
+  const kernels::Backend be = dispatch("masked_fill", {&a, &mask});
   const Shape s = broadcast_shapes(a.shape(), mask.shape(), "masked_fill");
   BET_CHECK(s == a.shape(), "masked_fill: mask ", shape_str(mask.shape()), " does not broadcast to ",
             shape_str(a.shape()));
   Tensor out = Tensor::empty(s, a.dtype(), a.device());
-  BET_KERNEL(out.device(), masked_fill(a, broadcast_view(mask, s), value, out));
+  BET_KERNEL(be, masked_fill(a, broadcast_view(mask, s), value, out));
   if (!autograd::needs_grad({&a})) return out;
   Tensor m = mask.detach();
   return autograd::record("masked_fill", out, {a}, [m](const Tensor& g) {

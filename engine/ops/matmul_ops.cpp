@@ -3,14 +3,12 @@
 #include "engine/autocast.h"
 #include "engine/ops.h"
 #include "engine/ops/dispatch.h"
-#include "kernels/cpu/copy.h"
-#include "kernels/cpu/matmul.h"
-#if BET_HAVE_CUDA
-#include "kernels/cuda/elementwise.h"
-#include "kernels/cuda/matmul.h"
-#endif
+#include "kernels/copy.h"
+#include "kernels/matmul.h"
 
 namespace bet {
+
+using ops_detail::dispatch;
 
 namespace {
 
@@ -19,8 +17,6 @@ void check_float_pair(const Tensor& a, const Tensor& b, const char* op) {
             dtype_name(b.dtype()), " (", shape_str(a.shape()), ", ", shape_str(b.shape()), ")");
   BET_CHECK(a.dtype() == DType::F32 || a.dtype() == DType::F64 || a.dtype() == DType::BF16, op, ": dtype ",
             dtype_name(a.dtype()), " not supported (f32, f64 or bf16)");
-  BET_CHECK(a.device() == b.device(), op, ": tensors on ", a.device().str(), " and ", b.device().str());
-  ops_detail::check_device(a, op);
 }
 
 // `t` with leading size-1 dims added up to `rank` (metadata only, not recorded).
@@ -42,7 +38,7 @@ Tensor mT(const Tensor& t) {
 
 // x [..., C] as a 2-D [rows, C] view when the leading dims merge without a copy,
 // else a dense copy (not recorded: the caller records against x itself).
-Tensor as_rows(const Tensor& x) {
+Tensor as_rows(kernels::Backend be, const Tensor& x) {
   const int64_t r = x.dim();
   const int64_t C = x.shape()[r - 1];
   int64_t rows = 1;
@@ -58,23 +54,8 @@ Tensor as_rows(const Tensor& x) {
   }
   if (ok) return make_view(x, {rows, C}, {row_stride < 0 ? C : row_stride, x.strides()[r - 1]}, x.offset());
   Tensor c = Tensor::empty(x.shape(), x.dtype(), x.device());
-  BET_KERNEL(c.device(), copy(x, c));
+  BET_KERNEL(be, copy(x, c));
   return make_view(c, {rows, C}, {C, 1}, 0);
-}
-
-// out = a @ b (+ bias). bf16 on a GPU: cuBLAS with f32 accumulation. bf16 on the CPU,
-// which has no bf16 GEMM here: the operands (exact in f32) are multiplied in f32 and
-// the product rounded to bf16, the same numbers up to the order of accumulation.
-void run_matmul(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out) {
-  if (out.dtype() != DType::BF16 || runs_on_gpu(out.device())) {
-    BET_KERNEL(out.device(), matmul(a, b, bias, out));
-    return;
-  }
-  autograd::NoGradGuard ng;
-  Tensor o32 = Tensor::empty(out.shape(), DType::F32, out.device());
-  BET_KERNEL(out.device(), matmul(a.detach().to(DType::F32), b.detach().to(DType::F32),
-                                  bias.defined() ? bias.detach().to(DType::F32) : Tensor(), o32));
-  BET_KERNEL(out.device(), copy(o32, out));
 }
 
 bool autocast_bf16(const Tensor& a, const Tensor& b) {
@@ -89,6 +70,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   BET_CHECK(a.defined() && b.defined(), "matmul: undefined operand");
   BET_CHECK(a.dim() >= 2 && b.dim() >= 2, "matmul: operands must have at least 2 dims, got ",
             shape_str(a.shape()), " @ ", shape_str(b.shape()));
+  const kernels::Backend be = dispatch("matmul", {&a, &b});
   check_float_pair(a, b, "matmul");
   const int64_t K = a.shape()[a.dim() - 1];
   BET_CHECK(K == b.shape()[b.dim() - 2], "matmul: inner dims differ: ", shape_str(a.shape()), " @ ",
@@ -114,7 +96,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   const int64_t rank = int64_t(out_shape.size());
 
   Tensor out = Tensor::empty(out_shape, a.dtype(), a.device());
-  run_matmul(pad_rank(a, rank), pad_rank(b, rank), Tensor(), out);
+  BET_KERNEL(be, matmul(pad_rank(a, rank), pad_rank(b, rank), Tensor(), out));
 
   if (!autograd::needs_grad({&a, &b})) return out;
   const bool ga = a.requires_grad(), gb = b.requires_grad();
@@ -126,7 +108,8 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     if (gb) {
       if (b.dim() == 2 && a.dim() > 2) {
         // One GEMM over every row of every batch instead of a batched GEMM and a sum.
-        Tensor a2 = as_rows(a), g2 = reshape(g, {-1, g.shape()[g.dim() - 1]});
+        Tensor a2 = as_rows(dispatch("matmul backward", {&a, &g}), a);
+        Tensor g2 = reshape(g, {-1, g.shape()[g.dim() - 1]});
         db = matmul(mT(a2), g2);
       } else {
         db = sum_to(matmul(mT(a), g), b.shape());
@@ -145,6 +128,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   }
   BET_CHECK(weight.dim() == 2, "linear: weight must be [out, in], got ", shape_str(weight.shape()));
   BET_CHECK(x.dim() >= 1, "linear: input must have at least 1 dim, got ", shape_str(x.shape()));
+  const kernels::Backend be = dispatch("linear", {&x, &weight, ops_detail::maybe(bias)});
   check_float_pair(x, weight, "linear");
   const int64_t in = weight.shape()[1], out_f = weight.shape()[0];
   BET_CHECK(x.shape()[x.dim() - 1] == in, "linear: input ", shape_str(x.shape()), " does not match weight ",
@@ -154,10 +138,10 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     BET_CHECK(bias.dim() == 1 && bias.shape()[0] == out_f, "linear: bias ", shape_str(bias.shape()),
               " does not match weight ", shape_str(weight.shape()));
   }
-  Tensor x2 = as_rows(x);
+  Tensor x2 = as_rows(be, x);
   const int64_t rows = x2.shape()[0];
   Tensor out2 = Tensor::empty({rows, out_f}, x.dtype(), x.device());
-  run_matmul(x2, mT(weight), bias, out2);
+  BET_KERNEL(be, matmul(x2, mT(weight), bias, out2));
   Shape out_shape = x.shape();
   out_shape.back() = out_f;
   Tensor out = make_view(out2, out_shape, contiguous_strides(out_shape), 0);

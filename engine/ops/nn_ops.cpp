@@ -1,19 +1,19 @@
-// Softmax, LayerNorm, cross-entropy, RoPE and dropout. Each forward is one fused CPU
+// Softmax, LayerNorm, cross-entropy, RoPE and dropout. Each forward is one fused
 // kernel over contiguous rows; each backward is the matching fused kernel, fed with
 // what the forward saved (softmax output, LayerNorm mean/rstd, log-sum-exp) or can
 // recompute for free (rotation angles, the Philox mask).
 #include "engine/ops.h"
 #include "engine/ops/dispatch.h"
-#include "kernels/cpu/nn.h"
-#if BET_HAVE_CUDA
-#include "kernels/cuda/nn.h"
-#endif
+#include "kernels/layer_norm.h"
+#include "kernels/rope_dropout.h"
+#include "kernels/softmax.h"
 
 namespace bet {
 
-namespace {
+using ops_detail::dispatch;
+using ops_detail::maybe;
 
-void expect_cpu(const Tensor& t, const char* op) { ops_detail::check_device(t, op); }
+namespace {
 
 void expect_float(const Tensor& t, const char* op, const char* what) {
   BET_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::F64, op, ": ", what, " must be f32 or f64, got ",
@@ -26,8 +26,6 @@ Tensor contig(const Tensor& t) { return t.is_contiguous() ? t : t.detach().conti
 
 // `mask` as a view with a's shape (stride 0 along broadcast dims); not differentiable.
 Tensor expand_mask(const Tensor& mask, const Tensor& a, const char* op) {
-  expect_cpu(mask, op);
-  ops_detail::check_same_device(mask, a, op);
   Shape bs = broadcast_shapes(mask.shape(), a.shape(), op);
   BET_CHECK(bs == a.shape(), op, ": mask ", shape_str(mask.shape()), " does not broadcast to input ",
             shape_str(a.shape()));
@@ -46,7 +44,7 @@ Tensor swap_dims_view(const Tensor& t, int64_t d0, int64_t d1) {
 
 Tensor softmax_impl(const Tensor& a, int64_t dim, const Tensor& mask, bool log) {
   const char* op = log ? "log_softmax" : "softmax";
-  expect_cpu(a, op);
+  const kernels::Backend be = dispatch(op, {&a, maybe(mask)});
   expect_float(a, op, "input");
   if (a.dim() == 0) {
     BET_CHECK(dim == 0 || dim == -1, op, ": dim ", dim, " out of range for a 0-d tensor");
@@ -63,12 +61,13 @@ Tensor softmax_impl(const Tensor& a, int64_t dim, const Tensor& mask, bool log) 
   }
   Tensor x = contig(a);
   Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
-  BET_KERNEL(out.device(), softmax_forward(x, m, out, log));
+  BET_KERNEL(be, softmax_forward(x, m, out, log));
   if (!autograd::needs_grad({&a})) return out;
   Tensor y = out.detach();  // not `out` itself: its node would keep itself alive
-  return autograd::record(op, out, {a}, [y, m, log](const Tensor& g) {
+  return autograd::record(op, out, {a}, [y, m, log, op](const Tensor& g) {
+    const kernels::Backend gbe = dispatch(op, {&y, &g, maybe(m)});
     Tensor gi = Tensor::empty(y.shape(), y.dtype(), y.device());
-    BET_KERNEL(gi.device(), softmax_backward(y, contig(g), m, gi, log));
+    BET_KERNEL(gbe, softmax_backward(y, contig(g), m, gi, log));
     return std::vector<Tensor>{gi};
   });
 }
@@ -80,7 +79,7 @@ Tensor softmax(const Tensor& a, int64_t dim, const Tensor& mask) { return softma
 Tensor log_softmax(const Tensor& a, int64_t dim, const Tensor& mask) { return softmax_impl(a, dim, mask, true); }
 
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
-  expect_cpu(x, "layer_norm");
+  const kernels::Backend be = dispatch("layer_norm", {&x, maybe(weight), maybe(bias)});
   expect_float(x, "layer_norm", "input");
   BET_CHECK(x.dim() >= 1, "layer_norm: input must have at least one dim, got a 0-d tensor");
   BET_CHECK(eps >= 0, "layer_norm: eps must be >= 0, got ", eps);
@@ -88,8 +87,6 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
   for (const Tensor* p : {&weight, &bias}) {
     if (!p->defined()) continue;
     const char* what = p == &weight ? "weight" : "bias";
-    expect_cpu(*p, "layer_norm");
-    ops_detail::check_same_device(*p, x, "layer_norm");
     BET_CHECK(p->shape() == Shape{D}, "layer_norm: ", what, " ", shape_str(p->shape()), " does not match [", D,
               "] (input ", shape_str(x.shape()), ")");
     BET_CHECK(p->dtype() == x.dtype(), "layer_norm: ", what, " is ", dtype_name(p->dtype()), ", input is ",
@@ -102,7 +99,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   Tensor mean = Tensor::empty({rows}, x.dtype(), x.device());
   Tensor rstd = Tensor::empty({rows}, x.dtype(), x.device());
-  BET_KERNEL(out.device(), layer_norm_forward(xc, wc, bc, eps, out, mean, rstd));
+  BET_KERNEL(be, layer_norm_forward(xc, wc, bc, eps, out, mean, rstd));
   if (!autograd::needs_grad({&x, &weight, &bias})) return out;
   const bool want_x = x.requires_grad();
   const bool want_w = weight.defined() && weight.requires_grad();
@@ -110,20 +107,19 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
   Tensor xs = xc.detach(), ws = wc.defined() ? wc.detach() : Tensor();
   return autograd::record("layer_norm", out, {x, weight, bias},
                           [xs, ws, mean, rstd, want_x, want_w, want_b](const Tensor& g) {
+                            const kernels::Backend gbe = dispatch("layer_norm backward", {&xs, &g});
                             const int64_t Dg = xs.shape().back();
                             const Device dev = xs.device();
                             Tensor dx = want_x ? Tensor::empty(xs.shape(), xs.dtype(), dev) : Tensor();
                             Tensor dw = want_w ? Tensor::empty({Dg}, xs.dtype(), dev) : Tensor();
                             Tensor db = want_b ? Tensor::empty({Dg}, xs.dtype(), dev) : Tensor();
-                            BET_KERNEL(dev, layer_norm_backward(contig(g), xs, ws, mean, rstd, dx, dw, db));
+                            BET_KERNEL(gbe, layer_norm_backward(contig(g), xs, ws, mean, rstd, dx, dw, db));
                             return std::vector<Tensor>{dx, dw, db};
                           });
 }
 
 Tensor cross_entropy_sum(const Tensor& logits, const Tensor& targets, int64_t ignore_index) {
-  expect_cpu(logits, "cross_entropy_sum");
-  expect_cpu(targets, "cross_entropy_sum");
-  ops_detail::check_same_device(logits, targets, "cross_entropy_sum");
+  const kernels::Backend be = dispatch("cross_entropy_sum", {&logits, &targets});
   expect_float(logits, "cross_entropy_sum", "logits");
   BET_CHECK(logits.dim() == 2, "cross_entropy_sum: logits must be [N, C], got ", shape_str(logits.shape()));
   BET_CHECK(targets.dtype() == DType::I32 || targets.dtype() == DType::I64,
@@ -134,54 +130,28 @@ Tensor cross_entropy_sum(const Tensor& logits, const Tensor& targets, int64_t ig
             shape_str(logits.shape()), " have no classes");
   Tensor lc = contig(logits), tc = contig(targets);
   Tensor lse = Tensor::empty({logits.shape()[0]}, logits.dtype(), logits.device());
-  Tensor out;
-#if BET_HAVE_CUDA
-  if (runs_on_gpu(logits.device())) {  // the loss stays on the device: no sync per step
-    out = Tensor::empty({}, logits.dtype(), logits.device());
-    kernels::cuda::cross_entropy_forward(lc, tc, ignore_index, lse, out);
-  }
-#endif
-  if (!out.defined()) {
-    double v;
-    {
-      DeviceMemoryScope scope;
-      v = kernels::cpu::cross_entropy_forward(lc, tc, ignore_index, lse);
-    }
-    out = Tensor::full({}, v, logits.dtype(), logits.device());
-  }
+  // The loss stays on the logits' device: no sync per step.
+  Tensor out = Tensor::empty({}, logits.dtype(), logits.device());
+  BET_KERNEL(be, cross_entropy_forward(lc, tc, ignore_index, lse, out));
   if (!autograd::needs_grad({&logits})) return out;
   Tensor ls = lc.detach();
   return autograd::record("cross_entropy_sum", out, {logits}, [ls, tc, lse, ignore_index](const Tensor& g) {
+    const kernels::Backend gbe = dispatch("cross_entropy_sum backward", {&ls, &g});
     Tensor dl = Tensor::empty(ls.shape(), ls.dtype(), ls.device());
-#if BET_HAVE_CUDA
-    if (runs_on_gpu(ls.device())) {
-      kernels::cuda::cross_entropy_backward(ls, tc, ignore_index, lse, g.contiguous(), dl);
-      return std::vector<Tensor>{dl};
-    }
-#endif
-    const double gv = g.item();
-    DeviceMemoryScope scope;
-    kernels::cpu::cross_entropy_backward(ls, tc, ignore_index, lse, gv, dl);
+    BET_KERNEL(gbe, cross_entropy_backward(ls, tc, ignore_index, lse, g.contiguous(), dl));
     return std::vector<Tensor>{dl};
   });
 }
 
 int64_t count_valid(const Tensor& targets, int64_t ignore_index) {
-  expect_cpu(targets, "count_valid");
+  const kernels::Backend be = dispatch("count_valid", {&targets});
   BET_CHECK(targets.dtype() == DType::I32 || targets.dtype() == DType::I64,
             "count_valid: targets must be i32 or i64, got ", dtype_name(targets.dtype()));
-#if BET_HAVE_CUDA
-  if (runs_on_gpu(targets.device())) return kernels::cuda::count_valid(contig(targets), ignore_index);
-#endif
-  Tensor tc = contig(targets);
-  DeviceMemoryScope scope;
-  return kernels::cpu::count_valid(tc, ignore_index);
+  return BET_KERNEL(be, count_valid(contig(targets), ignore_index));
 }
 
 Tensor rope(const Tensor& x, const Tensor& positions, double base) {
-  expect_cpu(x, "rope");
-  expect_cpu(positions, "rope");
-  ops_detail::check_same_device(x, positions, "rope");
+  const kernels::Backend be = dispatch("rope", {&x, &positions});
   expect_float(x, "rope", "input");
   BET_CHECK(x.dim() == 4, "rope: input must be [B, H, S, hd], got ", shape_str(x.shape()));
   const int64_t B = x.shape()[0], S = x.shape()[2], hd = x.shape()[3];
@@ -195,10 +165,11 @@ Tensor rope(const Tensor& x, const Tensor& positions, double base) {
   Tensor pos = contig(positions.detach().to(DType::F64).to(x.device()));
   pos = make_view(pos, {per_row ? positions.shape()[0] : 1, S}, {S, 1}, pos.offset());
   Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
-  BET_KERNEL(out.device(), rope(contig(x), pos, base, false, out));
+  BET_KERNEL(be, rope(contig(x), pos, base, false, out));
   return autograd::record("rope", out, {x}, [pos, base](const Tensor& g) {
+    const kernels::Backend gbe = dispatch("rope backward", {&g, &pos});
     Tensor gi = Tensor::empty(g.shape(), g.dtype(), g.device());
-    BET_KERNEL(gi.device(), rope(contig(g), pos, base, true, gi));
+    BET_KERNEL(gbe, rope(contig(g), pos, base, true, gi));
     return std::vector<Tensor>{gi};
   });
 }
@@ -206,14 +177,15 @@ Tensor rope(const Tensor& x, const Tensor& positions, double base) {
 Tensor dropout(const Tensor& a, double p, bool training, uint64_t seed, uint64_t offset) {
   BET_CHECK(p >= 0.0 && p <= 1.0, "dropout: p must be in [0, 1], got ", p);
   if (!training || p == 0.0) return a;
-  expect_cpu(a, "dropout");
+  const kernels::Backend be = dispatch("dropout", {&a});
   expect_float(a, "dropout", "input");
   Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
-  BET_KERNEL(out.device(), dropout(contig(a), p, seed, offset, out));
+  BET_KERNEL(be, dropout(contig(a), p, seed, offset, out));
   // The backward applies the same mask: same (seed, offset), same logical order.
   return autograd::record("dropout", out, {a}, [p, seed, offset](const Tensor& g) {
+    const kernels::Backend gbe = dispatch("dropout backward", {&g});
     Tensor gi = Tensor::empty(g.shape(), g.dtype(), g.device());
-    BET_KERNEL(gi.device(), dropout(contig(g), p, seed, offset, gi));
+    BET_KERNEL(gbe, dropout(contig(g), p, seed, offset, gi));
     return std::vector<Tensor>{gi};
   });
 }

@@ -1,21 +1,13 @@
 // Reductions (sum, mean, max, argmax) and the prefix sum.
 #include "engine/ops.h"
 #include "engine/ops/dispatch.h"
-#include "kernels/cpu/copy.h"
-#include "kernels/cpu/reduce.h"
-#if BET_HAVE_CUDA
-#include "kernels/cuda/elementwise.h"
-#include "kernels/cuda/reduce.h"
-#endif
+#include "kernels/reduce.h"
 
 namespace bet {
 
-namespace {
+using ops_detail::dispatch;
 
-void check_input(const Tensor& t, const char* op) {
-  BET_CHECK(t.defined(), op, ": undefined tensor");
-  ops_detail::check_device(t, op);
-}
+namespace {
 
 // Which dims a reduction covers (empty list = all), validated.
 std::vector<bool> reduce_mask(const Tensor& a, const std::vector<int64_t>& dims, const char* op) {
@@ -49,17 +41,9 @@ Tensor finish(const Tensor& kept, const Shape& full, const std::vector<bool>& m,
 }
 
 // Sum without recording (the shared forward of sum and mean).
-Tensor sum_raw(const Tensor& a, const std::vector<bool>& m) {
+Tensor sum_raw(kernels::Backend be, const Tensor& a, const std::vector<bool>& m) {
   Tensor out = Tensor::empty(keep_shape(a.shape(), m), a.dtype(), a.device());
-  if (a.dtype() == DType::BF16 && !runs_on_gpu(a.device())) {
-    // The CPU keeps no bf16 kernels: summed in f32 (as the GPU accumulates), then rounded.
-    Tensor a32 = a.detach().to(DType::F32);
-    Tensor o32 = Tensor::empty(out.shape(), DType::F32, out.device());
-    BET_KERNEL(out.device(), sum(a32, m, o32));
-    BET_KERNEL(out.device(), copy(o32, out));
-    return out;
-  }
-  BET_KERNEL(out.device(), sum(a, m, out));
+  BET_KERNEL(be, sum(a, m, out));
   return out;
 }
 
@@ -74,9 +58,9 @@ Tensor spread(const Tensor& g, const Shape& in_shape, const Shape& kept_shape, d
 }  // namespace
 
 Tensor sum(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
-  check_input(a, "sum");
+  const kernels::Backend be = dispatch("sum", {&a});
   const std::vector<bool> m = reduce_mask(a, dims, "sum");
-  Tensor out = finish(sum_raw(a, m), a.shape(), m, keepdim);
+  Tensor out = finish(sum_raw(be, a, m), a.shape(), m, keepdim);
   Shape in_shape = a.shape(), kept = keep_shape(a.shape(), m);
   return autograd::record("sum", out, {a}, [in_shape, kept](const Tensor& g) {
     return std::vector<Tensor>{spread(g, in_shape, kept, 1.0)};
@@ -84,14 +68,14 @@ Tensor sum(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
 }
 
 Tensor mean(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
-  check_input(a, "mean");
+  const kernels::Backend be = dispatch("mean", {&a});
   BET_CHECK(is_floating(a.dtype()), "mean: needs a floating tensor, got ", dtype_name(a.dtype()));
   const std::vector<bool> m = reduce_mask(a, dims, "mean");
   int64_t count = 1;
   for (size_t d = 0; d < m.size(); ++d)
     if (m[d]) count *= a.shape()[d];
   const double scale = 1.0 / double(count);  // inf/NaN for an empty reduction, as torch
-  Tensor s = sum_raw(a, m);
+  Tensor s = sum_raw(be, a, m);
   Tensor scaled;
   {
     autograd::NoGradGuard ng;
@@ -107,7 +91,7 @@ Tensor mean(const Tensor& a, const std::vector<int64_t>& dims, bool keepdim) {
 namespace {
 
 // values (keepdim) and, when asked, indices of the max along d.
-void max_raw(const Tensor& a, int64_t d, Tensor* values, Tensor* indices, const char* op) {
+void max_raw(kernels::Backend be, const Tensor& a, int64_t d, Tensor* values, Tensor* indices, const char* op) {
   BET_CHECK(a.dim() == 0 || a.shape()[size_t(d)] > 0, op, ": dim ", d, " of ", shape_str(a.shape()),
             " is empty");
   Shape kept = a.shape();
@@ -115,50 +99,52 @@ void max_raw(const Tensor& a, int64_t d, Tensor* values, Tensor* indices, const 
   Tensor c = a.detach().contiguous();
   if (values) *values = Tensor::empty(kept, a.dtype(), a.device());
   if (indices) *indices = Tensor::empty(kept, DType::I64, a.device());
-  BET_KERNEL(c.device(), max_dim(c, a.dim() == 0 ? 0 : d, values, indices));
+  BET_KERNEL(be, max_dim(c, a.dim() == 0 ? 0 : d, values ? *values : Tensor(), indices ? *indices : Tensor()));
 }
 
 }  // namespace
 
 Tensor max(const Tensor& a, int64_t dim, bool keepdim) {
-  check_input(a, "max");
+  const kernels::Backend be = dispatch("max", {&a});
   const int64_t d = normalize_dim(dim, a.dim(), "max");
   std::vector<bool> m(size_t(a.dim()), false);
   if (a.dim() > 0) m[size_t(d)] = true;
   const bool grad = autograd::needs_grad({&a});
   Tensor values, indices;
-  max_raw(a, d, &values, grad ? &indices : nullptr, "max");
+  max_raw(be, a, d, &values, grad ? &indices : nullptr, "max");
   Tensor out = finish(values, a.shape(), m, keepdim);
   if (!grad) return out;
   Shape in_shape = a.shape(), kept = values.shape();
   return autograd::record("max", out, {a}, [in_shape, kept, indices, d](const Tensor& g) {
+    const kernels::Backend gbe = dispatch("max backward", {&g, &indices});
     Tensor gk = reshape(g, kept).contiguous();
     Tensor gi = Tensor::zeros(in_shape, g.dtype(), g.device());
-    BET_KERNEL(gi.device(), scatter_dim(gk, indices, in_shape.empty() ? 0 : d, gi));
+    BET_KERNEL(gbe, scatter_dim(gk, indices, in_shape.empty() ? 0 : d, gi));
     return std::vector<Tensor>{gi};
   });
 }
 
 Tensor argmax(const Tensor& a, int64_t dim, bool keepdim) {
-  check_input(a, "argmax");
+  const kernels::Backend be = dispatch("argmax", {&a});
   const int64_t d = normalize_dim(dim, a.dim(), "argmax");
   std::vector<bool> m(size_t(a.dim()), false);
   if (a.dim() > 0) m[size_t(d)] = true;
   Tensor indices;
-  max_raw(a, d, nullptr, &indices, "argmax");
+  max_raw(be, a, d, nullptr, &indices, "argmax");
   return finish(indices, a.shape(), m, keepdim);
 }
 
 Tensor cumsum(const Tensor& a, int64_t dim) {
-  check_input(a, "cumsum");
+  const kernels::Backend be = dispatch("cumsum", {&a});
   const int64_t d = a.dim() == 0 ? 0 : normalize_dim(dim, a.dim(), "cumsum");
   Tensor c = a.detach().contiguous();
   Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
-  BET_KERNEL(out.device(), cumsum(c, d, false, out));
+  BET_KERNEL(be, cumsum(c, d, false, out));
   return autograd::record("cumsum", out, {a}, [d](const Tensor& g) {
+    const kernels::Backend gbe = dispatch("cumsum backward", {&g});
     Tensor gc = g.contiguous();
     Tensor gi = Tensor::empty(gc.shape(), gc.dtype(), gc.device());
-    BET_KERNEL(gi.device(), cumsum(gc, d, true, gi));
+    BET_KERNEL(gbe, cumsum(gc, d, true, gi));
     return std::vector<Tensor>{gi};
   });
 }

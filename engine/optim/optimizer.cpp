@@ -5,12 +5,11 @@
 
 #include "engine/ops.h"
 #include "engine/ops/dispatch.h"
-#include "engine/optim/optim_kernels.h"
-#if BET_HAVE_CUDA
-#include "kernels/cuda/optim.h"
-#endif
+#include "kernels/optim.h"
 
 namespace bet::optim {
+
+using ops_detail::dispatch;
 
 namespace {
 
@@ -45,7 +44,7 @@ Optimizer::Optimizer(std::vector<Tensor> params, double lr, std::vector<bool> de
     BET_CHECK(p.defined(), "optimizer: parameter ", i, " is undefined");
     BET_CHECK(p.dtype() == DType::F32 || p.dtype() == DType::F64, "optimizer: parameter ", i, " is ",
               dtype_name(p.dtype()), "; only f32 and f64 are supported");
-    ops_detail::check_device(p, "optimizer");
+    dispatch("optimizer", {&p});
     BET_CHECK(p.is_contiguous(), "optimizer: parameter ", i, " of shape ", shape_str(p.shape()),
               " is not contiguous");
     BET_CHECK(p.is_leaf() && p.requires_grad(), "optimizer: parameter ", i,
@@ -111,7 +110,7 @@ void AdamW::step() {
     // Computed in double as torch computes them in Python floats.
     const double bias1 = 1.0 - std::pow(opt_.beta1, double(t));
     const double bias2 = 1.0 - std::pow(opt_.beta2, double(t));
-    kernels::cpu::AdamWScalars s;
+    kernels::AdamWScalars s;
     s.decay_factor = decay_[i] ? 1.0 - lr_ * opt_.weight_decay : 1.0;
     s.beta1_weight = 1.0 - opt_.beta1;
     s.beta2 = opt_.beta2;
@@ -119,7 +118,7 @@ void AdamW::step() {
     s.bias2_sqrt = std::sqrt(bias2);
     s.eps = opt_.eps;
     s.neg_step_size = -(lr_ / bias1);
-    BET_KERNEL(p.device(), adamw_step(p, g, m_[i], v_[i], s));
+    BET_KERNEL(dispatch("adamw", {&p, &g, &m_[i], &v_[i]}), adamw_step(p, g, m_[i], v_[i], s));
   }
 }
 
@@ -154,14 +153,15 @@ void SGD::step() {
     const Tensor& p = params_[i];
     Tensor g = usable_grad(p, "sgd", i);
     if (!g.defined()) continue;
-    kernels::cpu::SGDScalars s;
+    kernels::SGDScalars s;
     s.weight_decay = decay_[i] ? opt_.weight_decay : 0.0;
     s.momentum = opt_.momentum;
     s.one_minus_dampening = 1.0 - opt_.dampening;
     s.first = steps[i] == 0;  // torch's momentum_buffer is None until the first step
     s.nesterov = opt_.nesterov;
     s.neg_lr = -lr_;
-    BET_KERNEL(p.device(), sgd_step(p, g, opt_.momentum != 0 ? buf_[i] : Tensor(), s));
+    const Tensor& buf = opt_.momentum != 0 ? buf_[i] : Tensor();
+    BET_KERNEL(dispatch("sgd", {&p, &g, ops_detail::maybe(buf)}), sgd_step(p, g, buf, s));
     ++steps[i];
   }
 }
@@ -176,28 +176,37 @@ StateList SGD::state() const {
 // ---------------- gradient norm ----------------
 
 double grad_norm(const std::vector<Tensor>& params) {
-  double total = 0.0;
-  std::vector<Tensor> on_gpu;  // per-parameter sums of squares, left on the device
+  // Per-parameter sums of squares stay on their device, then one read back per device
+  // (a GPU synchronises once per step, not once per parameter); the host adds them in
+  // parameter order.
+  std::vector<Tensor> parts;
   for (size_t i = 0; i < params.size(); ++i) {
     Tensor g = params[i].grad();
     if (!g.defined()) continue;
-    ops_detail::check_device(g, "clip_grad_norm");
+    const kernels::Backend be = dispatch("clip_grad_norm", {&g});
     if (!g.is_contiguous()) g = g.detach().contiguous();
-    if (runs_on_gpu(g.device())) {
-      // One read back for all parameters instead of a synchronisation per parameter.
-      // (Not on an emulated device: f32 partial sums would round differently from the
-      // CPU's double sum_squares, and the emulated run must match the CPU bit for bit.)
-      autograd::NoGradGuard ng;
-      on_gpu.push_back(reshape(sum(mul(g, g)).to(DType::F64), {1}));
-      continue;
+    Tensor s = Tensor::empty({1}, DType::F64, g.device());
+    BET_KERNEL(be, sum_squares(g, s));
+    parts.push_back(s);
+  }
+  autograd::NoGradGuard ng;
+  std::vector<double> values(parts.size());
+  std::vector<bool> read(parts.size(), false);
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (read[i]) continue;
+    std::vector<Tensor> same;  // the parts on parts[i]'s device
+    std::vector<size_t> at;
+    for (size_t j = i; j < parts.size(); ++j) {
+      if (read[j] || parts[j].device() != parts[i].device()) continue;
+      same.push_back(parts[j]);
+      at.push_back(j);
+      read[j] = true;
     }
-    DeviceMemoryScope scope;
-    total += kernels::cpu::sum_squares(g);
+    const std::vector<double> v = concat(same, 0).to_vector<double>();
+    for (size_t k = 0; k < at.size(); ++k) values[at[k]] = v[k];
   }
-  if (!on_gpu.empty()) {
-    autograd::NoGradGuard ng;
-    total += sum(concat(on_gpu, 0)).item();
-  }
+  double total = 0.0;
+  for (double v : values) total += v;
   return std::sqrt(total);
 }
 
@@ -210,12 +219,13 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
   for (size_t i = 0; i < params.size(); ++i) {
     Tensor g = params[i].grad();
     if (!g.defined()) continue;
+    const kernels::Backend be = dispatch("clip_grad_norm", {&g});
     if (g.is_contiguous()) {
-      BET_KERNEL(g.device(), scale_(g, coef));
+      BET_KERNEL(be, scale_(g, coef));
     } else {
       // Scale a contiguous copy and write it back through the view.
       Tensor c = g.detach().contiguous();
-      BET_KERNEL(c.device(), scale_(c, coef));
+      BET_KERNEL(be, scale_(c, coef));
       g.copy_(c);
     }
   }

@@ -1,6 +1,6 @@
-// Optimisers over a list of leaf parameters (f32 or f64, contiguous, CPU), with the
-// exact update rules of torch.optim.AdamW / torch.optim.SGD, and global gradient-norm
-// clipping as torch.nn.utils.clip_grad_norm_.
+// Optimisers over a list of leaf parameters (f32 or f64, contiguous, on one device),
+// with the exact update rules of torch.optim.AdamW / torch.optim.SGD, and global
+// gradient-norm clipping as torch.nn.utils.clip_grad_norm_.
 //
 // Usage per training step:
 //   opt.set_lr(schedule.lr(step));

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <numbers>
 
-#include "engine/error.h"
+#include "platform/error.h"
 
 namespace bet::optim {
 

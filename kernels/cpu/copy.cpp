@@ -1,4 +1,4 @@
-#include "kernels/cpu/copy.h"
+#include "kernels/copy.h"
 
 #include <cstring>
 
@@ -10,7 +10,7 @@ namespace bet::kernels::cpu {
 namespace {
 
 template <typename S, typename D>
-void copy_typed(const Tensor& src, const Tensor& dst) {
+void copy_typed(const TensorRef& src, const TensorRef& dst) {
   const S* s = static_cast<const S*>(src.raw_data());
   D* d = static_cast<D*>(dst.raw_data());
   StridedLoop loop = make_loop(dst.shape(), {dst.strides(), src.strides()});
@@ -30,7 +30,7 @@ void copy_typed(const Tensor& src, const Tensor& dst) {
 }
 
 template <typename S>
-void copy_from(const Tensor& src, const Tensor& dst) {
+void copy_from(const TensorRef& src, const TensorRef& dst) {
   switch (dst.dtype()) {
     case DType::F32: return copy_typed<S, float>(src, dst);
     case DType::F64: return copy_typed<S, double>(src, dst);
@@ -42,7 +42,7 @@ void copy_from(const Tensor& src, const Tensor& dst) {
 }
 
 template <typename D>
-void fill_typed(const Tensor& dst, D v) {
+void fill_typed(const TensorRef& dst, D v) {
   D* d = static_cast<D*>(dst.raw_data());
   StridedLoop loop = make_loop(dst.shape(), {dst.strides()});
   for_each_run<1>(loop, [&](const std::array<int64_t, 1>& off, int64_t n, const std::array<int64_t, 1>& st) {
@@ -53,7 +53,7 @@ void fill_typed(const Tensor& dst, D v) {
 
 }  // namespace
 
-void copy(const Tensor& src, const Tensor& dst) {
+void copy(const TensorRef& src, const TensorRef& dst) {
   BET_CHECK(src.shape() == dst.shape(), "copy: shapes ", shape_str(src.shape()), " and ",
             shape_str(dst.shape()), " differ");
   if (src.numel() == 0) return;
@@ -67,7 +67,7 @@ void copy(const Tensor& src, const Tensor& dst) {
   }
 }
 
-void fill(const Tensor& dst, double value) {
+void fill(const TensorRef& dst, double value) {
   if (dst.numel() == 0) return;
   switch (dst.dtype()) {
     case DType::F32: return fill_typed<float>(dst, float(value));

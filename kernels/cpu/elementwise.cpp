@@ -1,4 +1,4 @@
-#include "kernels/cpu/elementwise.h"
+#include "kernels/elementwise.h"
 
 #include <algorithm>
 #include <cmath>
@@ -6,8 +6,13 @@
 #include <limits>
 
 #include "kernels/cpu/strided.h"
+#include "kernels/cpu/vec_math.h"
+#include "platform/threads.h"
 
 namespace bet::kernels::cpu {
+
+using platform::kParallelGrain;
+using platform::parallel_for;
 
 namespace {
 
@@ -19,7 +24,7 @@ using Off2 = std::array<int64_t, 2>;
 using Off3 = std::array<int64_t, 3>;
 
 template <typename T>
-T* ptr(const Tensor& t) {
+T* ptr(const TensorRef& t) {
   return static_cast<T*>(t.raw_data());
 }
 
@@ -67,7 +72,7 @@ void for_each_run_tiled(const StridedLoop& loop, Fn&& fn) {
 
 // out = f(x). The contiguous branch is the one that must vectorise.
 template <typename T, typename F>
-void unary_loop(const Tensor& a, const Tensor& out, F f) {
+void unary_loop(const TensorRef& a, const TensorRef& out, F f) {
   const T* pa = ptr<T>(a);
   T* po = ptr<T>(out);
   StridedLoop loop = make_loop(out.shape(), {out.strides(), a.strides()});
@@ -86,7 +91,7 @@ void unary_loop(const Tensor& a, const Tensor& out, F f) {
 // constant along the inner dim (scalar operand, or a column broadcast over a row)
 // hoist that operand out of the loop.
 template <typename T, typename F>
-void binary_loop(const Tensor& a, const Tensor& b, const Tensor& out, F f) {
+void binary_loop(const TensorRef& a, const TensorRef& b, const TensorRef& out, F f) {
   const T* pa = ptr<T>(a);
   const T* pb = ptr<T>(b);
   T* po = ptr<T>(out);
@@ -110,7 +115,7 @@ void binary_loop(const Tensor& a, const Tensor& b, const Tensor& out, F f) {
 }
 
 template <typename T>
-void binary_typed(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
+void binary_typed(BinaryOp op, const TensorRef& a, const TensorRef& b, const TensorRef& out) {
   switch (op) {
     case BinaryOp::Add: return binary_loop<T>(a, b, out, [](T x, T y) { return x + y; });
     case BinaryOp::Sub: return binary_loop<T>(a, b, out, [](T x, T y) { return x - y; });
@@ -128,7 +133,7 @@ void binary_typed(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& o
 }
 
 template <typename T>
-void unary_float(UnaryOp op, const Tensor& a, const Tensor& out, T p0, T p1) {
+void unary_float(UnaryOp op, const TensorRef& a, const TensorRef& out, T p0, T p1) {
   switch (op) {
     case UnaryOp::Neg: return unary_loop<T>(a, out, [](T x) { return -x; });
     case UnaryOp::Exp: return unary_loop<T>(a, out, [](T x) { return vexp(x); });
@@ -160,7 +165,7 @@ void unary_float(UnaryOp op, const Tensor& a, const Tensor& out, T p0, T p1) {
 }
 
 template <typename T>
-void unary_int(UnaryOp op, const Tensor& a, const Tensor& out, double p0, double p1) {
+void unary_int(UnaryOp op, const TensorRef& a, const TensorRef& out, double p0, double p1) {
   switch (op) {
     case UnaryOp::Neg: return unary_loop<T>(a, out, [](T x) { return T(-x); });
     case UnaryOp::Abs: return unary_loop<T>(a, out, [](T x) { return x < 0 ? T(-x) : x; });
@@ -192,12 +197,12 @@ void unary_int(UnaryOp op, const Tensor& a, const Tensor& out, double p0, double
 
 // out = h(x, g) over (out, x, g).
 template <typename T, typename F>
-void grad_loop(const Tensor& x, const Tensor& g, const Tensor& out, F h) {
+void grad_loop(const TensorRef& x, const TensorRef& g, const TensorRef& out, F h) {
   binary_loop<T>(x, g, out, h);
 }
 
 template <typename T>
-void unary_backward_typed(UnaryOp op, const Tensor& x, const Tensor& g, const Tensor& out, T p0, T p1) {
+void unary_backward_typed(UnaryOp op, const TensorRef& x, const TensorRef& g, const TensorRef& out, T p0, T p1) {
   switch (op) {
     case UnaryOp::Exp: return grad_loop<T>(x, g, out, [](T y, T d) { return d * y; });
     case UnaryOp::Log: return grad_loop<T>(x, g, out, [](T v, T d) { return d / v; });
@@ -229,7 +234,7 @@ void unary_backward_typed(UnaryOp op, const Tensor& x, const Tensor& g, const Te
 }
 
 template <typename T, typename C>
-void where_typed(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) {
+void where_typed(const TensorRef& cond, const TensorRef& a, const TensorRef& b, const TensorRef& out) {
   const C* pc = ptr<C>(cond);
   const T* pa = ptr<T>(a);
   const T* pb = ptr<T>(b);
@@ -249,7 +254,7 @@ void where_typed(const Tensor& cond, const Tensor& a, const Tensor& b, const Ten
 }
 
 template <typename T, typename C>
-void masked_fill_typed(const Tensor& a, const Tensor& mask, T value, const Tensor& out) {
+void masked_fill_typed(const TensorRef& a, const TensorRef& mask, T value, const TensorRef& out) {
   const T* pa = ptr<T>(a);
   const C* pm = ptr<C>(mask);
   T* po = ptr<T>(out);
@@ -273,7 +278,8 @@ void masked_fill_typed(const Tensor& a, const Tensor& mask, T value, const Tenso
 }
 
 template <typename T>
-void maximum_backward_typed(const Tensor& a, const Tensor& b, const Tensor& g, const Tensor& ga, const Tensor& gb) {
+void maximum_backward_typed(const TensorRef& a, const TensorRef& b, const TensorRef& g, const TensorRef& ga,
+                            const TensorRef& gb) {
   const T* pa = ptr<T>(a);
   const T* pb = ptr<T>(b);
   const T* pg = ptr<T>(g);
@@ -308,12 +314,12 @@ void dispatch_all(DType t, const char* op, Fn&& fn) {
 
 }  // namespace
 
-void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
+void binary(BinaryOp op, const TensorRef& a, const TensorRef& b, const TensorRef& out) {
   if (out.numel() == 0) return;
   dispatch_all(out.dtype(), "binary", [&](auto tag) { binary_typed<decltype(tag)>(op, a, b, out); });
 }
 
-void unary(UnaryOp op, const Tensor& a, const Tensor& out, double p0, double p1) {
+void unary(UnaryOp op, const TensorRef& a, const TensorRef& out, double p0, double p1) {
   if (out.numel() == 0) return;
   switch (out.dtype()) {
     case DType::F32: return unary_float<float>(op, a, out, float(p0), float(p1));
@@ -324,7 +330,7 @@ void unary(UnaryOp op, const Tensor& a, const Tensor& out, double p0, double p1)
   }
 }
 
-void unary_backward(UnaryOp op, const Tensor& x, const Tensor& g, const Tensor& out, double p0, double p1) {
+void unary_backward(UnaryOp op, const TensorRef& x, const TensorRef& g, const TensorRef& out, double p0, double p1) {
   if (out.numel() == 0) return;
   switch (out.dtype()) {
     case DType::F32: return unary_backward_typed<float>(op, x, g, out, float(p0), float(p1));
@@ -333,7 +339,7 @@ void unary_backward(UnaryOp op, const Tensor& x, const Tensor& g, const Tensor& 
   }
 }
 
-void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) {
+void where(const TensorRef& cond, const TensorRef& a, const TensorRef& b, const TensorRef& out) {
   if (out.numel() == 0) return;
   dispatch_all(out.dtype(), "where", [&](auto tag) {
     using T = decltype(tag);
@@ -341,7 +347,7 @@ void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& o
   });
 }
 
-void masked_fill(const Tensor& a, const Tensor& mask, double value, const Tensor& out) {
+void masked_fill(const TensorRef& a, const TensorRef& mask, double value, const TensorRef& out) {
   if (out.numel() == 0) return;
   dispatch_all(out.dtype(), "masked_fill", [&](auto tag) {
     using T = decltype(tag);
@@ -350,7 +356,8 @@ void masked_fill(const Tensor& a, const Tensor& mask, double value, const Tensor
   });
 }
 
-void maximum_backward(const Tensor& a, const Tensor& b, const Tensor& g, const Tensor& ga, const Tensor& gb) {
+void maximum_backward(const TensorRef& a, const TensorRef& b, const TensorRef& g, const TensorRef& ga,
+                      const TensorRef& gb) {
   if (g.numel() == 0) return;
   switch (g.dtype()) {
     case DType::F32: return maximum_backward_typed<float>(a, b, g, ga, gb);

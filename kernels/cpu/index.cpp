@@ -1,11 +1,15 @@
-#include "kernels/cpu/index.h"
+#include "kernels/index.h"
 
 #include <algorithm>
 
 #include "kernels/cpu/strided.h"
-#include "kernels/cpu/threads.h"
+#include "platform/threads.h"
 
 namespace bet::kernels::cpu {
+
+using platform::kParallelGrain;
+using platform::num_threads;
+using platform::parallel_for;
 
 namespace {
 
@@ -19,7 +23,7 @@ struct Plan {
   int64_t outer = 1, inner = 1, chunk = 1, nchunks = 1;
 };
 
-Plan make_plan(const Tensor& walked, const Tensor& index, const Tensor& addressed, int64_t dim) {
+Plan make_plan(const TensorRef& walked, const TensorRef& index, const TensorRef& addressed, int64_t dim) {
   Plan p;
   Shape s = index.shape();
   p.J = s[size_t(dim)];
@@ -49,7 +53,7 @@ inline void item_offsets(const Plan& p, int64_t o, int64_t (&off)[3]) {
 }
 
 template <typename T, typename I>
-void gather_typed(const Tensor& a, int64_t dim, const Tensor& index, const Tensor& out) {
+void gather_typed(const TensorRef& a, int64_t dim, const TensorRef& index, const TensorRef& out) {
   const Plan p = make_plan(out, index, a, dim);
   const T* A = static_cast<const T*>(a.raw_data());
   const I* X = static_cast<const I*>(index.raw_data());
@@ -81,7 +85,7 @@ void gather_typed(const Tensor& a, int64_t dim, const Tensor& index, const Tenso
 }
 
 template <typename T, typename I>
-void scatter_add_typed(const Tensor& dst, int64_t dim, const Tensor& index, const Tensor& src) {
+void scatter_add_typed(const TensorRef& dst, int64_t dim, const TensorRef& index, const TensorRef& src) {
   const Plan p = make_plan(src, index, dst, dim);
   const T* S = static_cast<const T*>(src.raw_data());
   const I* X = static_cast<const I*>(index.raw_data());
@@ -117,7 +121,7 @@ void scatter_add_typed(const Tensor& dst, int64_t dim, const Tensor& index, cons
 }
 
 template <typename I>
-bool find_bad(const Tensor& index, int64_t n, int64_t* bad) {
+bool find_bad(const TensorRef& index, int64_t n, int64_t* bad) {
   const I* X = static_cast<const I*>(index.raw_data());
   bool found = false;
   StridedLoop loop = make_loop(index.shape(), {index.strides()});
@@ -137,7 +141,7 @@ bool find_bad(const Tensor& index, int64_t n, int64_t* bad) {
 }
 
 template <typename I>
-void gather_index(const Tensor& a, int64_t dim, const Tensor& index, const Tensor& out) {
+void gather_index(const TensorRef& a, int64_t dim, const TensorRef& index, const TensorRef& out) {
   switch (a.dtype()) {
     case DType::F32: return gather_typed<float, I>(a, dim, index, out);
     case DType::F64: return gather_typed<double, I>(a, dim, index, out);
@@ -148,7 +152,7 @@ void gather_index(const Tensor& a, int64_t dim, const Tensor& index, const Tenso
 }
 
 template <typename I>
-void scatter_index(const Tensor& dst, int64_t dim, const Tensor& index, const Tensor& src) {
+void scatter_index(const TensorRef& dst, int64_t dim, const TensorRef& index, const TensorRef& src) {
   switch (dst.dtype()) {
     case DType::F32: return scatter_add_typed<float, I>(dst, dim, index, src);
     case DType::F64: return scatter_add_typed<double, I>(dst, dim, index, src);
@@ -158,7 +162,7 @@ void scatter_index(const Tensor& dst, int64_t dim, const Tensor& index, const Te
 
 }  // namespace
 
-void gather(const Tensor& a, int64_t dim, const Tensor& index, const Tensor& out) {
+void gather(const TensorRef& a, int64_t dim, const TensorRef& index, const TensorRef& out) {
   BET_CHECK(index.shape() == out.shape(), "gather: index ", shape_str(index.shape()), " and out ",
             shape_str(out.shape()), " differ");
   BET_CHECK(a.dtype() == out.dtype(), "gather: dtypes differ");
@@ -170,7 +174,7 @@ void gather(const Tensor& a, int64_t dim, const Tensor& index, const Tensor& out
   }
 }
 
-void scatter_add(const Tensor& dst, int64_t dim, const Tensor& index, const Tensor& src) {
+void scatter_add(const TensorRef& dst, int64_t dim, const TensorRef& index, const TensorRef& src) {
   BET_CHECK(index.shape() == src.shape(), "scatter_add: index ", shape_str(index.shape()), " and src ",
             shape_str(src.shape()), " differ");
   BET_CHECK(dst.dtype() == src.dtype(), "scatter_add: dtypes differ");
@@ -182,7 +186,7 @@ void scatter_add(const Tensor& dst, int64_t dim, const Tensor& index, const Tens
   }
 }
 
-bool find_out_of_range(const Tensor& index, int64_t n, int64_t* bad) {
+bool find_out_of_range(const TensorRef& index, int64_t n, int64_t* bad) {
   if (index.numel() == 0) return false;
   switch (index.dtype()) {
     case DType::I32: return find_bad<int32_t>(index, n, bad);

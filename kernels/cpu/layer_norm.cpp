@@ -2,13 +2,18 @@
 // and saves them; the backward is one pass per row that produces dx and this row's
 // share of dw/db. Rows stay in cache across a row's passes, so both kernels are
 // bound by reading x (and g) once and writing once.
+#include "kernels/layer_norm.h"
+
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
-#include "kernels/cpu/nn.h"
-#include "kernels/cpu/threads.h"
+#include "platform/threads.h"
 
 namespace bet::kernels::cpu {
+
+using platform::kParallelGrain;
+using platform::parallel_for;
 
 namespace {
 
@@ -92,9 +97,10 @@ void ln_backward_rows(const T* g, const T* x, const T* w, const T* mean, const T
   const bool want_w = dw != nullptr, want_b = db != nullptr;
   // Partials from the caching allocator (a std::vector here would page-fault and
   // memset on every call); each block zeroes its own slice while it is cache-hot.
-  Tensor part = (want_w || want_b) ? Tensor::empty({2, nblk, D}, dtype_of<T>::value) : Tensor();
-  T* pw = want_w ? part.data<T>() : nullptr;
-  T* pb = want_b ? part.data<T>() + nblk * D : nullptr;
+  std::optional<ScratchTensor> part;
+  if (want_w || want_b) part.emplace(Shape{2, nblk, D}, dtype_of<T>::value, Device::cpu());
+  T* pw = want_w ? part->data<T>() : nullptr;
+  T* pb = want_b ? part->data<T>() + nblk * D : nullptr;
   const int64_t grain = std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(per_blk * D, 1));
   parallel_for(nblk, grain, [&](int64_t b0, int64_t b1) {
     for (int64_t blk = b0; blk < b1; ++blk) {
@@ -121,8 +127,8 @@ void ln_backward_rows(const T* g, const T* x, const T* w, const T* mean, const T
 }
 
 template <typename T>
-void ln_forward_t(const Tensor& x, const Tensor& w, const Tensor& b, double eps, const Tensor& out,
-                  const Tensor& mean, const Tensor& rstd) {
+void ln_forward_t(const TensorRef& x, const TensorRef& w, const TensorRef& b, double eps, const TensorRef& out,
+                  const TensorRef& mean, const TensorRef& rstd) {
   const int64_t D = x.shape().back();
   const int64_t rows = D == 0 ? 0 : x.numel() / D;
   if (rows == 0) return;
@@ -140,8 +146,8 @@ void ln_forward_t(const Tensor& x, const Tensor& w, const Tensor& b, double eps,
 }
 
 template <typename T>
-void ln_backward_t(const Tensor& g, const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd,
-                   const Tensor& dx, const Tensor& dw, const Tensor& db) {
+void ln_backward_t(const TensorRef& g, const TensorRef& x, const TensorRef& w, const TensorRef& mean,
+                   const TensorRef& rstd, const TensorRef& dx, const TensorRef& dw, const TensorRef& db) {
   const int64_t D = x.shape().back();
   const int64_t rows = D == 0 ? 0 : x.numel() / D;
   T* dwp = dw.defined() ? dw.data<T>() : nullptr;
@@ -163,8 +169,8 @@ void ln_backward_t(const Tensor& g, const Tensor& x, const Tensor& w, const Tens
 
 }  // namespace
 
-void layer_norm_forward(const Tensor& x, const Tensor& w, const Tensor& b, double eps, const Tensor& out,
-                        const Tensor& mean, const Tensor& rstd) {
+void layer_norm_forward(const TensorRef& x, const TensorRef& w, const TensorRef& b, double eps, const TensorRef& out,
+                        const TensorRef& mean, const TensorRef& rstd) {
   switch (x.dtype()) {
     case DType::F32: return ln_forward_t<float>(x, w, b, eps, out, mean, rstd);
     case DType::F64: return ln_forward_t<double>(x, w, b, eps, out, mean, rstd);
@@ -172,8 +178,8 @@ void layer_norm_forward(const Tensor& x, const Tensor& w, const Tensor& b, doubl
   }
 }
 
-void layer_norm_backward(const Tensor& g, const Tensor& x, const Tensor& w, const Tensor& mean,
-                         const Tensor& rstd, const Tensor& dx, const Tensor& dw, const Tensor& db) {
+void layer_norm_backward(const TensorRef& g, const TensorRef& x, const TensorRef& w, const TensorRef& mean,
+                         const TensorRef& rstd, const TensorRef& dx, const TensorRef& dw, const TensorRef& db) {
   switch (x.dtype()) {
     case DType::F32: return ln_backward_t<float>(g, x, w, mean, rstd, dx, dw, db);
     case DType::F64: return ln_backward_t<double>(g, x, w, mean, rstd, dx, dw, db);

@@ -1,23 +1,29 @@
-#include "kernels/cpu/matmul.h"
+#include "kernels/matmul.h"
 
 #include <dnnl.hpp>
 
 #include <algorithm>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <unordered_map>
 
-#include "kernels/cpu/copy.h"
-#include "kernels/cpu/threads.h"
+#include "kernels/copy.h"
+#include "kernels/cpu/matmul.h"
+#include "platform/threads.h"
 
 namespace bet::kernels::cpu {
+
+using platform::kParallelGrain;
+using platform::num_threads;
+using platform::parallel_for;
 
 namespace {
 
 // ---------------------------------------------------------------- plain loop
 
 template <typename T>
-void matmul_loop(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out) {
+void matmul_loop(const TensorRef& a, const TensorRef& b, const TensorRef& bias, const TensorRef& out) {
   const int64_t r = out.dim();
   const int64_t M = out.shape()[r - 2], N = out.shape()[r - 1], K = a.shape()[r - 1];
   int64_t nb = 1;
@@ -130,7 +136,7 @@ struct Geometry {
 // broadcast by a stride of 0 become size-1 dims, which oneDNN broadcasts itself.
 // Returns false when an operand is not a strided matrix oneDNN's GEMM can read
 // (a stride-0 matrix dim, or neither of the two inner dims unit-stride).
-bool describe(const Tensor& a, const Tensor& b, const Tensor& out, Geometry* ga, Geometry* gb,
+bool describe(const TensorRef& a, const TensorRef& b, const TensorRef& out, Geometry* ga, Geometry* gb,
               Geometry* go, bool* a_ok, bool* b_ok) {
   const int64_t r = out.dim();
   *ga = {}, *gb = {}, *go = {};
@@ -156,7 +162,7 @@ bool describe(const Tensor& a, const Tensor& b, const Tensor& out, Geometry* ga,
     gb->strides.push_back(db == 1 ? 0 : b.strides()[d]);
     go->dims.push_back(n);
   }
-  auto matrix = [&](const Tensor& t, Geometry* g) {
+  auto matrix = [&](const TensorRef& t, Geometry* g) {
     const int64_t rows = t.shape()[r - 2], cols = t.shape()[r - 1];
     int64_t sr = t.strides()[r - 2], sc = t.strides()[r - 1];
     // A size-1 dim's stride is never applied; 1 keeps the BLAS leading-dim rules happy.
@@ -226,22 +232,24 @@ std::shared_ptr<const Entry> get_primitive(const Geometry& ga, const Geometry& g
   return e;
 }
 
-Tensor materialize(const Tensor& t) {
-  Tensor c = Tensor::empty(t.shape(), t.dtype(), t.device());
-  copy(t, c);
-  return c;
+// A dense copy of `t`, held by *keep.
+TensorRef materialize(const TensorRef& t, std::optional<ScratchTensor>* keep) {
+  keep->emplace(t.shape(), t.dtype(), t.device());
+  copy(t, **keep);
+  return **keep;
 }
 
-void matmul_f32(Tensor a, Tensor b, Tensor bias, const Tensor& out) {
+void matmul_f32(TensorRef a, TensorRef b, TensorRef bias, const TensorRef& out) {
   if (out.dim() - 2 > DNNL_MAX_NDIMS - 2) return matmul_loop<float>(a, b, bias, out);
+  std::optional<ScratchTensor> a_dense, b_dense, bias_dense;
   // oneDNN's bias post-processing reads the bias as a dense row.
-  if (bias.defined() && bias.numel() > 1 && bias.strides()[0] != 1) bias = materialize(bias);
+  if (bias.defined() && bias.numel() > 1 && bias.strides()[0] != 1) bias = materialize(bias, &bias_dense);
   Geometry ga, gb, go;
   bool a_ok = true, b_ok = true;
   if (!describe(a, b, out, &ga, &gb, &go, &a_ok, &b_ok)) {
     // Rare layouts (expanded rows, doubly strided matrices): one dense copy.
-    if (!a_ok) a = materialize(a);
-    if (!b_ok) b = materialize(b);
+    if (!a_ok) a = materialize(a, &a_dense);
+    if (!b_ok) b = materialize(b, &b_dense);
     a_ok = b_ok = true;
     if (!describe(a, b, out, &ga, &gb, &go, &a_ok, &b_ok)) return matmul_loop<float>(a, b, bias, out);
   }
@@ -261,9 +269,25 @@ void matmul_f32(Tensor a, Tensor b, Tensor bias, const Tensor& out) {
   }
 }
 
+// bf16, which has no GEMM here: the operands (exact in f32) are multiplied in f32
+// and the product rounded to bf16, the GPU's numbers up to the order of accumulation.
+void matmul_bf16(const TensorRef& a, const TensorRef& b, const TensorRef& bias, const TensorRef& out) {
+  ScratchTensor a32(a.shape(), DType::F32, a.device()), b32(b.shape(), DType::F32, b.device());
+  copy(a, a32);
+  copy(b, b32);
+  std::optional<ScratchTensor> bias32;
+  if (bias.defined()) {
+    bias32.emplace(bias.shape(), DType::F32, bias.device());
+    copy(bias, *bias32);
+  }
+  ScratchTensor o32(out.shape(), DType::F32, out.device());
+  matmul(a32, b32, bias32 ? bias32->ref() : TensorRef(), o32);
+  copy(o32, out);
+}
+
 }  // namespace
 
-void matmul(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out) {
+void matmul(const TensorRef& a, const TensorRef& b, const TensorRef& bias, const TensorRef& out) {
   if (out.numel() == 0) return;
   const int64_t K = a.shape()[a.dim() - 1];
   switch (out.dtype()) {
@@ -271,6 +295,7 @@ void matmul(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& 
       if (K == 0) return matmul_loop<float>(a, b, bias, out);
       return matmul_f32(a, b, bias, out);
     case DType::F64: return matmul_loop<double>(a, b, bias, out);
+    case DType::BF16: return matmul_bf16(a, b, bias, out);
     default: fail("matmul: dtype ", dtype_name(out.dtype()), " not supported on cpu");
   }
 }

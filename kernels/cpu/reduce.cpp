@@ -1,13 +1,17 @@
-#include "kernels/cpu/reduce.h"
+#include "kernels/reduce.h"
 
 #include <algorithm>
 #include <array>
 #include <type_traits>
 
-#include "kernels/cpu/copy.h"
+#include "kernels/copy.h"
 #include "kernels/cpu/strided.h"
+#include "platform/threads.h"
 
 namespace bet::kernels::cpu {
+
+using platform::kParallelGrain;
+using platform::parallel_for;
 
 namespace {
 
@@ -218,7 +222,7 @@ void sum_outer(const T* pa, T* po, const std::vector<Dim>& K, const std::vector<
 }
 
 template <typename T>
-void sum_typed(const Tensor& a, const std::vector<bool>& reduce, const Tensor& out) {
+void sum_typed(const TensorRef& a, const std::vector<bool>& reduce, const TensorRef& out) {
   Shape ost = contiguous_strides(out.shape());
   for (size_t d = 0; d < reduce.size(); ++d)
     if (reduce[d]) ost[d] = 0;
@@ -279,11 +283,11 @@ int64_t first_where(const T* q, int64_t m, P pred) {
 }
 
 template <typename T>
-void max_typed(const Tensor& a, int64_t dim, const Tensor* values, const Tensor* indices) {
+void max_typed(const TensorRef& a, int64_t dim, const TensorRef& values, const TensorRef& indices) {
   const Split3 g = split3(a.shape(), dim);
   const T* pa = static_cast<const T*>(a.raw_data());
-  T* pv = values ? static_cast<T*>(values->raw_data()) : nullptr;
-  int64_t* pi = indices ? static_cast<int64_t*>(indices->raw_data()) : nullptr;
+  T* pv = values.defined() ? static_cast<T*>(values.raw_data()) : nullptr;
+  int64_t* pi = indices.defined() ? static_cast<int64_t*>(indices.raw_data()) : nullptr;
   if (g.inner == 1) {
     parallel_for(g.outer, std::max<int64_t>(1, kParallelGrain / g.n), [&](int64_t b, int64_t e) {
       for (int64_t o = b; o < e; ++o) {
@@ -348,7 +352,7 @@ void max_typed(const Tensor& a, int64_t dim, const Tensor* values, const Tensor*
 }
 
 template <typename T>
-void scatter_typed(const Tensor& gt, const Tensor& idx, int64_t dim, const Tensor& out) {
+void scatter_typed(const TensorRef& gt, const TensorRef& idx, int64_t dim, const TensorRef& out) {
   const Split3 g = split3(out.shape(), dim);
   const T* pg = static_cast<const T*>(gt.raw_data());
   const int64_t* pi = static_cast<const int64_t*>(idx.raw_data());
@@ -363,7 +367,7 @@ void scatter_typed(const Tensor& gt, const Tensor& idx, int64_t dim, const Tenso
 }
 
 template <typename T>
-void cumsum_typed(const Tensor& a, int64_t dim, bool reverse, const Tensor& out) {
+void cumsum_typed(const TensorRef& a, int64_t dim, bool reverse, const TensorRef& out) {
   const Split3 g = split3(a.shape(), dim);
   const T* pa = static_cast<const T*>(a.raw_data());
   T* po = static_cast<T*>(out.raw_data());
@@ -422,7 +426,15 @@ void cumsum_typed(const Tensor& a, int64_t dim, bool reverse, const Tensor& out)
 
 }  // namespace
 
-void sum(const Tensor& a, const std::vector<bool>& reduce, const Tensor& out) {
+void sum(const TensorRef& a, const std::vector<bool>& reduce, const TensorRef& out) {
+  if (a.dtype() == DType::BF16) {
+    // The CPU keeps no bf16 kernels: summed in f32 (as the GPU accumulates), then rounded.
+    ScratchTensor a32(a.shape(), DType::F32, a.device()), o32(out.shape(), DType::F32, out.device());
+    copy(a, a32);
+    sum(a32, reduce, o32);
+    copy(o32, out);
+    return;
+  }
   if (out.numel() == 0) return;
   if (a.numel() == 0) {
     fill(out, 0.0);
@@ -431,17 +443,17 @@ void sum(const Tensor& a, const std::vector<bool>& reduce, const Tensor& out) {
   dispatch(a.dtype(), "sum", [&](auto tag) { sum_typed<decltype(tag)>(a, reduce, out); });
 }
 
-void max_dim(const Tensor& a, int64_t dim, const Tensor* values, const Tensor* indices) {
+void max_dim(const TensorRef& a, int64_t dim, const TensorRef& values, const TensorRef& indices) {
   if (a.numel() == 0) return;
   dispatch(a.dtype(), "max", [&](auto tag) { max_typed<decltype(tag)>(a, dim, values, indices); });
 }
 
-void scatter_dim(const Tensor& g, const Tensor& idx, int64_t dim, const Tensor& out) {
+void scatter_dim(const TensorRef& g, const TensorRef& idx, int64_t dim, const TensorRef& out) {
   if (g.numel() == 0) return;
   dispatch(g.dtype(), "max backward", [&](auto tag) { scatter_typed<decltype(tag)>(g, idx, dim, out); });
 }
 
-void cumsum(const Tensor& a, int64_t dim, bool reverse, const Tensor& out) {
+void cumsum(const TensorRef& a, int64_t dim, bool reverse, const TensorRef& out) {
   if (a.numel() == 0) return;
   dispatch(a.dtype(), "cumsum", [&](auto tag) { cumsum_typed<decltype(tag)>(a, dim, reverse, out); });
 }

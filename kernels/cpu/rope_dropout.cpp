@@ -11,11 +11,13 @@
 #include <immintrin.h>
 #endif
 
-#include "engine/random.h"
-#include "kernels/cpu/nn.h"
-#include "kernels/cpu/threads.h"
+#include "kernels/rope_dropout.h"
+#include "platform/threads.h"
 
 namespace bet::kernels::cpu {
+
+using platform::kParallelGrain;
+using platform::parallel_for;
 
 namespace {
 
@@ -38,7 +40,7 @@ bool integral_positions(const double* pos, int64_t n, int64_t* max_pos) {
 }
 
 template <typename T>
-void rope_t(const Tensor& x, const Tensor& positions, double base, bool inverse, const Tensor& out) {
+void rope_t(const TensorRef& x, const TensorRef& positions, double base, bool inverse, const TensorRef& out) {
   const int64_t B = x.shape()[0], H = x.shape()[1], S = x.shape()[2], hd = x.shape()[3];
   const int64_t half = hd / 2;
   const int64_t Bp = positions.shape()[0];
@@ -179,7 +181,7 @@ inline void philox_lanes(uint64_t key, uint64_t first_block, uint32_t* __restric
 }
 
 template <typename T>
-void dropout_t(const Tensor& x, double p, uint64_t seed, uint64_t offset, const Tensor& out) {
+void dropout_t(const TensorRef& x, double p, uint64_t seed, uint64_t offset, const TensorRef& out) {
   const int64_t n = x.numel();
   const T* xp = x.data<T>();
   T* yp = out.data<T>();
@@ -227,7 +229,7 @@ void dropout_t(const Tensor& x, double p, uint64_t seed, uint64_t offset, const 
 
 }  // namespace
 
-void rope(const Tensor& x, const Tensor& positions, double base, bool inverse, const Tensor& out) {
+void rope(const TensorRef& x, const TensorRef& positions, double base, bool inverse, const TensorRef& out) {
   switch (x.dtype()) {
     case DType::F32: return rope_t<float>(x, positions, base, inverse, out);
     case DType::F64: return rope_t<double>(x, positions, base, inverse, out);
@@ -235,7 +237,7 @@ void rope(const Tensor& x, const Tensor& positions, double base, bool inverse, c
   }
 }
 
-void dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset, const Tensor& out) {
+void dropout(const TensorRef& x, double p, uint64_t seed, uint64_t offset, const TensorRef& out) {
   switch (x.dtype()) {
     case DType::F32: return dropout_t<float>(x, p, seed, offset, out);
     case DType::F64: return dropout_t<double>(x, p, seed, offset, out);

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "engine/shape.h"
+#include "platform/shape.h"
 
 namespace bet::kernels::cpu {
 

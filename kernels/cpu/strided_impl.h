@@ -1,7 +1,7 @@
 #pragma once
 #include <array>
 
-#include "kernels/cpu/threads.h"
+#include "platform/threads.h"
 
 namespace bet::kernels::cpu {
 
@@ -28,11 +28,11 @@ void for_each_run(const StridedLoop& loop, Fn&& fn, bool parallel) {
     }
   };
   const int64_t total = outer * inner;
-  if (parallel && total >= kParallelGrain && outer > 1) {
-    parallel_for(outer, std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(inner, 1)), body);
-  } else if (parallel && total >= kParallelGrain && outer == 1) {
+  if (parallel && total >= platform::kParallelGrain && outer > 1) {
+    platform::parallel_for(outer, std::max<int64_t>(1, platform::kParallelGrain / std::max<int64_t>(inner, 1)), body);
+  } else if (parallel && total >= platform::kParallelGrain && outer == 1) {
     // one long run: split it
-    parallel_for(inner, kParallelGrain / 4, [&](int64_t b, int64_t e) {
+    platform::parallel_for(inner, platform::kParallelGrain / 4, [&](int64_t b, int64_t e) {
       std::array<int64_t, N> off{};
       for (int k = 0; k < N; ++k) off[k] = b * inner_strides[k];
       fn(off, e - b, inner_strides);

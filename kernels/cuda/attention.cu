@@ -40,10 +40,11 @@
 // "fused attention" cases: forward and gradients in f32, f64, bf16, the dropout mask
 // bit for bit, run-to-run determinism), the shared-memory opt-in and launch limits,
 // memcheck cleanliness, speed (untuned: no tensor cores, no causal tile skipping).
+#include "kernels/attention.h"
+
 #include <cmath>
 #include <type_traits>
 
-#include "kernels/cuda/attention.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/philox.h"
@@ -51,6 +52,10 @@
 namespace bet::kernels::cuda {
 
 namespace {
+
+// The fused kernels take head dims 1..kAttentionMaxHeadDim (has_fused_attention says
+// so); the op composes matmul, softmax and dropout above that.
+constexpr int64_t kAttentionMaxHeadDim = 128;
 
 constexpr int kAttnThreads = 128;  // 8 row groups x 16 column groups
 constexpr int kRows = 64;          // query rows per tile
@@ -414,8 +419,8 @@ __global__ void __launch_bounds__(kAttnThreads)
 
 // ---------------------------------------------------------------- host side
 
-AttnParams params_of(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, double p, uint64_t seed,
-                     uint64_t offset) {
+AttnParams params_of(const TensorRef& q, const TensorRef& k, const TensorRef& v, const TensorRef& mask, double p,
+                     uint64_t seed, uint64_t offset) {
   const char* op = "attention (cuda)";
   BET_CHECK(q.dim() == 5 && k.shape() == q.shape() && v.dim() == 5, op, ": q ", shape_str(q.shape()), ", k ",
             shape_str(k.shape()), ", v ", shape_str(v.shape()), " are not [P, B, H, S, hd]");
@@ -429,7 +434,7 @@ AttnParams params_of(const Tensor& q, const Tensor& k, const Tensor& v, const Te
                                           Shape(q.shape().begin() + 1, q.shape().end()),
             op, ": v ", shape_str(v.shape()), " does not match q ", shape_str(q.shape()));
   BET_CHECK(k.dtype() == q.dtype() && v.dtype() == q.dtype(), op, ": q, k, v dtypes differ");
-  for (const Tensor* t : {&q, &k, &v}) {
+  for (const TensorRef* t : {&q, &k, &v}) {
     BET_CHECK(t->device() == q.device(), op, ": operands on different devices");
     BET_CHECK(hd == 1 || t->strides()[4] == 1, op, ": the head dim of ", shape_str(t->shape()),
               " must have stride 1, got strides ", shape_str(t->strides()));
@@ -490,8 +495,13 @@ unsigned blocks_for(int64_t slices, int64_t S, int tile) {
 
 }  // namespace
 
-void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, double p,
-                       uint64_t seed, uint64_t offset, const Tensor& out, const Tensor& lse) {
+bool has_fused_attention(const TensorRef& q) {
+  const int64_t hd = q.shape()[4];
+  return (q.dtype() == DType::F32 || q.dtype() == DType::BF16) && hd >= 1 && hd <= kAttentionMaxHeadDim;
+}
+
+void attention_forward(const TensorRef& q, const TensorRef& k, const TensorRef& v, const TensorRef& mask, double p,
+                       uint64_t seed, uint64_t offset, const TensorRef& out, const TensorRef& lse) {
   const AttnParams g = params_of(q, k, v, mask, p, seed, offset);
   BET_CHECK(out.shape() == q.shape() && out.is_contiguous() && out.dtype() == q.dtype(),
             "attention (cuda): out must be contiguous ", shape_str(q.shape()));
@@ -514,13 +524,13 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const 
   });
 }
 
-void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, const Tensor& out,
-                        const Tensor& lse, const Tensor& dout, double p, uint64_t seed, uint64_t offset,
-                        const Tensor& dq, const Tensor& dk, const Tensor& dv) {
+void attention_backward(const TensorRef& q, const TensorRef& k, const TensorRef& v, const TensorRef& mask,
+                        const TensorRef& out, const TensorRef& lse, const TensorRef& dout, double p, uint64_t seed,
+                        uint64_t offset, const TensorRef& dq, const TensorRef& dk, const TensorRef& dv) {
   const AttnParams g = params_of(q, k, v, mask, p, seed, offset);
   const int64_t Pv = v.shape()[0], rows = g.P * g.B * g.H * g.S;
   BET_CHECK(dk.defined() == dv.defined(), "attention (cuda): dk and dv are computed together");
-  for (const Tensor* t : {&out, &dout, &dq, &dk})
+  for (const TensorRef* t : {&out, &dout, &dq, &dk})
     BET_CHECK(!t->defined() || (t->shape() == q.shape() && t->is_contiguous() && t->dtype() == q.dtype()),
               "attention (cuda): out, dout, dq and dk must be contiguous ", shape_str(q.shape()), " ",
               dtype_name(q.dtype()));
@@ -533,7 +543,7 @@ void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const
     if (dv.defined() && dv.numel() > 0) BET_CUDA_CHECK(cudaMemsetAsync(dv.raw_data(), 0, dv.nbytes(), 0));
     return;
   }
-  Tensor dd = Tensor::empty({rows}, DType::F32, q.device());
+  ScratchTensor dd({rows}, DType::F32, q.device());
   dispatch_attention(q.dtype(), [&](auto tag) {
     using T = decltype(tag);
     constexpr int kWarps = kAttnThreads / 32;

@@ -1,5 +1,6 @@
-// Shared by the .cu files: error checks, the device guard, element types and their
-// arithmetic types, dtype dispatch and launch shapes. Device-compiler only.
+// Shared by the .cu files: element types and their arithmetic types, dtype dispatch
+// and launch shapes, and the runtime's error checks and device guard
+// (platform/cuda/runtime.cuh). Device-compiler only.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -8,39 +9,20 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "engine/tensor.h"
 #include "kernels/cuda/geom.h"
+#include "kernels/tensor_ref.h"
+#include "platform/cuda/runtime.cuh"
 
 namespace bet::kernels::cuda {
 
-[[noreturn]] void throw_cuda_error(cudaError_t e, const char* what, const char* file, int line);
+using platform::cuda::sm_count;
 
-#define BET_CUDA_CHECK(expr)                                                          \
-  do {                                                                                \
-    cudaError_t bet_cuda_err_ = (expr);                                               \
-    if (bet_cuda_err_ != cudaSuccess)                                                 \
-      ::bet::kernels::cuda::throw_cuda_error(bet_cuda_err_, #expr, __FILE__, __LINE__); \
-  } while (0)
-
-// After a launch: configuration errors surface here, not at the next sync.
-#define BET_CUDA_LAUNCHED(op) BET_CUDA_CHECK(cudaGetLastError())
-
-// Makes `device` current for the scope (kernels launch on the current device).
-class DeviceGuard {
+// Makes the device of `t` (or `device`) current for the scope.
+class DeviceGuard : public platform::cuda::DeviceGuard {
  public:
-  explicit DeviceGuard(int device);
-  explicit DeviceGuard(const Tensor& t) : DeviceGuard(t.device().index) {}
-  ~DeviceGuard();
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
-
- private:
-  int prev_ = -1;
-  int want_ = 0;
+  explicit DeviceGuard(int device) : platform::cuda::DeviceGuard(device) {}
+  explicit DeviceGuard(const TensorRef& t) : platform::cuda::DeviceGuard(t.device().index) {}
 };
-
-// Multiprocessor count of the current device (cached per device).
-int sm_count();
 
 using bf16 = __nv_bfloat16;
 using f16 = __half;
@@ -119,6 +101,20 @@ void dispatch_index(DType dt, const char* op, Fn&& fn) {
 
 constexpr int kThreads = 256;
 
+// Threads per row block: a multiple of 32, no more than the row needs.
+inline int row_threads(int64_t n) {
+  if (n <= 32) return 32;
+  if (n <= 64) return 64;
+  if (n <= 128) return 128;
+  return kThreads;
+}
+
+// One block per row: the grid of a row kernel.
+inline unsigned rows_grid(int64_t rows) {
+  BET_CHECK(rows < (int64_t(1) << 31), "cuda row kernel: ", rows, " rows exceed the grid");
+  return unsigned(rows);
+}
+
 // Blocks for a grid-stride loop over n items: enough to fill the device, no more.
 inline unsigned grid_for(int64_t n, int threads = kThreads) {
   const int64_t want = (n + threads - 1) / threads;
@@ -126,8 +122,13 @@ inline unsigned grid_for(int64_t n, int threads = kThreads) {
   return unsigned(want < 1 ? 1 : (want < cap ? want : cap));
 }
 
+// Kernels take device tensors only (the dispatcher never hands them others).
+inline void check_cuda(const TensorRef& t, const char* op) {
+  BET_CHECK(t.device().is_cuda(), op, ": tensor on ", t.device().str(), ", expected a cuda tensor");
+}
+
 template <typename T>
-T* ptr(const Tensor& t) {
+T* ptr(const TensorRef& t) {
   return static_cast<T*>(t.raw_data());
 }
 

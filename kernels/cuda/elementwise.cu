@@ -4,7 +4,7 @@
 #include <cmath>
 #include <limits>
 
-#include "kernels/cuda/elementwise.h"
+#include "kernels/elementwise.h"
 #include "kernels/cuda/launch.cuh"
 
 namespace bet::kernels::cuda {
@@ -96,7 +96,7 @@ __device__ __forceinline__ C binary_op(BinaryOp op, C x, C y) {
 }
 
 template <typename T>
-void binary_t(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
+void binary_t(BinaryOp op, const TensorRef& a, const TensorRef& b, const TensorRef& out) {
   using C = Acc<T>;
   if constexpr (std::is_integral_v<T>) BET_CHECK(op != BinaryOp::Div, "div: integer tensors are not supported");
   const T* pa = ptr<T>(a);
@@ -109,7 +109,7 @@ void binary_t(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) 
 }
 
 template <typename T>
-void unary_t(UnaryOp op, const Tensor& a, const Tensor& out, double p0d, double p1d) {
+void unary_t(UnaryOp op, const TensorRef& a, const TensorRef& out, double p0d, double p1d) {
   const T* pa = ptr<T>(a);
   T* po = ptr<T>(out);
   auto g = geom_of<2>(out.shape(), {&out.strides(), &a.strides()}, "unary");
@@ -141,7 +141,8 @@ void unary_t(UnaryOp op, const Tensor& a, const Tensor& out, double p0d, double 
 }
 
 template <typename T>
-void unary_backward_t(UnaryOp op, const Tensor& x, const Tensor& gt, const Tensor& out, double p0d, double p1d) {
+void unary_backward_t(UnaryOp op, const TensorRef& x, const TensorRef& gt, const TensorRef& out, double p0d,
+                      double p1d) {
   using C = Acc<T>;
   const C p0 = C(p0d), p1 = C(p1d);
   const T* px = ptr<T>(x);
@@ -153,25 +154,8 @@ void unary_backward_t(UnaryOp op, const Tensor& x, const Tensor& gt, const Tenso
   });
 }
 
-template <typename D>
-__device__ __forceinline__ D load_as(const void* p, int64_t off, DType dt) {
-  switch (dt) {
-    case DType::F32: return convert<D>(static_cast<const float*>(p)[off]);
-    case DType::F64: return convert<D>(static_cast<const double*>(p)[off]);
-    case DType::BF16: return convert<D>(static_cast<const bf16*>(p)[off]);
-    case DType::F16: return convert<D>(static_cast<const f16*>(p)[off]);
-    case DType::I32: return convert<D>(static_cast<const int32_t*>(p)[off]);
-    case DType::I64: return convert<D>(static_cast<const int64_t*>(p)[off]);
-  }
-  return D{};
-}
-
-void check_cuda(const Tensor& t, const char* op) {
-  BET_CHECK(t.device().is_cuda(), op, ": tensor on ", t.device().str(), ", expected a cuda tensor");
-}
-
 template <typename T>
-void where_t(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) {
+void where_t(const TensorRef& cond, const TensorRef& a, const TensorRef& b, const TensorRef& out) {
   const void* pc = cond.raw_data();
   const DType cdt = cond.dtype();
   const T* pa = ptr<T>(a);
@@ -182,7 +166,7 @@ void where_t(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor&
 }
 
 template <typename T>
-void masked_fill_t(const Tensor& a, const Tensor& mask, double value, const Tensor& out) {
+void masked_fill_t(const TensorRef& a, const TensorRef& mask, double value, const TensorRef& out) {
   const T v = convert<T>(value);
   const void* pm = mask.raw_data();
   const DType mdt = mask.dtype();
@@ -193,7 +177,8 @@ void masked_fill_t(const Tensor& a, const Tensor& mask, double value, const Tens
 }
 
 template <typename T>
-void maximum_backward_t(const Tensor& a, const Tensor& b, const Tensor& g, const Tensor& ga, const Tensor& gb) {
+void maximum_backward_t(const TensorRef& a, const TensorRef& b, const TensorRef& g, const TensorRef& ga,
+                        const TensorRef& gb) {
   using C = Acc<T>;
   const T* pa = ptr<T>(a);
   const T* pb = ptr<T>(b);
@@ -211,26 +196,9 @@ void maximum_backward_t(const Tensor& a, const Tensor& b, const Tensor& g, const
   });
 }
 
-template <typename D>
-void copy_t(const Tensor& src, const Tensor& dst) {
-  const void* ps = src.raw_data();
-  const DType sdt = src.dtype();
-  D* pd = ptr<D>(dst);
-  auto g = geom_of<2>(dst.shape(), {&dst.strides(), &src.strides()}, "copy");
-  launch_foreach(g, [=] __device__(auto* off) { pd[off[0]] = load_as<D>(ps, off[1], sdt); });
-}
-
-template <typename D>
-void fill_t(const Tensor& dst, double value) {
-  const D v = convert<D>(value);
-  D* pd = ptr<D>(dst);
-  auto g = geom_of<1>(dst.shape(), {&dst.strides()}, "fill");
-  launch_foreach(g, [=] __device__(auto* off) { pd[off[0]] = v; });
-}
-
 }  // namespace
 
-void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
+void binary(BinaryOp op, const TensorRef& a, const TensorRef& b, const TensorRef& out) {
   if (out.numel() == 0) return;
   DeviceGuard dg(out);
   dispatch_all(out.dtype(), "binary", [&](auto tag) {
@@ -240,7 +208,7 @@ void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
   });
 }
 
-void unary(UnaryOp op, const Tensor& a, const Tensor& out, double p0, double p1) {
+void unary(UnaryOp op, const TensorRef& a, const TensorRef& out, double p0, double p1) {
   if (out.numel() == 0) return;
   DeviceGuard dg(out);
   dispatch_all(out.dtype(), "unary", [&](auto tag) {
@@ -250,52 +218,31 @@ void unary(UnaryOp op, const Tensor& a, const Tensor& out, double p0, double p1)
   });
 }
 
-void unary_backward(UnaryOp op, const Tensor& x, const Tensor& g, const Tensor& out, double p0, double p1) {
+void unary_backward(UnaryOp op, const TensorRef& x, const TensorRef& g, const TensorRef& out, double p0, double p1) {
   if (out.numel() == 0) return;
   DeviceGuard dg(out);
   dispatch_float(out.dtype(), "unary_backward", [&](auto tag) { unary_backward_t<decltype(tag)>(op, x, g, out, p0, p1); });
 }
 
-void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) {
+void where(const TensorRef& cond, const TensorRef& a, const TensorRef& b, const TensorRef& out) {
   if (out.numel() == 0) return;
   check_cuda(cond, "where");
   DeviceGuard dg(out);
   dispatch_all(out.dtype(), "where", [&](auto tag) { where_t<decltype(tag)>(cond, a, b, out); });
 }
 
-void masked_fill(const Tensor& a, const Tensor& mask, double value, const Tensor& out) {
+void masked_fill(const TensorRef& a, const TensorRef& mask, double value, const TensorRef& out) {
   if (out.numel() == 0) return;
   check_cuda(mask, "masked_fill");
   DeviceGuard dg(out);
   dispatch_all(out.dtype(), "masked_fill", [&](auto tag) { masked_fill_t<decltype(tag)>(a, mask, value, out); });
 }
 
-void maximum_backward(const Tensor& a, const Tensor& b, const Tensor& g, const Tensor& ga, const Tensor& gb) {
+void maximum_backward(const TensorRef& a, const TensorRef& b, const TensorRef& g, const TensorRef& ga,
+                      const TensorRef& gb) {
   if (g.numel() == 0) return;
   DeviceGuard dg(g);
   dispatch_float(g.dtype(), "maximum_backward", [&](auto tag) { maximum_backward_t<decltype(tag)>(a, b, g, ga, gb); });
-}
-
-void copy(const Tensor& src, const Tensor& dst) {
-  BET_CHECK(src.shape() == dst.shape(), "copy: shapes ", shape_str(src.shape()), " and ", shape_str(dst.shape()),
-            " differ");
-  if (src.numel() == 0) return;
-  check_cuda(src, "copy");
-  check_cuda(dst, "copy");
-  BET_CHECK(src.device() == dst.device(), "copy: tensors on ", src.device().str(), " and ", dst.device().str());
-  DeviceGuard dg(dst);
-  if (src.dtype() == dst.dtype() && src.is_contiguous() && dst.is_contiguous()) {
-    BET_CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), src.raw_data(), dst.nbytes(), cudaMemcpyDeviceToDevice, 0));
-    return;
-  }
-  dispatch_all(dst.dtype(), "copy", [&](auto tag) { copy_t<decltype(tag)>(src, dst); });
-}
-
-void fill(const Tensor& dst, double value) {
-  if (dst.numel() == 0) return;
-  check_cuda(dst, "fill");
-  DeviceGuard dg(dst);
-  dispatch_all(dst.dtype(), "fill", [&](auto tag) { fill_t<decltype(tag)>(dst, value); });
 }
 
 }  // namespace bet::kernels::cuda

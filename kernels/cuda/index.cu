@@ -7,8 +7,10 @@
 // destination element scans its line of the index.
 #include <cub/device/device_radix_sort.cuh>
 
+#include "kernels/index.h"
+
+#include "kernels/copy.h"
 #include "kernels/cuda/common.cuh"
-#include "kernels/cuda/index.h"
 #include "kernels/cuda/launch.cuh"
 
 namespace bet::kernels::cuda {
@@ -16,7 +18,7 @@ namespace bet::kernels::cuda {
 namespace {
 
 template <typename T, typename I>
-void gather_t(const Tensor& a, int64_t dim, const Tensor& index, const Tensor& out) {
+void gather_t(const TensorRef& a, int64_t dim, const TensorRef& index, const TensorRef& out) {
   Shape ast = a.strides();
   const int64_t sd = ast[size_t(dim)];
   ast[size_t(dim)] = 0;
@@ -103,7 +105,7 @@ __global__ void scan_scatter_kernel(Geom<3> lines, int64_t n_dst, int64_t J, con
 }
 
 template <typename T, typename I>
-void scatter_add_t(const Tensor& dst, int64_t dim, const Tensor& index, const Tensor& src) {
+void scatter_add_t(const TensorRef& dst, int64_t dim, const TensorRef& index, const TensorRef& src) {
   const int64_t J = index.shape()[size_t(dim)];
   const int64_t n_dst = dst.shape()[size_t(dim)];
   bool expanded = true;  // the index varies along `dim` only
@@ -121,7 +123,7 @@ void scatter_add_t(const Tensor& dst, int64_t dim, const Tensor& index, const Te
     return;
   }
   const Device dev = dst.device();
-  Tensor keys = Tensor::empty({2, J}, DType::I64, dev), sorted = Tensor::empty({2, J}, DType::I64, dev);
+  ScratchTensor keys({2, J}, DType::I64, dev), sorted({2, J}, DType::I64, dev);
   int64_t* k_in = ptr<int64_t>(keys);
   int64_t* p_in = k_in + J;
   int64_t* k_out = ptr<int64_t>(sorted);
@@ -132,7 +134,7 @@ void scatter_add_t(const Tensor& dst, int64_t dim, const Tensor& index, const Te
   while (end_bit < 63 && (int64_t(1) << end_bit) < n_dst) ++end_bit;
   size_t temp_bytes = 0;
   BET_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, k_in, k_out, p_in, p_out, J, 0, end_bit));
-  Tensor temp = Tensor::empty({int64_t(temp_bytes / 8 + 1)}, DType::I64, dev);
+  ScratchTensor temp({int64_t(temp_bytes / 8 + 1)}, DType::I64, dev);
   BET_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp.raw_data(), temp_bytes, k_in, k_out, p_in, p_out, J, 0, end_bit));
   auto lines = lines_of<2>(src.shape(), dim, {&src.strides(), &dst.strides()}, "scatter_add");
   run_sum_kernel<T><<<grid_for(J * lines.numel), kThreads>>>(k_out, p_out, J, lines, ps, sds, pd, dds);
@@ -151,7 +153,7 @@ __global__ void range_kernel(Geom<1> g, const I* idx, int64_t n, unsigned long l
 
 }  // namespace
 
-void gather(const Tensor& a, int64_t dim, const Tensor& index, const Tensor& out) {
+void gather(const TensorRef& a, int64_t dim, const TensorRef& index, const TensorRef& out) {
   if (out.numel() == 0) return;
   BET_CHECK(a.dtype() == out.dtype(), "gather: dtypes differ");
   DeviceGuard dg(out);
@@ -161,7 +163,7 @@ void gather(const Tensor& a, int64_t dim, const Tensor& index, const Tensor& out
   });
 }
 
-void scatter_add(const Tensor& dst, int64_t dim, const Tensor& index, const Tensor& src) {
+void scatter_add(const TensorRef& dst, int64_t dim, const TensorRef& index, const TensorRef& src) {
   if (src.numel() == 0) return;
   BET_CHECK(dst.dtype() == src.dtype(), "scatter_add: dtypes differ");
   DeviceGuard dg(dst);
@@ -171,12 +173,13 @@ void scatter_add(const Tensor& dst, int64_t dim, const Tensor& index, const Tens
   });
 }
 
-bool find_out_of_range(const Tensor& index, int64_t n, int64_t* bad) {
+bool find_out_of_range(const TensorRef& index, int64_t n, int64_t* bad) {
   const int64_t total = index.numel();
   if (total == 0) return false;
   DeviceGuard dg(index);
   const Device dev = index.device();
-  Tensor first = Tensor::full({1}, double(total), DType::I64, dev);
+  ScratchTensor first({1}, DType::I64, dev);
+  fill(first, double(total));
   auto g = geom_of<1>(index.shape(), {&index.strides()}, "index check");
   dispatch_index(index.dtype(), "index check", [&](auto itag) {
     using I = decltype(itag);

@@ -6,12 +6,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <vector>
 
+#include "kernels/copy.h"
 #include "kernels/cuda/common.cuh"
-#include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/gemm_plan.h"
-#include "kernels/cuda/matmul.h"
+#include "kernels/matmul.h"
 
 namespace bet::kernels::cuda {
 
@@ -40,18 +41,19 @@ bool tf32_enabled() {
   return on;
 }
 
-// `t` expanded to `shape` (out's batch dims and its own last two) as a dense copy.
-Tensor dense(const Tensor& t, const Shape& shape) {
+// `t` expanded to `shape` (out's batch dims and its own last two) as a dense copy,
+// held by *keep.
+TensorRef dense(const TensorRef& t, const Shape& shape, std::optional<ScratchTensor>* keep) {
   Shape st(shape.size(), 0);
   for (size_t d = 0; d < shape.size(); ++d) st[d] = t.shape()[d] == 1 && shape[d] != 1 ? 0 : t.strides()[d];
-  Tensor c = Tensor::empty(shape, t.dtype(), t.device());
-  copy(make_view(t, shape, st, t.offset()), c);
-  return c;
+  keep->emplace(shape, t.dtype(), t.device());
+  copy(t.view(shape, st), **keep);
+  return **keep;
 }
 
 }  // namespace
 
-void matmul(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& out) {
+void matmul(const TensorRef& a, const TensorRef& b, const TensorRef& bias, const TensorRef& out) {
   const size_t r = size_t(out.dim());
   const int64_t M = out.shape()[r - 2], N = out.shape()[r - 1], K = a.shape()[r - 1];
   if (out.numel() == 0) return;
@@ -62,21 +64,22 @@ void matmul(const Tensor& a, const Tensor& b, const Tensor& bias, const Tensor& 
   if (bias.defined()) {  // bias [N] broadcast over every row of out
     Shape st(r, 0);
     st[r - 1] = bias.strides()[0];
-    copy(make_view(bias, out.shape(), st, bias.offset()), out);
+    copy(bias.view(out.shape(), st), out);
   } else if (K == 0) {
     BET_CUDA_CHECK(cudaMemsetAsync(out.raw_data(), 0, out.nbytes(), 0));
   }
   if (K == 0) return;
 
-  Tensor A = a, B = b;
+  TensorRef A = a, B = b;
+  std::optional<ScratchTensor> a_dense, b_dense;
   GemmPlan p;
   bool copy_a = false, copy_b = false;
   if (!plan_gemm(A.shape(), A.strides(), B.shape(), B.strides(), out.shape(), &p, &copy_a, &copy_b)) {
     Shape sa = out.shape(), sb = out.shape();
     sa[r - 1] = K;
     sb[r - 2] = K;
-    if (copy_a) A = dense(A, sa);
-    if (copy_b) B = dense(B, sb);
+    if (copy_a) A = dense(A, sa, &a_dense);
+    if (copy_b) B = dense(B, sb, &b_dense);
     BET_CHECK(plan_gemm(A.shape(), A.strides(), B.shape(), B.strides(), out.shape(), &p, &copy_a, &copy_b),
               "matmul: no cuBLAS layout for dense operands (", shape_str(A.shape()), " @ ", shape_str(B.shape()), ")");
   }

@@ -1,6 +1,10 @@
 // AdamW and SGD updates in one pass over (p, g, state), and the gradient-norm pieces.
+#include "kernels/optim.h"
+
+#include "kernels/copy.h"
 #include "kernels/cuda/common.cuh"
-#include "kernels/cuda/optim.h"
+#include "kernels/elementwise.h"
+#include "kernels/reduce.h"
 
 namespace bet::kernels::cuda {
 
@@ -38,21 +42,6 @@ __global__ void sgd_kernel(T* p, const T* g, T* buf, int64_t n, T wd, T mom, T o
   }
 }
 
-constexpr int64_t kSqBlock = 8192;
-
-template <typename T>
-__global__ void __launch_bounds__(kThreads) sum_squares_kernel(const T* x, int64_t n, double* partial) {
-  __shared__ double scratch[32];
-  const int64_t b = int64_t(blockIdx.x) * kSqBlock, e = min(n, b + kSqBlock);
-  double acc = 0;
-  for (int64_t i = b + threadIdx.x; i < e; i += blockDim.x) {
-    const double xi = double(x[i]);
-    acc += xi * xi;
-  }
-  acc = block_sum(acc, scratch);
-  if (threadIdx.x == 0) partial[blockIdx.x] = acc;
-}
-
 template <typename T>
 __global__ void scale_kernel(T* x, int64_t n, T f) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
@@ -61,7 +50,8 @@ __global__ void scale_kernel(T* x, int64_t n, T f) {
 
 }  // namespace
 
-void adamw_step(const Tensor& pt, const Tensor& gt, const Tensor& mt, const Tensor& vt, const cpu::AdamWScalars& s) {
+void adamw_step(const TensorRef& pt, const TensorRef& gt, const TensorRef& mt, const TensorRef& vt,
+                const AdamWScalars& s) {
   const int64_t n = pt.numel();
   if (n == 0) return;
   DeviceGuard dg(pt);
@@ -75,7 +65,7 @@ void adamw_step(const Tensor& pt, const Tensor& gt, const Tensor& mt, const Tens
   });
 }
 
-void sgd_step(const Tensor& pt, const Tensor& gt, const Tensor& bt, const cpu::SGDScalars& s) {
+void sgd_step(const TensorRef& pt, const TensorRef& gt, const TensorRef& bt, const SGDScalars& s) {
   const int64_t n = pt.numel();
   if (n == 0) return;
   DeviceGuard dg(pt);
@@ -89,25 +79,18 @@ void sgd_step(const Tensor& pt, const Tensor& gt, const Tensor& bt, const cpu::S
   });
 }
 
-double sum_squares(const Tensor& x) {
-  const int64_t n = x.numel();
-  if (n == 0) return 0.0;
-  DeviceGuard dg(x);
-  const int64_t blocks = (n + kSqBlock - 1) / kSqBlock;
-  Tensor part = Tensor::empty({blocks}, DType::F64, x.device());
-  dispatch_f32_f64(x.dtype(), "sum_squares", [&](auto tag) {
-    using T = decltype(tag);
-    sum_squares_kernel<T><<<unsigned(blocks), kThreads>>>(ptr<T>(x), n, ptr<double>(part));
-    BET_CUDA_LAUNCHED("sum_squares");
-  });
-  std::vector<double> h(static_cast<size_t>(blocks));
-  BET_CUDA_CHECK(cudaMemcpy(h.data(), part.raw_data(), h.size() * sizeof(double), cudaMemcpyDeviceToHost));
-  double total = 0.0;
-  for (double v : h) total += v;  // block order: independent of the device
-  return total;
+void sum_squares(const TensorRef& x, const TensorRef& out) {
+  // x * x in x's dtype, summed (in double, rounded to x's dtype) and widened: what
+  // grad_norm computed with ops before it had this kernel, kept for its numbers.
+  ScratchTensor sq(x.shape(), x.dtype(), x.device());
+  binary(BinaryOp::Mul, x, x, sq);
+  ScratchTensor s(Shape(x.shape().size(), 1), x.dtype(), x.device());
+  sum(sq, std::vector<bool>(x.shape().size(), true), s);
+  const Shape one{1};
+  copy(s.ref().view(one, one), out);
 }
 
-void scale_(const Tensor& x, double s) {
+void scale_(const TensorRef& x, double s) {
   const int64_t n = x.numel();
   if (n == 0) return;
   DeviceGuard dg(x);

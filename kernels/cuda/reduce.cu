@@ -5,8 +5,9 @@
 // (long ones) sums each output with coalesced loads; otherwise each thread owns an
 // output and walks R, adjacent threads reading adjacent addresses, with R split
 // into fixed chunks when there are too few outputs to fill the GPU.
+#include "kernels/reduce.h"
+
 #include "kernels/cuda/common.cuh"
-#include "kernels/cuda/reduce.h"
 
 namespace bet::kernels::cuda {
 
@@ -18,7 +19,7 @@ struct SumPlan {
   bool inner_reduced = false;
 };
 
-SumPlan plan_sum(const Tensor& a, const std::vector<bool>& reduce, const Tensor& out) {
+SumPlan plan_sum(const TensorRef& a, const std::vector<bool>& reduce, const TensorRef& out) {
   Shape ost = contiguous_strides(out.shape());
   for (size_t d = 0; d < reduce.size(); ++d)
     if (reduce[d]) ost[d] = 0;
@@ -134,7 +135,7 @@ __global__ void sum_partials_kernel(const SumAcc<T>* partial, T* out, int64_t NK
 }
 
 template <typename T>
-void sum_t(const Tensor& a, const std::vector<bool>& reduce, const Tensor& out) {
+void sum_t(const TensorRef& a, const std::vector<bool>& reduce, const TensorRef& out) {
   const SumPlan p = plan_sum(a, reduce, out);
   const T* pa = ptr<T>(a);
   T* po = ptr<T>(out);
@@ -144,7 +145,7 @@ void sum_t(const Tensor& a, const std::vector<bool>& reduce, const Tensor& out) 
     if (NK < fill && NR > 65536) {
       const int64_t chunks = std::min<int64_t>((fill + NK - 1) / NK, (NR + 8191) / 8192);
       const int64_t chunk = (NR + chunks - 1) / chunks;
-      Tensor part = Tensor::empty({chunks, NK}, std::is_integral_v<T> ? DType::I64 : DType::F64, out.device());
+      ScratchTensor part({chunks, NK}, std::is_integral_v<T> ? DType::I64 : DType::F64, out.device());
       auto* pp = static_cast<SumAcc<T>*>(part.raw_data());
       sum_inner_chunked_kernel<T><<<dim3(unsigned(chunks), unsigned(NK)), kThreads>>>(pa, pp, p.K, p.R, chunk);
       BET_CUDA_LAUNCHED("sum");
@@ -175,7 +176,7 @@ void sum_t(const Tensor& a, const std::vector<bool>& reduce, const Tensor& out) 
     BET_CUDA_LAUNCHED("sum");
     return;
   }
-  Tensor part = Tensor::empty({chunks, NK}, std::is_integral_v<T> ? DType::I64 : DType::F64, out.device());
+  ScratchTensor part({chunks, NK}, std::is_integral_v<T> ? DType::I64 : DType::F64, out.device());
   auto* pp = static_cast<SumAcc<T>*>(part.raw_data());
   sum_outer_kernel<T><<<grid, kThreads>>>(pa, po, pp, p.K, p.R, chunk);
   BET_CUDA_LAUNCHED("sum");
@@ -325,7 +326,7 @@ unsigned blocks_of(int64_t n, int threads = kThreads) { return unsigned((n + thr
 
 }  // namespace
 
-void sum(const Tensor& a, const std::vector<bool>& reduce, const Tensor& out) {
+void sum(const TensorRef& a, const std::vector<bool>& reduce, const TensorRef& out) {
   if (out.numel() == 0) return;
   DeviceGuard dg(out);
   if (a.numel() == 0) {
@@ -339,7 +340,7 @@ void sum(const Tensor& a, const std::vector<bool>& reduce, const Tensor& out) {
   });
 }
 
-void max_dim(const Tensor& a, int64_t dim, const Tensor* values, const Tensor* indices) {
+void max_dim(const TensorRef& a, int64_t dim, const TensorRef& values, const TensorRef& indices) {
   if (a.numel() == 0) return;
   DeviceGuard dg(a);
   const Split3 g = split3(a.shape(), dim);
@@ -348,8 +349,8 @@ void max_dim(const Tensor& a, int64_t dim, const Tensor* values, const Tensor* i
     if constexpr (std::is_same_v<T, f16>) {
       fail("max: f16 not supported on cuda");
     } else {
-      T* pv = values ? ptr<T>(*values) : nullptr;
-      int64_t* pi = indices ? ptr<int64_t>(*indices) : nullptr;
+      T* pv = values.defined() ? ptr<T>(values) : nullptr;
+      int64_t* pi = indices.defined() ? ptr<int64_t>(indices) : nullptr;
       if (g.inner == 1) {
         const int64_t blocks = std::min<int64_t>((g.outer + 7) / 8, int64_t(sm_count()) * 64);
         max_rows_kernel<T><<<unsigned(std::max<int64_t>(blocks, 1)), kThreads>>>(ptr<T>(a), pv, pi, g.outer, g.n);
@@ -361,7 +362,7 @@ void max_dim(const Tensor& a, int64_t dim, const Tensor* values, const Tensor* i
   });
 }
 
-void scatter_dim(const Tensor& gt, const Tensor& idx, int64_t dim, const Tensor& out) {
+void scatter_dim(const TensorRef& gt, const TensorRef& idx, int64_t dim, const TensorRef& out) {
   if (gt.numel() == 0) return;
   DeviceGuard dg(out);
   const Split3 g = split3(out.shape(), dim);
@@ -373,7 +374,7 @@ void scatter_dim(const Tensor& gt, const Tensor& idx, int64_t dim, const Tensor&
   });
 }
 
-void cumsum(const Tensor& a, int64_t dim, bool reverse, const Tensor& out) {
+void cumsum(const TensorRef& a, int64_t dim, bool reverse, const TensorRef& out) {
   if (a.numel() == 0) return;
   DeviceGuard dg(out);
   const Split3 g = split3(a.shape(), dim);

@@ -4,10 +4,10 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/rope_dropout.h"
+
 #include "kernels/cuda/common.cuh"
-#include "kernels/cuda/nn.h"
 #include "kernels/cuda/philox.h"
-#include "kernels/cuda/runtime.h"
 
 namespace bet::kernels::cuda {
 
@@ -67,7 +67,7 @@ __global__ void dropout_kernel(const T* x, T* y, int64_t n, uint64_t seed, uint6
 
 }  // namespace
 
-void rope(const Tensor& x, const Tensor& positions, double base, bool inverse, const Tensor& out) {
+void rope(const TensorRef& x, const TensorRef& positions, double base, bool inverse, const TensorRef& out) {
   const int64_t B = x.shape()[0], H = x.shape()[1], S = x.shape()[2], hd = x.shape()[3];
   const int64_t half = hd / 2, Bp = positions.shape()[0];
   if (x.numel() == 0 || half == 0) return;
@@ -76,12 +76,12 @@ void rope(const Tensor& x, const Tensor& positions, double base, bool inverse, c
   DeviceGuard dg(x);
   std::vector<double> inv(static_cast<size_t>(half));
   for (int64_t i = 0; i < half; ++i) inv[size_t(i)] = std::pow(base, -2.0 * double(i) / double(hd));
-  Tensor inv_d = Tensor::empty({half}, DType::F64, x.device());
-  copy_host_to_device(inv_d.raw_data(), inv.data(), inv.size() * sizeof(double), x.device().index);
+  ScratchTensor inv_d({half}, DType::F64, x.device());
+  platform::cuda::copy_host_to_device(inv_d.raw_data(), inv.data(), inv.size() * sizeof(double), x.device().index);
   const int64_t rows = Bp * S;
   dispatch_f32_f64(x.dtype(), "rope", [&](auto tag) {
     using T = decltype(tag);
-    Tensor table = Tensor::empty({2, rows, half}, x.dtype(), x.device());
+    ScratchTensor table({2, rows, half}, x.dtype(), x.device());
     T* cs = ptr<T>(table);
     T* sn = cs + rows * half;
     rope_table_kernel<T><<<unsigned((rows * half + kThreads - 1) / kThreads), kThreads>>>(
@@ -93,7 +93,7 @@ void rope(const Tensor& x, const Tensor& positions, double base, bool inverse, c
   });
 }
 
-void dropout(const Tensor& x, double p, uint64_t seed, uint64_t offset, const Tensor& out) {
+void dropout(const TensorRef& x, double p, uint64_t seed, uint64_t offset, const TensorRef& out) {
   const int64_t n = x.numel();
   if (n == 0) return;
   DeviceGuard dg(x);

@@ -2,7 +2,7 @@
 
 #include <exception>
 
-#include "kernels/cpu/threads.h"
+#include "platform/threads.h"
 
 namespace bet::server {
 
@@ -12,9 +12,9 @@ BatchQueue::BatchQueue(inference::Predictor& predictor, BatchQueueOptions option
   if (options_.max_batch == 0) options_.max_batch = 1;
   // OpenMP gives a new thread the process's default pool size, not the one --threads
   // set on the thread building the queue, so the worker takes that one explicitly.
-  const int threads = kernels::cpu::num_threads();
+  const int threads = platform::num_threads();
   worker_ = std::thread([this, threads] {
-    kernels::cpu::set_num_threads(threads);
+    platform::set_num_threads(threads);
     run();
   });
   if (options_.decode) intake_thread_ = std::thread([this] { run_intake(); });

@@ -10,7 +10,7 @@
 #include <set>
 
 #include "engine/autocast.h"
-#include "kernels/cpu/threads.h"
+#include "platform/threads.h"
 #include "model/bet_model.h"
 #include "runtime/checkpoint/checkpoint_manager.h"
 #include "runtime/train/checkpointing.h"
@@ -160,7 +160,7 @@ void install_stop_signal_handlers() {
 bool stop_requested() { return g_stop.load(); }
 
 TrainResult train(TrainConfig cfg) {
-  if (cfg.threads > 0) kernels::cpu::set_num_threads(cfg.threads);
+  if (cfg.threads > 0) platform::set_num_threads(cfg.threads);
   // Parsed here too (betctl validates the flag first): a library caller gets the same
   // "no CUDA device available" error.
   const Device device = parse_device(cfg.device);

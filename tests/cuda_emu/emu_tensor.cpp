@@ -1,8 +1,8 @@
 // What Tensor::full does in a CUDA build for a device tensor: allocate, then the
-// device's fill kernel (kernels/cuda/elementwise.cu, emulated).
+// device's fill kernel (kernels/cuda/copy.cu, emulated).
 #include "cuda_emu_tensor.h"
 
-#include "kernels/cuda/elementwise.h"
+#include "kernels/copy.h"
 
 namespace emu {
 

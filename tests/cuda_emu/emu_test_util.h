@@ -13,15 +13,15 @@
 #include "engine/ops.h"
 #include "engine/random.h"
 #include "engine/tensor.h"
-#include "kernels/cuda/elementwise.h"
-#include "kernels/cuda/runtime.h"
+#include "kernels/copy.h"
+#include "platform/cuda/runtime.h"
 #include "tests/cuda_emu/emu_stats.h"
 #include "tests/gpu_op_harness.h"
 
 namespace emutest {
 
 using namespace bet;
-namespace kc = bet::kernels::cuda;
+namespace kcuda = bet::kernels::cuda;
 namespace kcpu = bet::kernels::cpu;
 
 // A device tensor viewing a copy of h's whole storage with h's shape, strides and
@@ -29,7 +29,7 @@ namespace kcpu = bet::kernels::cpu;
 inline Tensor to_dev(const Tensor& h, int device = 0) {
   const auto& st = h.storage();
   auto ds = Storage::allocate(st->nbytes(), Device::cuda(device));
-  kc::copy_host_to_device(ds->data(), st->data(), st->nbytes(), device);
+  platform::cuda::copy_host_to_device(ds->data(), st->data(), st->nbytes(), device);
   return make_view(Tensor::from_storage(ds, {0}, h.dtype(), 0), h.shape(), h.strides(), h.offset());
 }
 
@@ -47,7 +47,7 @@ inline bool has_canaries(const Tensor& t) {
 }
 inline void check_canaries(const Tensor& t) {
   std::vector<unsigned char> h(t.storage()->nbytes());
-  kc::copy_device_to_host(h.data(), t.storage()->data(), h.size(), t.device().index);
+  platform::cuda::copy_device_to_host(h.data(), t.storage()->data(), h.size(), t.device().index);
   const size_t pad = size_t(kCanary) * dtype_size(t.dtype());
   size_t hit = 0;
   for (size_t i = 0; i < pad; ++i) hit += (h[i] != 0xff) + (h[h.size() - 1 - i] != 0xff);
@@ -59,10 +59,10 @@ inline Tensor to_host(const Tensor& t) {
   Tensor c = t;
   if (!t.is_contiguous()) {
     c = Tensor::empty(t.shape(), t.dtype(), t.device());
-    kc::copy(t, c);
+    kcuda::copy(t, c);
   }
   Tensor h = Tensor::empty(t.shape(), t.dtype());
-  kc::copy_device_to_host(h.raw_data(), c.raw_data(), h.nbytes(), t.device().index);
+  platform::cuda::copy_device_to_host(h.raw_data(), c.raw_data(), h.nbytes(), t.device().index);
   return h;
 }
 

@@ -1,4 +1,4 @@
-// The CUDA kernels of kernels/cuda/elementwise.cu and reduce.cu, run by the emulator
+// The CUDA kernels of kernels/cuda/elementwise.cu, copy.cu and reduce.cu, run by the emulator
 // (tests/cuda_emu/README.md), against the CPU kernels on the same inputs: broadcast
 // and strided operands, sizes off the block size, empty tensors, every dtype the
 // kernel takes, and grid-stride loops that really loop (cuda:1 has one SM).
@@ -7,33 +7,32 @@
 #include <cstring>
 #include <functional>
 
-#include "kernels/cpu/copy.h"
-#include "kernels/cpu/elementwise.h"
-#include "kernels/cpu/reduce.h"
 #include "cuda_emu_access.h"
-#include "kernels/cuda/reduce.h"
+#include "kernels/copy.h"
+#include "kernels/elementwise.h"
+#include "kernels/reduce.h"
 #include "tests/cuda_emu/emu_test_util.h"
 
 using namespace emutest;
-using kcpu::BinaryOp;
-using kcpu::UnaryOp;
+using bet::kernels::BinaryOp;
+using bet::kernels::UnaryOp;
 
 namespace {
 
-// Device memory for every tensor here comes from kernels/cuda/runtime.cu's caching
+// Device memory for every tensor here comes from platform/cuda/runtime.cu's caching
 // allocator (over the emulated cudaMalloc), refilled with 0xff bytes at each
 // allocation: a kernel that counts on zeroed or stale memory reads NaN.
 void* poisoned_allocate(size_t n, int device, size_t* capacity) {
-  void* p = kc::device_allocate(n, device, capacity);
+  void* p = platform::cuda::device_allocate(n, device, capacity);
   emu::DeviceAccess access;  // device memory is closed to the host otherwise
   std::memset(p, 0xff, *capacity);
   return p;
 }
 const bool g_hooks_installed = [] {
-  // BET_EMULATE_CUDA (engine/device.h) would put cuda tensors in plain host memory
+  // BET_EMULATE_CUDA (platform/device.h) would put cuda tensors in plain host memory
   // behind the CPU kernels; this test needs them in the emulated device's memory.
   unsetenv("BET_EMULATE_CUDA");
-  register_cuda_allocator({&poisoned_allocate, &kc::device_release});
+  register_cuda_allocator({&poisoned_allocate, &platform::cuda::device_release});
   return true;
 }();
 
@@ -134,7 +133,7 @@ TEST_CASE("elementwise.cu binary: every op and dtype over broadcast, strided, ra
         Tensor want = Tensor::empty(l.out, cpu_dtype(dt));
         kcpu::binary(op, a.cpu[0], a.cpu[1], want);
         Tensor got = empty_dev(l.out, dt, l.device);
-        kc::binary(op, a.dev[0], a.dev[1], got);
+        kcuda::binary(op, a.dev[0], a.dev[1], got);
         // Same arithmetic in the same precision (bf16: f32, then one rounding): exact.
         check_close(got, as_device_dtype(want, dt), kExact, label("binary op " + std::to_string(int(op)), l, dt));
       }
@@ -203,7 +202,7 @@ TEST_CASE("elementwise.cu unary: every op (integer forms too) over the layouts")
         Tensor want = Tensor::empty(l.out, cpu_dtype(dt));
         kcpu::unary(c.op, a.cpu[0], want, c.p0, c.p1);
         Tensor got = empty_dev(l.out, dt, l.device);
-        kc::unary(c.op, a.dev[0], got, c.p0, c.p1);
+        kcuda::unary(c.op, a.dev[0], got, c.p0, c.p1);
         const Tol t = unary_tol(c, dt);
         check_close(got, as_device_dtype(want, dt), t,
                     label("unary op " + std::to_string(int(c.op)) + " p0 " + std::to_string(c.p0), l, dt));
@@ -213,9 +212,9 @@ TEST_CASE("elementwise.cu unary: every op (integer forms too) over the layouts")
 TEST_CASE("elementwise.cu unary on integers rejects what the CPU rejects") {
   NoEmuErrors guard;
   Tensor x = to_dev(ids({5}, 10, 1, DType::I32)), out = empty_dev({5}, DType::I32);
-  CHECK_THROWS_WITH_AS(kc::unary(UnaryOp::AddScalar, x, out, 0.5), doctest::Contains("not an integer"), Error);
-  CHECK_THROWS_WITH_AS(kc::unary(UnaryOp::Exp, x, out), doctest::Contains("does not support integer"), Error);
-  CHECK_THROWS_AS(kc::binary(BinaryOp::Div, x, x, out), Error);
+  CHECK_THROWS_WITH_AS(kcuda::unary(UnaryOp::AddScalar, x, out, 0.5, 0), doctest::Contains("not an integer"), Error);
+  CHECK_THROWS_WITH_AS(kcuda::unary(UnaryOp::Exp, x, out, 0, 0), doctest::Contains("does not support integer"), Error);
+  CHECK_THROWS_AS(kcuda::binary(BinaryOp::Div, x, x, out), Error);
 }
 
 TEST_CASE("elementwise.cu unary_backward: g * f'(x) for every op with a derivative") {
@@ -234,7 +233,7 @@ TEST_CASE("elementwise.cu unary_backward: g * f'(x) for every op with a derivati
         Tensor want = Tensor::empty(l.out, cpu_dtype(dt));
         kcpu::unary_backward(c.op, a.cpu[0], a.cpu[1], want, c.p0, c.p1);
         Tensor got = empty_dev(l.out, dt, l.device);
-        kc::unary_backward(c.op, a.dev[0], a.dev[1], got, c.p0, c.p1);
+        kcuda::unary_backward(c.op, a.dev[0], a.dev[1], got, c.p0, c.p1);
         const Tol t = unary_tol(c, dt);
         check_close(got, as_device_dtype(want, dt), t, label("unary_backward op " + std::to_string(int(c.op)), l, dt));
       }
@@ -255,13 +254,13 @@ TEST_CASE("elementwise.cu where / masked_fill: conditions of every CPU dtype, br
         Tensor want = Tensor::empty(l.out, cpu_dtype(dt));
         kcpu::where(cond, a.cpu[1], a.cpu[2], want);
         Tensor got = empty_dev(l.out, dt, l.device);
-        kc::where(cond_dev, a.dev[1], a.dev[2], got);
+        kcuda::where(cond_dev, a.dev[1], a.dev[2], got);
         check_close(got, as_device_dtype(want, dt), kExact, label("where, " + what, l, dt));
         // masked_fill(a, mask): the mask is operand 0's layout too, the filled operand 1's.
         Tensor want2 = Tensor::empty(l.out, cpu_dtype(dt));
         kcpu::masked_fill(a.cpu[1], cond, -2.0, want2);
         Tensor got2 = empty_dev(l.out, dt, l.device);
-        kc::masked_fill(a.dev[1], cond_dev, -2.0, got2);
+        kcuda::masked_fill(a.dev[1], cond_dev, -2.0, got2);
         check_close(got2, as_device_dtype(want2, dt), kExact, label("masked_fill, " + what, l, dt));
       }
 }
@@ -279,13 +278,13 @@ TEST_CASE("elementwise.cu maximum_backward: ties go to a, NaN counts as the larg
       Tensor wa = Tensor::empty(l.out, cpu_dtype(dt)), wb = Tensor::empty(l.out, cpu_dtype(dt));
       kcpu::maximum_backward(a.cpu[0], a.cpu[1], a.cpu[2], wa, wb);
       Tensor ga = empty_dev(l.out, dt, l.device), gb = empty_dev(l.out, dt, l.device);
-      kc::maximum_backward(a.dev[0], a.dev[1], a.dev[2], ga, gb);
+      kcuda::maximum_backward(a.dev[0], a.dev[1], a.dev[2], ga, gb);
       check_close(ga, as_device_dtype(wa, dt), kExact, label("maximum_backward ga", l, dt));
       check_close(gb, as_device_dtype(wb, dt), kExact, label("maximum_backward gb", l, dt));
     }
 }
 
-TEST_CASE("elementwise.cu copy: every dtype pair, strided source and destination") {
+TEST_CASE("copy.cu copy: every dtype pair, strided source and destination") {
   NoEmuErrors guard;
   for (const Layout& l : layouts(1))
     for (DType from : kAll)
@@ -308,12 +307,12 @@ TEST_CASE("elementwise.cu copy: every dtype pair, strided source and destination
         } else {
           got = empty_dev(l.out, to, l.device);
         }
-        kc::copy(to_dev(src_cpu, l.device), got);
+        kcuda::copy(to_dev(src_cpu, l.device), got);
         check_close(got, want, kExact, label(std::string("copy to ") + dtype_name(to), l, from));
       }
 }
 
-TEST_CASE("elementwise.cu copy: f16 round trips and rounding, f64 -> bf16 rounds once") {
+TEST_CASE("copy.cu copy: f16 round trips and rounding, f64 -> bf16 rounds once") {
   NoEmuErrors guard;
   // f32 -> f16 -> f32: ties to even, gradual underflow, overflow to infinity.
   const std::vector<float> in{1.0f, 1.0f + 0x1p-11f, 1.0f + 3 * 0x1p-11f, 65504.0f, 65519.0f, 65520.0f, 0x1p-24f,
@@ -322,25 +321,25 @@ TEST_CASE("elementwise.cu copy: f16 round trips and rounding, f64 -> bf16 rounds
                                 0.0, 0.0};
   Tensor src = to_dev(Tensor::from_vector(in, {int64_t(in.size())}));
   Tensor half = empty_dev(src.shape(), DType::F16), back = empty_dev(src.shape(), DType::F32);
-  kc::copy(src, half);
-  kc::copy(half, back);
+  kcuda::copy(src, half);
+  kcuda::copy(half, back);
   check_close(back, Tensor::from_vector(out, {int64_t(out.size())}), kExact, "f32 -> f16 -> f32");
   // A double just above a bf16 tie: rounded directly it goes up; through f32 (which
   // loses the excess) it would tie to even and go down.
   const std::vector<double> d{1.0 + 0x1p-8 + 0x1p-30, -(1.0 + 0x1p-8 + 0x1p-30), 1.0 + 0x1p-8};
   Tensor b = empty_dev({3}, DType::BF16);
-  kc::copy(to_dev(Tensor::from_vector(d, {3})), b);
+  kcuda::copy(to_dev(Tensor::from_vector(d, {3})), b);
   check_close(b, Tensor::from_vector(std::vector<double>{1.0 + 0x1p-7, -(1.0 + 0x1p-7), 1.0}, {3}), kExact,
               "f64 -> bf16, once");
 }
 
-TEST_CASE("elementwise.cu fill: every dtype, through a strided view (nothing else written)") {
+TEST_CASE("copy.cu fill: every dtype, through a strided view (nothing else written)") {
   NoEmuErrors guard;
   const DType all[] = {DType::F32, DType::F64, DType::BF16, DType::F16, DType::I32, DType::I64};
   for (DType dt : all) {
     Tensor store = empty_dev({6, 8}, dt, 1);
     Tensor view = slice(transpose(store, 0, 1), 0, 1, 8, 3);  // [3, 6], strides (3, 8), offset 1+kCanary
-    kc::fill(view, -3.0);
+    kcuda::fill(view, -3.0);
     const std::vector<double> v = values(store);
     int filled = 0, untouched = 0;
     for (int64_t i = 0; i < 6; ++i)
@@ -419,7 +418,7 @@ TEST_CASE("reduce.cu sum: every launch plan (warp, block, chunked inner; outer w
       Tensor want = Tensor::empty(out, cpu_dtype(dt));
       kcpu::sum(dt == DType::BF16 ? a.to(DType::F32) : a, c.reduce, want);
       Tensor got = empty_dev(out, dt, c.device);
-      kc::sum(to_dev(a, c.device), c.reduce, got);
+      kcuda::sum(to_dev(a, c.device), c.reduce, got);
       check_close(got, as_device_dtype(want, dt), sum_tol(dt, a.numel() / std::max<int64_t>(1, shape_numel(out))),
                   std::string("sum ") + c.name + " | " + dtype_name(dt));
     }
@@ -446,9 +445,9 @@ TEST_CASE("reduce.cu max_dim: rows (warp) and strided, first maximum, NaN wins, 
         Shape out = c.shape;
         out[size_t(c.dim)] = 1;
         Tensor wv = Tensor::empty(out, cpu_dtype(dt)), wi = Tensor::empty(out, DType::I64);
-        kcpu::max_dim(dt == DType::BF16 ? a.to(DType::F32) : a, c.dim, &wv, &wi);
+        kcpu::max_dim(dt == DType::BF16 ? a.to(DType::F32) : a, c.dim, wv, wi);
         Tensor gv = empty_dev(out, dt, c.device), gi = empty_dev(out, DType::I64, c.device);
-        kc::max_dim(to_dev(a, c.device), c.dim, (with & 1) ? &gv : nullptr, (with & 2) ? &gi : nullptr);
+        kcuda::max_dim(to_dev(a, c.device), c.dim, (with & 1) ? gv : Tensor(), (with & 2) ? gi : Tensor());
         const std::string what = "max_dim " + shape_str(c.shape) + " dim " + std::to_string(c.dim) + " | " + dtype_name(dt);
         if (with & 1) check_close(gv, as_device_dtype(wv, dt), kExact, what + " values");
         if (with & 2) check_close(gi, wi, kExact, what + " indices");
@@ -459,8 +458,8 @@ TEST_CASE("reduce.cu max_dim: rows (warp) and strided, first maximum, NaN wins, 
         if (is_int(dt)) continue;  // scatter_dim is floating only
         kcpu::scatter_dim(g.to(cpu_dtype(dt)), wi, c.dim, want);
         Tensor got = empty_dev(c.shape, dt, c.device);
-        kc::fill(got, 0.0);
-        kc::scatter_dim(to_dev(g, c.device), gi, c.dim, got);
+        kcuda::fill(got, 0.0);
+        kcuda::scatter_dim(to_dev(g, c.device), gi, c.dim, got);
         check_close(got, as_device_dtype(want, dt), kExact, what + " scatter_dim");
       }
 }
@@ -482,7 +481,7 @@ TEST_CASE("reduce.cu cumsum: row scan (warp shuffles, chunks carried), strided, 
         Tensor want = Tensor::empty(c.shape, cpu_dtype(dt));
         kcpu::cumsum(dt == DType::BF16 ? a.to(DType::F32) : a, c.dim, reverse, want);
         Tensor got = empty_dev(c.shape, dt, c.device);
-        kc::cumsum(to_dev(a, c.device), c.dim, reverse, got);
+        kcuda::cumsum(to_dev(a, c.device), c.dim, reverse, got);
         // Both carry the running sum in double; the block scan adds in another order.
         check_close(got, as_device_dtype(want, dt), sum_tol(dt, c.shape[size_t(c.dim)]),
                     "cumsum " + shape_str(c.shape) + " dim " + std::to_string(c.dim) + (reverse ? " reverse" : "") +

@@ -5,7 +5,7 @@
 // masks with fully masked rows, dropout (so the Philox mapping), permuted q.
 #include <cmath>
 
-#include "kernels/cuda/attention.h"
+#include "kernels/attention.h"
 #include "tests/cuda_emu/emu_test_util.h"
 
 using namespace emutest;
@@ -88,7 +88,7 @@ void run(const Case& c) {
   }
   Tensor md = mask.defined() ? mask_view(to_dev(mask), {c.P, c.B, c.H, c.S, c.S}) : Tensor();
   Tensor out = empty_dev(qs, dt), lse = empty_dev({c.P * c.B * c.H * c.S}, DType::F32);
-  kc::attention_forward(qd, kd, vd, md, c.p, seed, offset, out, lse);
+  kcuda::attention_forward(qd, kd, vd, md, c.p, seed, offset, out, lse);
   check_attn(out, want, dt, std::string(c.name) + ": out");
   // lse: log-sum-exp of the kept scores (+inf for a fully masked row), from f64 scores.
   {
@@ -109,7 +109,7 @@ void run(const Case& c) {
   Tensor dq = c.want_dq ? empty_dev(qs, dt) : Tensor();
   Tensor dk = c.want_dkv ? empty_dev(qs, dt) : Tensor();
   Tensor dv = c.want_dkv ? empty_dev(v.shape(), dt) : Tensor();
-  kc::attention_backward(qd, kd, vd, md, out, lse, to_dev(R.to(dt)), c.p, seed, offset, dq, dk, dv);
+  kcuda::attention_backward(qd, kd, vd, md, out, lse, to_dev(R.to(dt)), c.p, seed, offset, dq, dk, dv);
   if (c.want_dq) check_attn(dq, qr.grad(), dt, std::string(c.name) + ": dq");
   if (c.want_dkv) {
     check_attn(dk, kr.grad(), dt, std::string(c.name) + ": dk");
@@ -143,16 +143,16 @@ TEST_CASE("attention.cu edge cases: P = 0 (dv is an empty sum), f64 refused, hea
   const DType f32 = DType::F32;
   Tensor q = empty_dev({0, 1, 2, 4, 8}, f32), v = to_dev(Tensor::ones({1, 1, 2, 4, 8}, f32));
   Tensor out = empty_dev({0, 1, 2, 4, 8}, f32), lse = empty_dev({0}, f32);
-  kc::attention_forward(q, q, v, Tensor(), 0.0, 0, 0, out, lse);
+  kcuda::attention_forward(q, q, v, Tensor(), 0.0, 0, 0, out, lse);
   Tensor dv = empty_dev({1, 1, 2, 4, 8}, f32), dk = empty_dev({0, 1, 2, 4, 8}, f32);
-  kc::attention_backward(q, q, v, Tensor(), out, lse, out, 0.0, 0, 0, Tensor(), dk, dv);
+  kcuda::attention_backward(q, q, v, Tensor(), out, lse, out, 0.0, 0, 0, Tensor(), dk, dv);
   check_close(dv, Tensor::zeros({1, 1, 2, 4, 8}, f32), kExact, "P = 0: dv");
   Tensor q64 = to_dev(Tensor::zeros({1, 1, 1, 4, 8}, DType::F64));
-  CHECK_THROWS_WITH_AS(kc::attention_forward(q64, q64, q64, Tensor(), 0.0, 0, 0, empty_dev({1, 1, 1, 4, 8}, DType::F64),
+  CHECK_THROWS_WITH_AS(kcuda::attention_forward(q64, q64, q64, Tensor(), 0.0, 0, 0, empty_dev({1, 1, 1, 4, 8}, DType::F64),
                                              empty_dev({4}, f32)),
                        doctest::Contains("not supported by the fused kernels"), Error);
   Tensor big = to_dev(Tensor::zeros({1, 1, 1, 4, 129}, f32));
-  CHECK_THROWS_WITH_AS(kc::attention_forward(big, big, big, Tensor(), 0.0, 0, 0, empty_dev({1, 1, 1, 4, 129}, f32),
+  CHECK_THROWS_WITH_AS(kcuda::attention_forward(big, big, big, Tensor(), 0.0, 0, 0, empty_dev({1, 1, 1, 4, 129}, f32),
                                              empty_dev({4}, f32)),
                        doctest::Contains("head dim 129"), Error);
 }

@@ -7,13 +7,14 @@
 #include <cstring>
 
 #include "engine/autograd.h"
-#include "kernels/cpu/copy.h"
+#include "kernels/copy.h"
 
-// The sanitizer build compiles only the reader and the few engine files its Tensor
-// needs (tensor, storage, allocator, shape, device), not the whole engine: a
-// -Db_sanitize=address meson build of test_bet_format means rebuilding every library
+// The sanitizer build compiles only the reader and the few files its Tensor needs
+// (engine: tensor, storage, the op dispatcher; platform: allocator, shape, device,
+// memory), not the whole engine: a -Db_sanitize=address meson build of
+// test_bet_format means rebuilding every library
 // (engine, kernels, model, runtime: ~110 objects, several minutes on two cores), while
-// these nine files build in well under a minute. tensor.cpp refers to four functions
+// these eleven files build in well under a minute. tensor.cpp refers to four functions
 // of the rest of the engine that decoding never calls (copies of non-contiguous views,
 // fills, autograd); they abort here, so a reader path that ever needs them shows up
 // as a crash of this harness, not as a silent gap. A new dependency of tensor.cpp
@@ -30,8 +31,8 @@ Tensor record(const char*, Tensor, std::vector<Tensor>, BackwardFn) { not_in_har
 void run_backward(const Tensor&, const Tensor&) { not_in_harness("autograd::run_backward"); }
 }  // namespace autograd
 namespace kernels::cpu {
-void copy(const Tensor&, const Tensor&) { not_in_harness("kernels::cpu::copy"); }
-void fill(const Tensor&, double) { not_in_harness("kernels::cpu::fill"); }
+void copy(const TensorRef&, const TensorRef&) { not_in_harness("kernels::cpu::copy"); }
+void fill(const TensorRef&, double) { not_in_harness("kernels::cpu::fill"); }
 }  // namespace kernels::cpu
 }  // namespace bet
 

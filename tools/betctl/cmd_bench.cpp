@@ -10,7 +10,7 @@
 #include "bench/bench_serve.h"
 #include "bench/bench_train.h"
 #include "bench/bench_train_data.h"
-#include "kernels/cpu/threads.h"
+#include "platform/threads.h"
 #include "tools/betctl/commands.h"
 #include "tools/betctl/device_flag.h"
 
@@ -157,7 +157,7 @@ void add_bench_command(CLI::App& app, Registry& registry) {
     registry.selected = [opts, train, ckpt, infer, serve, what, json] {
       if (*json) opts->format = "json";
       opts->device = device;
-      if (opts->threads > 0) bet::kernels::cpu::set_num_threads(opts->threads);
+      if (opts->threads > 0) bet::platform::set_num_threads(opts->threads);
       if (*what == "ops") return bet::bench::run_ops(*opts);
       if (*what == "train") return bet::bench::run_train(*opts, *train);
       if (*what == "ckpt") return bet::bench::run_ckpt(*opts, *ckpt);

@@ -6,7 +6,7 @@
 #include <iostream>
 #include <memory>
 
-#include "kernels/cpu/threads.h"
+#include "platform/threads.h"
 #include "tools/betctl/device_flag.h"
 #include "model/bet_model.h"
 #include "runtime/checkpoint/checkpoint.h"
@@ -228,7 +228,7 @@ void add_model_commands(CLI::App& app, Registry& registry) {
     cmd->callback([&registry, paths, data, text_field, label_field, positive, batch, threads, skip_bad, json,
                    signals] {
       registry.selected = [=] {
-        if (*threads > 0) kernels::cpu::set_num_threads(*threads);
+        if (*threads > 0) platform::set_num_threads(*threads);
         const Device device = parse_device(eval_device);
         nlohmann::json out;
         if (paths->size() > 1) {

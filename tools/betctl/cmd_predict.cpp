@@ -5,7 +5,7 @@
 #include <iostream>
 #include <memory>
 
-#include "kernels/cpu/threads.h"
+#include "platform/threads.h"
 #include "runtime/inference/predictor.h"
 #include "runtime/io/atomic_file.h"
 #include "runtime/io/bounded_json.h"
@@ -65,7 +65,7 @@ void add_predict_commands(CLI::App& app, Registry& registry) {
     cmd->add_flag("--json", *json, "JSON output (always)");
     cmd->callback([&registry, path, texts, input, perms, mc, temperature, threads] {
       registry.selected = [=] {
-        if (*threads > 0) kernels::cpu::set_num_threads(*threads);
+        if (*threads > 0) platform::set_num_threads(*threads);
         BET_CHECK(!texts->empty() || !input->empty(), "predict: give --text or --input");
         inference::ModelPredictor predictor(*path, bet::parse_device(device));
         const RequestLimits limits = predictor.limits();

@@ -3,7 +3,7 @@
 #include <memory>
 
 #include "bet_config.h"
-#include "kernels/cpu/threads.h"
+#include "platform/threads.h"
 #include "runtime/inference/predictor.h"
 #include "runtime/server/auth.h"
 #include "runtime/server/server.h"
@@ -69,7 +69,7 @@ void add_serve_command(CLI::App& app, Registry& registry) {
   add_device_option(cmd, device);
   cmd->callback([&registry, path, cfg, keys, rate, wait_us, threads, port] {
     registry.selected = [=] {
-      if (*threads > 0) kernels::cpu::set_num_threads(*threads);
+      if (*threads > 0) platform::set_num_threads(*threads);
       cfg->port = uint16_t(*port);
       cfg->max_wait = std::chrono::microseconds(*wait_us);
       cfg->version = BET_VERSION;
