@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -34,6 +35,27 @@ inline std::optional<std::string> find_in_path(const std::string& tool) {
   }
   return std::nullopt;
 }
+
+// A folder of the test process's own under the system's temporary directory, named
+// `<prefix>_<pid>`, created on construction and removed with everything in it on
+// destruction (so a suite declares one at namespace scope).
+class ScratchDir {
+ public:
+  explicit ScratchDir(const std::string& prefix)
+      : path_(std::filesystem::temp_directory_path() / (prefix + "_" + std::to_string(::getpid()))) {
+    std::filesystem::create_directories(path_);
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
 
 // Starts args[0] (looked up on PATH) with stdout and stderr going to the given files
 // ("" for /dev/null); REQUIREs that it started.

@@ -10,35 +10,13 @@
 #include <thread>
 
 #include "engine/error.h"
+#include "tests/alloc_hooks.h"
 #include "runtime/io/bounded_json.h"
 
 using bet::io::JsonError;
 using bet::io::JsonLimits;
 using bet::io::parse_json;
 using nlohmann::json;
-
-// Allocation counting on the thread that asks for it, through the replaceable global
-// operator new (the scaling check below).
-namespace {
-thread_local bool t_counting = false;
-thread_local uint64_t t_allocations = 0;
-}  // namespace
-
-void* operator new(size_t n) {
-  if (t_counting) ++t_allocations;
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](size_t n) { return ::operator new(n); }
-// Paired with the operator new above (malloc). GCC cannot tell that these deletes only
-// ever receive that operator's pointers.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
-void operator delete[](void* p, size_t) noexcept { std::free(p); }
 
 namespace {
 
@@ -52,12 +30,12 @@ JsonError error_of(std::string_view text, const JsonLimits& limits = {}) {
 }
 
 uint64_t allocations_to_parse(const std::string& text) {
-  t_allocations = 0;
-  t_counting = true;
+  bet::test::g_counted_allocs = 0;
+  bet::test::g_counted_thread = std::this_thread::get_id();
   const std::optional<json> j = parse_json(text, JsonLimits{});
-  t_counting = false;
+  bet::test::g_counted_thread = std::thread::id();
   REQUIRE(j.has_value());
-  return t_allocations;
+  return bet::test::g_counted_allocs.load();
 }
 
 }  // namespace

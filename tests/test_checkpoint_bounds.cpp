@@ -19,6 +19,7 @@
 
 #include "engine/allocator.h"
 #include "runtime/checkpoint/config_json.h"
+#include "tests/alloc_hooks.h"
 #include "tests/betctl_driver.h"
 #include "tests/checkpoint_fixtures.h"
 
@@ -28,27 +29,6 @@ using namespace bet::testing;
 using nlohmann::json;
 
 
-// operator new that fails on demand, on the thread that asks: the allocator test below
-// makes every allocation fail while tensors are released.
-namespace {
-thread_local bool t_fail_new = false;
-}  // namespace
-
-void* operator new(size_t n) {
-  if (t_fail_new) throw std::bad_alloc();
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](size_t n) { return ::operator new(n); }
-// Paired with the operator new above (malloc). GCC cannot tell that these deletes only
-// ever receive that operator's pointers.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
-void operator delete[](void* p, size_t) noexcept { std::free(p); }
 
 namespace {
 
@@ -109,9 +89,9 @@ TEST_CASE("caching allocator: releasing memory allocates nothing, so an out-of-m
     ts.push_back(Tensor::empty({n}));
   uint64_t capacities = 0;
   for (const Tensor& t : ts) capacities += CachingAllocator::round_size(t.nbytes());
-  t_fail_new = true;  // from here every operator new throws
+  bet::test::t_fail_new = true;  // from here every operator new throws
   ts.clear();
-  t_fail_new = false;
+  bet::test::t_fail_new = false;
   CHECK(alloc.stats().bytes_cached == cached_before + capacities);
   // The blocks come back from the cache.
   const uint64_t hits = alloc.stats().cache_hits;

@@ -20,21 +20,8 @@ namespace {
 
 using bet::test::g_betctl;
 
-fs::path scratch() {
-  static const fs::path dir = [] {
-    fs::path d = fs::temp_directory_path() / ("bet_cli_flags_" + std::to_string(::getpid()));
-    fs::create_directories(d);
-    return d;
-  }();
-  return dir;
-}
-
-struct RemoveScratch {
-  ~RemoveScratch() {
-    std::error_code ec;
-    fs::remove_all(fs::temp_directory_path() / ("bet_cli_flags_" + std::to_string(::getpid())), ec);
-  }
-} remove_scratch;
+const bet::test::ScratchDir g_scratch("bet_cli_flags");
+fs::path scratch() { return g_scratch.path(); }
 
 struct Result {
   int code = 0;

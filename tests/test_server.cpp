@@ -26,6 +26,7 @@
 #include "runtime/server/api.h"
 #include "runtime/server/router.h"
 #include "runtime/server/server.h"
+#include "tests/alloc_hooks.h"
 #include "tests/betctl_driver.h"
 #include "tests/prometheus_check.h"
 
@@ -39,30 +40,9 @@ using bet::inference::Predictor;
 namespace inference = bet::inference;
 using nlohmann::json;
 using namespace std::chrono_literals;
+using bet::test::g_counted_allocs;
+using bet::test::g_counted_thread;
 
-// Allocation counting for one chosen thread (the server's event loop), through the
-// replaceable global operator new.
-namespace {
-std::atomic<std::thread::id> g_counted_thread{};
-std::atomic<uint64_t> g_counted_allocs{0};
-}  // namespace
-
-void* operator new(size_t n) {
-  if (std::this_thread::get_id() == g_counted_thread.load(std::memory_order_relaxed))
-    g_counted_allocs.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](size_t n) { return ::operator new(n); }
-// Paired with the operator new above (malloc), so sanitizers see matching calls. GCC
-// cannot tell that these deletes only ever receive that operator's pointers.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-#endif
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, size_t) noexcept { std::free(p); }
-void operator delete[](void* p, size_t) noexcept { std::free(p); }
 
 namespace {
 

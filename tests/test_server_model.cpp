@@ -55,21 +55,8 @@ namespace {
 
 using bet::test::g_betctl;
 
-fs::path scratch() {
-  static const fs::path dir = [] {
-    fs::path d = fs::temp_directory_path() / ("bet_server_model_" + std::to_string(::getpid()));
-    fs::create_directories(d);
-    return d;
-  }();
-  return dir;
-}
-
-struct RemoveScratch {
-  ~RemoveScratch() {
-    std::error_code ec;
-    fs::remove_all(fs::temp_directory_path() / ("bet_server_model_" + std::to_string(::getpid())), ec);
-  }
-} remove_scratch;
+const bet::test::ScratchDir g_scratch("bet_server_model");
+fs::path scratch() { return g_scratch.path(); }
 
 model::ModelConfig config(model::Task task, model::LayerKind layer) {
   model::ModelConfig c;

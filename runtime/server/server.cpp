@@ -229,8 +229,8 @@ void HttpServer::Impl::run() {
 int HttpServer::Impl::next_timeout_ms() const {
   Clock::time_point next = Clock::time_point::max();
   for (const TimerList& t : timers_)
-    if (t.head) next = std::min(next, t.head->deadline);
-  if (request_timers_.head) next = std::min(next, request_timers_.head->request_deadline);
+    if (t.head) next = std::min(next, t.head->timer.deadline);
+  if (request_timers_.head) next = std::min(next, request_timers_.head->request_timer.deadline);
   if (draining_) next = std::min(next, drain_deadline_);
   // A trim put off by its rate limit must still happen if the traffic stops.
   if (trim_pending_) next = std::min(next, last_trim_ + kMinTrimInterval);

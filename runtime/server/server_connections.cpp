@@ -64,9 +64,9 @@ void HttpServer::Impl::release(Connection* c) {
   c->inflight = c->close_after_write = c->lingering = c->linger = c->peer_eof = false;
   c->readable = c->sent_continue = c->closed = c->queued_ready = false;
   c->tlist = kNoTimer;
-  c->tprev = c->tnext = nullptr;
+  c->timer = TimerLink{};
   c->request_timed = false;
-  c->rprev = c->rnext = nullptr;
+  c->request_timer = TimerLink{};
   account(c);
   if (free_.size() < cfg_.max_spare_connections) {
     free_.push_back(c);
@@ -346,47 +346,25 @@ void HttpServer::Impl::start_linger(Connection* c) {
 
 void HttpServer::Impl::timer_insert(Connection* c, TimerKind k) {
   timer_remove(c);
-  TimerList& t = timers_[k];
   c->tlist = k;
-  c->deadline = Clock::now() + t.duration;
-  c->tprev = t.tail;
-  c->tnext = nullptr;
-  if (t.tail) t.tail->tnext = c;
-  else t.head = c;
-  t.tail = c;
+  timers_[k].push_back(c, &Connection::timer);
 }
 
 void HttpServer::Impl::timer_remove(Connection* c) {
   if (c->tlist == kNoTimer) return;
-  TimerList& t = timers_[c->tlist];
-  if (c->tprev) c->tprev->tnext = c->tnext;
-  else t.head = c->tnext;
-  if (c->tnext) c->tnext->tprev = c->tprev;
-  else t.tail = c->tprev;
-  c->tprev = c->tnext = nullptr;
+  timers_[c->tlist].unlink(c, &Connection::timer);
   c->tlist = kNoTimer;
 }
 
 void HttpServer::Impl::request_timer_start(Connection* c) {
   if (c->request_timed) return;
-  TimerList& t = request_timers_;
   c->request_timed = true;
-  c->request_deadline = Clock::now() + t.duration;
-  c->rprev = t.tail;
-  c->rnext = nullptr;
-  if (t.tail) t.tail->rnext = c;
-  else t.head = c;
-  t.tail = c;
+  request_timers_.push_back(c, &Connection::request_timer);
 }
 
 void HttpServer::Impl::request_timer_stop(Connection* c) {
   if (!c->request_timed) return;
-  TimerList& t = request_timers_;
-  if (c->rprev) c->rprev->rnext = c->rnext;
-  else t.head = c->rnext;
-  if (c->rnext) c->rnext->rprev = c->rprev;
-  else t.tail = c->rprev;
-  c->rprev = c->rnext = nullptr;
+  request_timers_.unlink(c, &Connection::request_timer);
   c->request_timed = false;
 }
 
@@ -416,13 +394,13 @@ void HttpServer::Impl::update_timer(Connection* c, bool progress) {
 
 void HttpServer::Impl::expire_timers() {
   for (TimerList& t : timers_) {
-    while (t.head && t.head->deadline <= now_) {
+    while (t.head && t.head->timer.deadline <= now_) {
       Connection* c = t.head;
       timer_remove(c);
       on_timeout(c);
     }
   }
-  while (request_timers_.head && request_timers_.head->request_deadline <= now_) {
+  while (request_timers_.head && request_timers_.head->request_timer.deadline <= now_) {
     Connection* c = request_timers_.head;
     request_timer_stop(c);
     timer_remove(c);

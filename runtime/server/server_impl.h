@@ -33,6 +33,16 @@ inline std::string sys_error(const std::string& what) { return what + ": " + std
 
 enum TimerKind : int8_t { kNoTimer = -1, kIdleTimer = 0, kHeaderTimer = 1 };
 
+struct Connection;
+
+// A connection's membership of one deadline list (TimerList): intrusive links, so
+// joining and leaving a list never allocates.
+struct TimerLink {
+  Connection* prev = nullptr;
+  Connection* next = nullptr;
+  Clock::time_point deadline;
+};
+
 struct Connection {
   int fd = -1;
   uint64_t generation = 0;
@@ -58,30 +68,46 @@ struct Connection {
   bool http10 = false;
   Clock::time_point started;
 
-  // Intrusive timer list membership; each list is sorted by deadline because all its
-  // entries were given the same duration at insertion.
-  Connection* tprev = nullptr;
-  Connection* tnext = nullptr;
+  // The header or idle deadline: membership of Impl::timers_[tlist].
+  TimerLink timer;
   int8_t tlist = kNoTimer;
-  Clock::time_point deadline;
 
   // The whole-request deadline (ServerConfig::request_timeout), from a request's first
   // byte to its complete body: membership of Impl::request_timers_, kept apart from the
-  // list above because it runs alongside the header and idle timers. Sorted like them.
-  Connection* rprev = nullptr;
-  Connection* rnext = nullptr;
+  // list above because it runs alongside the header and idle timers.
+  TimerLink request_timer;
   bool request_timed = false;
-  Clock::time_point request_deadline;
 
   size_t pool_index = 0;  // in Impl::pool_
   size_t held_bytes = 0;  // its buffers' heap bytes, as last counted in Impl::buffered_bytes_
   size_t job_body_bytes = 0;  // of Impl::body_budget_, held by the body its in-flight job took
 };
 
+// Connections waiting for a deadline, linked through the TimerLink member `link`. Every
+// entry gets the same duration at insertion, so appending keeps the list sorted by
+// deadline and the head is always the next to expire.
 struct TimerList {
   Connection* head = nullptr;
   Connection* tail = nullptr;
   Clock::duration duration{};
+
+  void push_back(Connection* c, TimerLink Connection::*link) {
+    TimerLink& l = c->*link;
+    l.deadline = Clock::now() + duration;
+    l.prev = tail;
+    l.next = nullptr;
+    if (tail) (tail->*link).next = c;
+    else head = c;
+    tail = c;
+  }
+  void unlink(Connection* c, TimerLink Connection::*link) {
+    TimerLink& l = c->*link;
+    if (l.prev) (l.prev->*link).next = l.next;
+    else head = l.next;
+    if (l.next) (l.next->*link).prev = l.prev;
+    else tail = l.prev;
+    l.prev = l.next = nullptr;
+  }
 };
 
 struct HttpServer::Impl {
@@ -165,7 +191,7 @@ struct HttpServer::Impl {
   std::vector<Connection*> ready_swap_;
   uint64_t next_generation_ = 1;
   std::array<TimerList, 2> timers_;
-  TimerList request_timers_;  // linked through Connection::rprev/rnext
+  TimerList request_timers_;  // linked through Connection::request_timer
   size_t buffered_bytes_ = 0;  // sum of Connection::held_bytes over pool_
   size_t trim_high_water_ = 0;  // most buffered bytes (with bodies) since the last trim
   Clock::time_point last_trim_{};
