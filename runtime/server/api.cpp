@@ -46,8 +46,7 @@ std::optional<json> parse_json_body(std::string_view body, const ApiLimits& limi
     switch (je.kind) {
       case io::JsonError::Kind::kArrayTooLong:
         *err = api_error({InputIssueKind::kTooManyItems,
-                          "'texts' has more than " + std::to_string(max_items) + " items, over the limit of " +
-                              std::to_string(max_items)});
+                          "'texts' has more items than the limit of " + std::to_string(max_items)});
         break;
       case io::JsonError::Kind::kStringTooLong:
         *err = api_error({InputIssueKind::kTextTooLong,

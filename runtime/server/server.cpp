@@ -35,6 +35,17 @@ constexpr int kMaxEvents = 256;
 char kListenTag;
 char kWakeTag;
 
+// The request limits a ServerConfig sets: the server decodes bodies against them and
+// hands them to its predictor (Predictor::set_limits), which checks every request.
+inference::RequestLimits request_limits(const ServerConfig& config) {
+  inference::RequestLimits r;
+  r.max_text_bytes = config.max_text_bytes;
+  r.max_batch_items = config.max_batch_items;
+  r.default_mc_dropout = config.default_mc_dropout;
+  r.max_request_gflop = config.max_request_gflop;
+  return r;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
@@ -305,14 +316,6 @@ void HttpServer::Impl::start_reload() {
 // ---------------------------------------------------------------------------------------
 // Public face
 
-inference::RequestLimits request_limits(const ServerConfig& config) {
-  inference::RequestLimits r;
-  r.max_text_bytes = config.max_text_bytes;
-  r.max_batch_items = config.max_batch_items;
-  r.default_mc_dropout = config.default_mc_dropout;
-  r.max_request_gflop = config.max_request_gflop;
-  return r;
-}
 
 HttpServer::HttpServer(ServerConfig config, inference::Predictor& predictor)
     : impl_(std::make_unique<Impl>(std::move(config), predictor)) {}

@@ -93,10 +93,6 @@ class HttpServer {
   std::unique_ptr<Impl> impl_;
 };
 
-// The request limits a ServerConfig sets: the server decodes bodies against them and
-// hands them to its predictor (Predictor::set_limits), which checks every request.
-inference::RequestLimits request_limits(const ServerConfig& config);
-
 // SIGTERM and SIGINT call server.stop(), SIGHUP server.request_reload(); SIGPIPE is
 // ignored. One server per process.
 void install_signal_handlers(HttpServer& server);
