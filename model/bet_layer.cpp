@@ -9,7 +9,7 @@ Tensor detached(const Tensor& t) { return t.defined() ? t.detach() : t; }
 
 BetLayer::BetLayer(const ModelConfig& cfg, int64_t layer, Generator& g, DType dtype) : dropout(cfg.dropout) {
   const int64_t D = cfg.d_model;
-  stats = register_module("stats", std::make_shared<SufficientStatsEncoder>(D, g, dtype));
+  stats = register_module("stats", std::make_shared<SufficientStatsEncoder>(D, g, dtype, cfg.stats_features));
   attn = register_module("attn", std::make_shared<MartingaleAwareAttention>(cfg, layer, g, true, dtype));
   cot = register_module("cot", std::make_shared<OptimalCoTLayer>(D, g, dtype));
   cot_gate = register_module("cot_gate", std::make_shared<Linear>(D + 2, D, g, true, Linear::Init::Xavier, dtype));
@@ -20,6 +20,17 @@ BetLayer::BetLayer(const ModelConfig& cfg, int64_t layer, Generator& g, DType dt
   norm2 = register_module("norm2", std::make_shared<LayerNorm>(D, 1e-5, dtype));
   norm3 = register_module("norm3", std::make_shared<LayerNorm>(D, 1e-5, dtype));
   ffn = register_module("ffn", std::make_shared<FeedForward>(D, g, cfg.dropout, dtype));
+  if (cfg.branch_init == BranchInit::Zero) {
+    // Zeroed after the draws above, so every other parameter is the one `spec` would draw:
+    // the two inits differ only in these branches. stats = 0 makes LN1's input x and the
+    // gated stats branch 0; tanh(0) = 0 closes the CoT branch; U = 0 makes the debiasing the
+    // identity. Each still gets a gradient (its input is not zero), so it can grow.
+    stats->proj->weight.fill_(0.0);
+    stats->proj->bias.fill_(0.0);
+    cot_gate->weight.fill_(0.0);
+    cot_gate->bias.fill_(0.0);
+    debias->basis->weight.fill_(0.0);
+  }
 }
 
 BetLayerOutput BetLayer::forward(const Tensor& x_in, const SeqContext& ctx, const Tensor& perm_ids,

@@ -187,5 +187,17 @@ PosEncoding parse_pe(const std::string& s) {
   if (s == "none") return PosEncoding::None;
   fail("pe: '", s, "' is not one of rope, sinusoidal, learned, none");
 }
+std::string to_string(BranchInit b) { return b == BranchInit::Zero ? "zero" : "spec"; }
+BranchInit parse_branch_init(const std::string& s) {
+  if (s == "spec") return BranchInit::Spec;
+  if (s == "zero") return BranchInit::Zero;
+  fail("branch_init: '", s, "' is not one of spec, zero");
+}
+std::string to_string(StatsFeatures f) { return f == StatsFeatures::Mean ? "mean" : "counts"; }
+StatsFeatures parse_stats_features(const std::string& s) {
+  if (s == "counts") return StatsFeatures::Counts;
+  if (s == "mean") return StatsFeatures::Mean;
+  fail("stats_features: '", s, "' is not one of counts, mean");
+}
 
 }  // namespace bet::model

@@ -28,6 +28,20 @@ constexpr int64_t kMaxParameters = int64_t(1) << 32;  // all parameters together
 enum class Task { Classify, LM };
 enum class LayerKind { Bet, Standard };
 enum class PosEncoding { Rope, Sinusoidal, Learned, None };
+// How a fresh `bet` layer's own branches start (the stats projection, the CoT branch, the
+// debiasing basis). `Spec`: as model.md's initialisation section says (Xavier / PyTorch
+// defaults), so the branches add noise to the residual stream from step 0. `Zero`: their
+// output weights start at zero (as in ReZero, Fixup and SkipInit), so a fresh bet layer
+// computes a standard layer's function plus permutation averaging, and the extra parts are
+// only learned in where they help. Only the first step depends on it; stored for provenance.
+enum class BranchInit { Spec, Zero };
+// What the SufficientStatsEncoder's projection reads of its Beta posterior. `Counts`:
+// log alpha and log beta, as model.md says; both grow like log n, so the projected vector
+// encodes the text's length, and in bidirectional mode (one vector copied to every
+// position) its gradient is the coherent sum over every position. `Mean`: log of the
+// posterior mean and of its complement (log alpha - log(alpha + beta), log beta -
+// log(alpha + beta)), the same posterior read as proportions, which do not grow with n.
+enum class StatsFeatures { Counts, Mean };
 
 struct ModelConfig {
   Task task = Task::Classify;
@@ -40,6 +54,8 @@ struct ModelConfig {
   int64_t max_len = 256;
   int64_t k_permutations = 3;
   int64_t n_harmonics = 8;
+  BranchInit branch_init = BranchInit::Spec;  // bet layers only
+  StatsFeatures stats_features = StatsFeatures::Counts;  // bet layers only
   int64_t num_classes = 2;  // classify only
   double dropout = 0.1;
   bool tie_embeddings = false;  // lm only
@@ -71,8 +87,12 @@ int64_t parameter_count(const ModelConfig& cfg);
 std::string to_string(Task t);
 std::string to_string(LayerKind k);
 std::string to_string(PosEncoding p);
+std::string to_string(BranchInit b);
+std::string to_string(StatsFeatures f);
 Task parse_task(const std::string& s);
 LayerKind parse_layer(const std::string& s);
 PosEncoding parse_pe(const std::string& s);
+BranchInit parse_branch_init(const std::string& s);
+StatsFeatures parse_stats_features(const std::string& s);
 
 }  // namespace bet::model

@@ -52,8 +52,8 @@ int64_t SufficientStatsEncoder::num_stats(int64_t d_model) {
   return std::max<int64_t>(3, int64_t(std::floor(std::log(double(d_model)))));
 }
 
-SufficientStatsEncoder::SufficientStatsEncoder(int64_t d, Generator& g, DType dtype)
-    : d_model(d), m(num_stats(d)) {
+SufficientStatsEncoder::SufficientStatsEncoder(int64_t d, Generator& g, DType dtype, StatsFeatures feats)
+    : d_model(d), m(num_stats(d)), features(feats) {
   BET_CHECK(d >= 2, "SufficientStatsEncoder: d_model must be at least 2, got ", d);
   prior = register_parameter("prior", Tensor::full({2}, std::log(std::exp(1.0) - 1.0), dtype));
   auto list = std::make_shared<ModuleList>();
@@ -103,10 +103,16 @@ StatsOutput SufficientStatsEncoder::forward(const Tensor& x, const SeqContext& c
   Tensor alpha = add(squeeze(a[1], 2), select(priors, 0, 0));
   Tensor beta = add(squeeze(a[2], 2), select(priors, 0, 1));
 
-  Tensor feats = concat({means, unsqueeze(log(alpha), 2), unsqueeze(log(beta), 2)}, 2);
+  Tensor total = add(alpha, beta);
+  Tensor log_a = log(alpha), log_b = log(beta);
+  if (features == StatsFeatures::Mean) {
+    Tensor log_total = log(total);
+    log_a = sub(log_a, log_total);  // log posterior mean
+    log_b = sub(log_b, log_total);  // log (1 - posterior mean)
+  }
+  Tensor feats = concat({means, unsqueeze(log_a, 2), unsqueeze(log_b, 2)}, 2);
   Tensor stats = proj->forward(feats);
 
-  Tensor total = add(alpha, beta);
   StatsOutput out;
   out.posterior_mean = div(alpha, total);
   out.posterior_variance = div(mul(alpha, beta), mul(mul(total, total), add(total, 1.0)));

@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "model/config.h"
 #include "model/context.h"
 #include "model/module.h"
 
@@ -27,13 +28,15 @@ struct StatsOutput {
 
 class SufficientStatsEncoder : public Module {
  public:
-  SufficientStatsEncoder(int64_t d_model, Generator& g, DType dtype = DType::F32);
+  SufficientStatsEncoder(int64_t d_model, Generator& g, DType dtype = DType::F32,
+                         StatsFeatures features = StatsFeatures::Counts);
   StatsOutput forward(const Tensor& x, const SeqContext& ctx) const;
 
   // m = max(3, floor(ln D)).
   static int64_t num_stats(int64_t d_model);
 
   int64_t d_model, m;
+  StatsFeatures features;                     // what proj reads of the Beta posterior (config.h)
   std::vector<std::shared_ptr<MLP2>> moment;  // f_j: D -> D/2 -> 1
   std::shared_ptr<Linear> count;              // g_j, b_j: D -> m
   std::shared_ptr<Linear> beta_head;          // u, b_u: D -> 1

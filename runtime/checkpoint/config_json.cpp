@@ -4,6 +4,7 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <set>
 
 #include "engine/error.h"
 
@@ -23,6 +24,8 @@ json config_to_json(const ModelConfig& c) {
               {"max_len", c.max_len},
               {"k_permutations", c.k_permutations},
               {"n_harmonics", c.n_harmonics},
+              {"branch_init", model::to_string(c.branch_init)},
+              {"stats_features", model::to_string(c.stats_features)},
               {"num_classes", c.num_classes},
               {"dropout", c.dropout},
               {"tie_embeddings", c.tie_embeddings},
@@ -79,6 +82,16 @@ ModelConfig config_from_json(const json& j, const std::string& where, bool parti
       {"max_len", [&](const json& v, const std::string& f) { c.max_len = get_int(v, f); }},
       {"k_permutations", [&](const json& v, const std::string& f) { c.k_permutations = get_int(v, f); }},
       {"n_harmonics", [&](const json& v, const std::string& f) { c.n_harmonics = get_int(v, f); }},
+      {"branch_init",  // absent in files written before it existed: they were trained from `spec`
+       [&](const json& v, const std::string& f) {
+         BET_CHECK(v.is_string(), f, ": expected a string (spec|zero), got ", type_of(v));
+         c.branch_init = model::parse_branch_init(v.get<std::string>());
+       }},
+      {"stats_features",  // absent in files written before it existed: they read counts
+       [&](const json& v, const std::string& f) {
+         BET_CHECK(v.is_string(), f, ": expected a string (counts|mean), got ", type_of(v));
+         c.stats_features = model::parse_stats_features(v.get<std::string>());
+       }},
       {"num_classes", [&](const json& v, const std::string& f) { c.num_classes = get_int(v, f); }},
       {"dropout",
        [&](const json& v, const std::string& f) {
@@ -126,8 +139,12 @@ ModelConfig config_from_json(const json& j, const std::string& where, bool parti
       throw Error(p + msg);
     }
   }
+  // Fields added after the format shipped may be absent: files written before them keep
+  // the meaning they were written with (model.md's bet layer).
+  static const std::set<std::string> optional_fields = {"branch_init", "stats_features"};
   if (!partial)
-    for (const auto& [key, s] : fields) BET_CHECK(j.contains(key), p, key, ": missing");
+    for (const auto& [key, s] : fields)
+      BET_CHECK(j.contains(key) || optional_fields.count(key), p, key, ": missing");
 
   // Every bound (model/config.cpp) and the parameter count, before anyone allocates by
   // this config: "x.bet: header: config.layers: 1000000000 is out of range [1, 256]".

@@ -48,6 +48,8 @@ void add_train_command(CLI::App& app, Registry& registry) {
   auto c = std::make_shared<bet::runtime::TrainConfig>();
   auto layer = std::make_shared<std::string>("bet");
   auto pe = std::make_shared<std::string>("rope");
+  auto branch_init = std::make_shared<std::string>(bet::model::to_string(c->model.branch_init));
+  auto stats_features = std::make_shared<std::string>(bet::model::to_string(c->model.stats_features));
   auto& m = c->model;
   cmd->add_option("--task", c->task, "classify | lm (default: lm for synthetic, classify for --data)")
       ->check(CLI::IsMember({"classify", "lm"}));
@@ -67,6 +69,14 @@ void add_train_command(CLI::App& app, Registry& registry) {
   cmd->add_option("--k-permutations", m.k_permutations, "attention permutation paths (0: off)")->check(CLI::Range(0, 64));
   cmd->add_option("--pe", *pe, "rope | sinusoidal | learned | none")
       ->check(CLI::IsMember({"rope", "sinusoidal", "learned", "none"}));
+  cmd->add_option("--bet-init", *branch_init,
+                  "bet layers: how the stats, CoT and debiasing branches start: spec (model.md) | zero (a fresh "
+                  "layer is a standard layer plus averaging)")
+      ->check(CLI::IsMember({"spec", "zero"}));
+  cmd->add_option("--bet-stats", *stats_features,
+                  "bet layers: what the stats encoder projects of its Beta posterior: counts (log alpha, log beta; "
+                  "model.md) | mean (log posterior mean and complement, length-free)")
+      ->check(CLI::IsMember({"counts", "mean"}));
   cmd->add_option("--max-len", m.max_len, "maximum sequence length")->check(CLI::Range(int64_t(1), kMaxLen));
   cmd->add_option("--dropout", m.dropout, "dropout rate")->check(CLI::Range(0.0, 0.99));
   cmd->add_flag("--tie-embeddings", m.tie_embeddings, "lm: tie the head to the embedding");
@@ -101,10 +111,12 @@ void add_train_command(CLI::App& app, Registry& registry) {
   cmd->add_option("--log-every", c->log_every, "steps between log lines")->check(CLI::Range(1, 1 << 30));
   cmd->add_flag("--json", c->json, "print the result as JSON on stdout");
   cmd->add_flag("--quiet", c->quiet, "no progress output");
-  cmd->callback([&registry, c, layer, pe] {
-    registry.selected = [c, layer, pe] {
+  cmd->callback([&registry, c, layer, pe, branch_init, stats_features] {
+    registry.selected = [c, layer, pe, branch_init, stats_features] {
       c->model.layer = bet::model::parse_layer(*layer);
       c->model.pe = bet::model::parse_pe(*pe);
+      c->model.branch_init = bet::model::parse_branch_init(*branch_init);
+      c->model.stats_features = bet::model::parse_stats_features(*stats_features);
       auto res = bet::runtime::train(*c);
       if (c->json) {
         std::cout << res.summary.dump(2) << std::endl;
