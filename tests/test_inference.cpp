@@ -675,3 +675,182 @@ TEST_CASE("signal report: every setting and signal, ranks in range; a model blin
     CHECK(r.report.aurc == doctest::Approx(1.0 - r.accuracy));
   }
 }
+
+// ---------------------------------------------------------------- the uncertainty signal
+
+namespace {
+
+// A freshly initialised model whose checkpoint stores `stored` as calibrate would
+// (metrics.calibration.uncertainty); null stores no choice.
+std::string save_with_signal(const model::ModelConfig& cfg, uint64_t seed, const std::string& name,
+                             const json& stored) {
+  Generator g(seed);
+  model::BetModel m(cfg, g);
+  {
+    autograd::NoGradGuard ng;
+    if (m.head) m.head->weight.copy_(mul(m.head->weight, 8.0));
+  }
+  runtime::Checkpoint ck =
+      runtime::make_checkpoint(m, nullptr, runtime::make_byte_tokenizer()->to_json(), "production");
+  if (!stored.is_null()) ck.metrics["calibration"] = {{"temperature", 1.0}, {"uncertainty", stored}};
+  const std::string path = tmp_path(name);
+  runtime::save_checkpoint(path, ck);
+  return path;
+}
+
+// A request as a body that names no members decodes (PredictRequest::signal_members).
+PredictRequest plain_req(const std::string& text) {
+  PredictRequest r;
+  InputIssue issue;
+  REQUIRE(decode_predict(json{{"text", text}}, RequestLimits{}, &r, &issue));
+  return r;
+}
+
+std::string load_error(const std::string& path) {
+  try {
+    ModelPredictor p(path);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("uncertainty signal: the checkpoint's choice, its members for a request that names none, its score") {
+  const auto cfg = small_config();
+  const std::string path =
+      save_with_signal(cfg, 67, "with_signal.bet", {{"signal", "mc_dropout:epistemic@3"}, {"error_auroc", 0.75}});
+  ModelPredictor pred(path);
+  CHECK(pred.uncertainty_signal().to_string() == "mc_dropout:epistemic@3");
+  json info = pred.model_info();
+  CHECK(info["uncertainty"]["signal"] == "mc_dropout:epistemic@3");
+  CHECK(info["uncertainty"]["source"] == "calibration");
+  CHECK(info["uncertainty"]["error_auroc"] == 0.75);
+
+  // A body without permutations or mc_dropout runs the signal's 3 dropout masks: the same
+  // answer as asking for them, and the score is the epistemic part of that answer.
+  const PredictRequest plain = plain_req("a text to score");
+  CHECK(plain.signal_members);
+  const json a = pred.predict(plain);
+  CHECK(a["uncertainty"]["members"] == 3);
+  CHECK(a["uncertainty"]["signal"] == "mc_dropout:epistemic@3");
+  REQUIRE(a["uncertainty"]["score"].is_number());
+  CHECK(a["uncertainty"]["score"].get<double>() == a["uncertainty"]["epistemic"].get<double>());
+  CHECK(a["uncertainty"]["epistemic"].get<double>() > 0.0);  // the masks differ
+  CHECK(a.dump() == pred.predict(text_req("a text to score", 1, 3)).dump());
+  // In a batch too (each item inherits the body's options).
+  std::vector<PredictRequest> batch;
+  InputIssue issue;
+  REQUIRE(decode_batch(json{{"texts", {"a text to score", "another"}}}, RequestLimits{}, &batch, &issue));
+  auto outs = answers(pred.predict_batch(batch));
+  CHECK(json_diff(outs[0], a) < 1e-6);
+  CHECK(outs[1]["uncertainty"]["members"] == 3);
+
+  // Members the request names win; the score is null when they cannot give the signal.
+  json b = pred.predict(text_req("a text to score", 1, 0));  // mc_dropout 0 asked explicitly
+  CHECK(b["uncertainty"]["members"] == 1);
+  CHECK(b["uncertainty"]["signal"] == "mc_dropout:epistemic@3");
+  CHECK(b["uncertainty"]["score"].is_null());
+  CHECK(pred.predict(text_req("a text to score", 4, 0))["uncertainty"]["score"].is_null());  // orderings
+  b = pred.predict(text_req("a text to score", 1, 5));  // more masks: the same signal, measured closer
+  CHECK(b["uncertainty"]["score"].get<double>() == b["uncertainty"]["epistemic"].get<double>());
+  // No uncertainty asked, no score; the prediction is still the signal's ensemble.
+  PredictRequest quiet = plain;
+  quiet.return_uncertainty = false;
+  b = pred.predict(quiet);
+  CHECK(!b.contains("uncertainty"));
+  CHECK(b["probabilities"] == a["probabilities"]);
+
+  // --default-mc-dropout wins over the signal's members: the body then counts as giving mc_dropout.
+  RequestLimits server_default;
+  server_default.default_mc_dropout = 2;
+  PredictRequest d;
+  REQUIRE(decode_predict(json{{"text", "a text to score"}}, server_default, &d, &issue));
+  CHECK(!d.signal_members);
+  CHECK(d.mc_dropout == 2);
+  b = pred.predict(d);
+  CHECK(b["uncertainty"]["members"] == 2);
+  CHECK(b["uncertainty"]["score"].get<double>() == b["uncertainty"]["epistemic"].get<double>());
+  REQUIRE(decode_predict(json{{"text", "x"}, {"permutations", 1}}, RequestLimits{}, &d, &issue));
+  CHECK(!d.signal_members);
+  REQUIRE(decode_predict(json{{"text", "x"}, {"mc_dropout", nullptr}}, RequestLimits{}, &d, &issue));
+  CHECK(d.signal_members);  // null counts as absent
+
+  // The signal's members are held to the request's work bound, and the refusal says whose they are.
+  RequestLimits tight;
+  const std::string full = text_of(24);
+  tight.max_request_gflop = inference::forward_cost(cfg, 1, 24).gflop * 2.5;  // 2 members, not 3
+  pred.set_limits(tight);
+  CHECK(code_of([&] { pred.predict(text_req(full, 1, 2)); }) == "");
+  try {
+    pred.predict(plain_req(full));
+    FAIL("the signal's 3 members were admitted over the bound");
+  } catch (const InputError& e) {
+    CHECK(e.kind() == InputIssueKind::kTooMuchWork);
+    CHECK(std::string(e.what()).find("the members of uncertainty signal mc_dropout:epistemic@3") !=
+          std::string::npos);
+  }
+  pred.set_limits(RequestLimits{});
+
+  // An override (--uncertainty) wins over the checkpoint, for answers and /v1/model.
+  REQUIRE(!pred.override_uncertainty(UncertaintySignal::parse("single:total")));
+  CHECK(pred.uncertainty_signal().to_string() == "single:total");
+  info = pred.model_info();
+  CHECK(info["uncertainty"] == json{{"signal", "single:total"}, {"source", "command line"}});
+  b = pred.predict(plain);
+  CHECK(b["uncertainty"]["members"] == 1);
+  CHECK(b["uncertainty"]["signal"] == "single:total");
+  CHECK(b["uncertainty"]["score"].get<double>() == b["uncertainty"]["total"].get<double>());
+  // A signal the model cannot give is refused, and the override in place stays.
+  auto why = pred.override_uncertainty(UncertaintySignal::parse("mc_dropout:total@4"));
+  CHECK(!why);
+  ModelPredictor no_dropout(save_model(small_config(model::Task::Classify, model::PosEncoding::Rope,
+                                                    model::LayerKind::Bet, 0.0),
+                                       71, "no_dropout.bet"));
+  why = no_dropout.override_uncertainty(UncertaintySignal::parse("mc_dropout:total@4"));
+  REQUIRE(why);
+  CHECK(why->find("dropout > 0") != std::string::npos);
+  CHECK(no_dropout.uncertainty_signal() == default_uncertainty_signal());
+}
+
+TEST_CASE("uncertainty signal: a checkpoint without a choice reports single:1-confidence; a bad stored one fails") {
+  const auto cfg = small_config();
+  ModelPredictor pred(save_model(cfg, 73, "no_choice.bet"));
+  CHECK(pred.uncertainty_signal() == default_uncertainty_signal());
+  CHECK(pred.model_info()["uncertainty"] == json{{"signal", "single:1-confidence"}, {"source", "default"}});
+  json a = pred.predict(plain_req("plain"));
+  CHECK(a["uncertainty"]["members"] == 1);
+  CHECK(a["uncertainty"]["signal"] == "single:1-confidence");
+  CHECK(a["uncertainty"]["score"].get<double>() == 1.0 - a["confidence"].get<double>());
+  // Any ensemble still has a confidence to read.
+  a = pred.predict(text_req("plain", 3, 2));
+  CHECK(a["uncertainty"]["score"].get<double>() == 1.0 - a["confidence"].get<double>());
+  // A model wrapped in memory (no checkpoint) too.
+  Generator g(79);
+  auto m = std::make_shared<model::BetModel>(cfg, g);
+  m->eval();
+  ModelPredictor wrapped(wrap_model(m, runtime::make_byte_tokenizer()->to_json()));
+  CHECK(wrapped.model_info()["uncertainty"]["signal"] == "single:1-confidence");
+
+  // A stored choice the file cannot honour fails the load, naming the file and the field.
+  const std::string bad_name = save_with_signal(cfg, 83, "bad_signal.bet", {{"signal", "single:epistemic"}});
+  std::string e = load_error(bad_name);
+  CHECK(e.find(bad_name) != std::string::npos);
+  CHECK(e.find("metrics.calibration.uncertainty.signal") != std::string::npos);
+  CHECK(e.find("has no signal 'epistemic'") != std::string::npos);
+  auto std_cfg = small_config(model::Task::Classify, model::PosEncoding::Rope, model::LayerKind::Standard);
+  e = load_error(save_with_signal(std_cfg, 89, "std_beta.bet", {{"signal", "single:beta_posterior_variance"}}));
+  CHECK(e.find("layers are standard") != std::string::npos);
+  e = load_error(save_with_signal(cfg, 97, "not_object.bet", "single:total"));
+  CHECK(e.find("metrics.calibration.uncertainty: must be an object") != std::string::npos);
+
+  // An override the reloaded model cannot give fails the reload; the old model serves on.
+  const std::string bet_path = save_model(cfg, 101, "reload_bet.bet");
+  ModelPredictor reloading(bet_path);
+  REQUIRE(!reloading.override_uncertainty(UncertaintySignal::parse("single:beta_posterior_variance")));
+  const std::string std_path = save_model(std_cfg, 103, "reload_std.bet");
+  CHECK_THROWS_WITH_AS(reloading.reload(std_path), doctest::Contains("--uncertainty"), Error);
+  CHECK(reloading.current()->path == bet_path);
+  CHECK(reloading.predict(plain_req("still"))["uncertainty"]["score"].is_number());
+}

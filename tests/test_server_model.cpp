@@ -38,6 +38,7 @@
 #include "runtime/checkpoint/bet_format.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "runtime/inference/predictor.h"
+#include "runtime/inference/uncertainty_signal.h"
 #include "runtime/server/api.h"
 #include "runtime/server/server.h"
 #include "runtime/tokenizer/tokenizer.h"
@@ -233,6 +234,33 @@ double json_diff(const json& a, const json& b) {
   return a == b ? 0.0 : INFINITY;
 }
 
+// Labelled texts for the classifier's labels, one JSONL line each.
+std::string labelled_data(const std::string& name, int n) {
+  std::string lines;
+  const std::vector<std::string> labels = {"neg", "neutral", "pos"};
+  for (int i = 0; i < n; ++i)
+    lines += json{{"text", "example text number " + std::to_string(i * 7919 % 97)}, {"label", labels[size_t(i) % 3]}}
+                 .dump() +
+             "\n";
+  return write(name, lines);
+}
+
+// The classifier after `betctl calibrate --uncertainty auto --signals 2` on 24 labelled
+// texts: its checkpoint stores the chosen signal (metrics.calibration.uncertainty).
+const std::string& calibrated_path() {
+  static const std::string p = [] {
+    REQUIRE_MESSAGE(!g_betctl.empty(), "pass the betctl binary as the first argument");
+    const std::string out = (scratch() / "calibrated.bet").string();
+    const int rc = run({g_betctl, "calibrate", "--model", classifier_path(), "--data", labelled_data("calib.jsonl", 24),
+                        "--out", out, "--uncertainty", "auto", "--signals", "2", "--json"},
+                       out + ".json");
+    INFO(slurp(out + ".json.err"));
+    REQUIRE(rc == 0);
+    return out;
+  }();
+  return p;
+}
+
 }  // namespace
 
 TEST_CASE("a real model behind the server: every error class answers with the status of product.md") {
@@ -312,7 +340,11 @@ TEST_CASE("a real model behind the server: every error class answers with the st
 TEST_CASE("/openapi.json passes an OpenAPI 3.0 validator, and real responses conform to it") {
   ModelServer clf(classifier_path());
   ModelServer lm(lm_path());
-  HttpClient c("127.0.0.1", clf.port()), l("127.0.0.1", lm.port());
+  ModelServer calibrated(calibrated_path());  // a stored uncertainty signal, with its measurement
+  ModelServer overridden(classifier_path());  // as `serve --uncertainty mc_dropout:epistemic@2`
+  REQUIRE(!overridden.predictor.override_uncertainty(inference::UncertaintySignal::parse("mc_dropout:epistemic@2")));
+  HttpClient c("127.0.0.1", clf.port()), l("127.0.0.1", lm.port()), cal("127.0.0.1", calibrated.port()),
+      o("127.0.0.1", overridden.port());
   auto doc = c.request("GET", "/openapi.json");
   REQUIRE(doc);
   REQUIRE(doc->status == 200);
@@ -330,6 +362,10 @@ TEST_CASE("/openapi.json passes an OpenAPI 3.0 validator, and real responses con
       {"BatchPredictResponse", ok_json(l.request("POST", "/batch-predict", R"({"texts": ["a"]})"))},
       {"ModelInfo", ok_json(c.request("GET", "/v1/model"))},
       {"ModelInfo", ok_json(l.request("GET", "/model-info"))},
+      {"ModelInfo", ok_json(cal.request("GET", "/v1/model"))},
+      {"PredictResponse", ok_json(cal.request("POST", "/v1/predict", R"({"text": "signal"})"))},
+      {"PredictResponse", ok_json(o.request("POST", "/v1/predict", R"({"text": "no score", "mc_dropout": 0})"))},
+      {"ModelInfo", ok_json(o.request("GET", "/v1/model"))},
       {"GenerateResponse", ok_json(l.request("POST", "/v1/generate", R"({"prompt": "go", "max_tokens": 3, "seed": 2})"))},
       {"GenerateResponse", ok_json(l.request("POST", "/v1/generate", R"({"prompt": "go", "cot": "auto", "top_p": 0.9})"))},
       {"Status", ok_json(c.request("GET", "/health"))},
@@ -346,7 +382,12 @@ TEST_CASE("/openapi.json passes an OpenAPI 3.0 validator, and real responses con
   CHECK(samples[0].second["uncertainty"]["order_dispersion"].is_null());
   CHECK(samples[1].second["uncertainty"]["order_dispersion"].is_number());
   CHECK(samples[0].second["cot_length"].is_number_float());
-  CHECK(samples[11].second["cot_budget"].is_number_integer());
+  CHECK(samples[15].second["cot_budget"].is_number_integer());
+  CHECK(samples[0].second["uncertainty"]["score"].is_number());
+  CHECK(samples[10].second["uncertainty"]["source"] == "calibration");
+  CHECK(samples[10].second["uncertainty"].contains("aurc"));
+  CHECK(samples[12].second["uncertainty"]["score"].is_null());
+  CHECK(samples[13].second["uncertainty"]["source"] == "command line");
 
   auto v = find_validator();
   if (!v) return;
@@ -361,7 +402,7 @@ TEST_CASE("/openapi.json passes an OpenAPI 3.0 validator, and real responses con
   wrong_type["cot_length"] = "long";
   json missing = samples[6].second;
   missing.erase("latency_ms");
-  json undeclared = samples[10].second;
+  json undeclared = samples[14].second;
   undeclared["surprise"] = 1;
   for (const auto& [schema, body] : std::vector<std::pair<std::string, json>>{
            {"PredictResponse", wrong_type}, {"BatchPredictResponse", missing}, {"GenerateResponse", undeclared}}) {
@@ -633,6 +674,158 @@ TEST_CASE("--device on the command line: one clear error without a GPU; an emula
   const std::string ckpt = dir + "/checkpoints/training/step-00000004.bet";
   CHECK(run({g_betctl, "predict", "--model", ckpt, "--text", "0101", "--device", "cpu"}, out) == 0);
   CHECK(json::parse(slurp(out)).contains("top_tokens"));
+}
+
+TEST_CASE("--uncertainty: calibrate stores a signal; serve and predict report it and its score; overrides win") {
+  REQUIRE_MESSAGE(!g_betctl.empty(), "pass the betctl binary as the first argument");
+  using inference::UncertaintySignal;
+  const std::string out = (scratch() / "uncertainty.out").string();
+  const std::string threads = std::to_string(platform::num_threads());
+  auto lines_of = [&](const std::string& file) {
+    std::vector<json> got;
+    std::istringstream lines(slurp(file));
+    for (std::string line; std::getline(lines, line);) got.push_back(json::parse(line));
+    return got;
+  };
+  // The score an answer carries is the value its signal names in the same answer.
+  auto check_score = [](const json& answer, const std::string& signal) {
+    CAPTURE(answer.dump());
+    const UncertaintySignal s = UncertaintySignal::parse(signal);
+    CHECK(answer["uncertainty"]["signal"] == signal);
+    CHECK(answer["uncertainty"]["members"] == std::max(s.permutations(), s.mc_dropout()));
+    const std::optional<double> named = inference::read_signal(s.kind, answer);
+    REQUIRE(named);
+    REQUIRE(answer["uncertainty"]["score"].is_number());
+    CHECK(answer["uncertainty"]["score"].get<double>() == *named);
+  };
+
+  // calibrate --uncertainty auto stored a signal the model offers, with its measurement.
+  runtime::Checkpoint ck = runtime::load_checkpoint(calibrated_path());
+  const json stored = ck.metrics["calibration"]["uncertainty"];
+  CAPTURE(stored.dump());
+  const std::string signal = stored["signal"].get<std::string>();
+  CHECK(stored["chosen"] == "auto");
+  CHECK(stored["examples"] == 24);
+  CHECK(stored["candidates"].get<int>() >= 10);
+  CHECK(stored["aurc"].is_number());
+  CHECK((stored["error_auroc"].is_number() || stored.contains("note")));
+  const UncertaintySignal chosen = UncertaintySignal::parse(signal);
+  CHECK(chosen.members == (chosen.setting == inference::EnsembleSetting::kSingle ? 1 : 2));  // --signals 2
+  CHECK(ck.metrics["calibration"]["temperature"].is_number());
+  {
+    const std::string json_out = slurp(calibrated_path() + ".json");
+    CHECK(json::parse(json_out)["uncertainty"] == stored);
+  }
+
+  // predict reports it, running its members for inputs that name none.
+  const std::string input = write("signal_inputs.jsonl", "plain text line\n{\"text\": \"a json line\"}\n");
+  int rc = run({g_betctl, "predict", "--model", calibrated_path(), "--input", input, "--threads", threads}, out);
+  INFO(slurp(out + ".err"));
+  REQUIRE(rc == 0);
+  const std::vector<json> cli = lines_of(out);
+  REQUIRE(cli.size() == 2);
+  for (const json& a : cli) check_score(a, signal);
+
+  // serve reports it in /v1/model and in every answer: the same bytes as predict.
+  {
+    ModelServer srv(calibrated_path());
+    HttpClient c("127.0.0.1", srv.port());
+    const json info = ok_json(c.request("GET", "/v1/model"));
+    CHECK(info["uncertainty"]["signal"] == signal);
+    CHECK(info["uncertainty"]["source"] == "calibration");
+    CHECK(info["uncertainty"]["aurc"] == stored["aurc"]);
+    json got = ok_json(c.request("POST", "/v1/predict", R"({"text": "plain text line"})"));
+    got.erase("latency_ms");
+    CHECK(got.dump() == cli[0].dump());
+    const json batch = ok_json(c.request("POST", "/v1/predict/batch", R"({"texts": ["plain text line", "b"]})"));
+    for (const json& a : batch["predictions"]) check_score(a, signal);
+    CHECK(json_diff(batch["predictions"][0], cli[0]) < 1e-5);
+  }
+
+  // --uncertainty on the command line wins over the checkpoint's choice.
+  rc = run({g_betctl, "predict", "--model", calibrated_path(), "--text", "plain text line", "--uncertainty",
+            "orderings:order_dispersion@3"},
+           out);
+  REQUIRE(rc == 0);
+  check_score(json::parse(slurp(out)), "orderings:order_dispersion@3");
+  // Members given on the command line win over the signal's; the score is null when
+  // they cannot give it.
+  rc = run({g_betctl, "predict", "--model", calibrated_path(), "--text", "plain text line", "--uncertainty",
+            "mc_dropout:epistemic@3", "--mc-dropout", "0"},
+           out);
+  REQUIRE(rc == 0);
+  json a = json::parse(slurp(out));
+  CHECK(a["uncertainty"]["members"] == 1);
+  CHECK(a["uncertainty"]["signal"] == "mc_dropout:epistemic@3");
+  CHECK(a["uncertainty"]["score"].is_null());
+
+  // A model whose checkpoint stores no choice reports single:1-confidence.
+  rc = run({g_betctl, "predict", "--model", classifier_path(), "--text", "plain text line"}, out);
+  REQUIRE(rc == 0);
+  check_score(json::parse(slurp(out)), "single:1-confidence");
+  {
+    ModelServer srv(classifier_path());
+    HttpClient c("127.0.0.1", srv.port());
+    CHECK(ok_json(c.request("GET", "/v1/model"))["uncertainty"] ==
+          json{{"signal", "single:1-confidence"}, {"source", "default"}});
+    check_score(ok_json(c.request("POST", "/v1/predict", R"({"text": "x"})")), "single:1-confidence");
+  }
+
+  // calibrate with a named signal stores that one, measured; without the flag, none.
+  const std::string data = labelled_data("calib_named.jsonl", 12);
+  const std::string named = (scratch() / "named.bet").string();
+  rc = run({g_betctl, "calibrate", "--model", classifier_path(), "--data", data, "--out", named, "--uncertainty",
+            "both:total@2"},
+           out);
+  INFO(slurp(out + ".err"));
+  REQUIRE(rc == 0);
+  CHECK(slurp(out).find("uncertainty signal both:total@2") != std::string::npos);
+  json again = runtime::load_checkpoint(named).metrics["calibration"]["uncertainty"];
+  CHECK(again["signal"] == "both:total@2");
+  CHECK(again["chosen"] == "given");
+  CHECK(again["examples"] == 12);
+  CHECK(again["aurc"].is_number());
+  rc = run({g_betctl, "calibrate", "--model", named, "--data", data, "--out", named}, out);
+  REQUIRE(rc == 0);
+  CHECK(!runtime::load_checkpoint(named).metrics["calibration"].contains("uncertainty"));
+
+  // Refusals are usage errors (exit 2) naming the flag, before any work: a bad name, a
+  // signal the model does not offer, --signals without auto.
+  const std::string standard = save_model(config(model::Task::Classify, model::LayerKind::Standard), 43, "std.bet");
+  const std::string port_file = (scratch() / "never.out").string();
+  const std::vector<std::pair<std::vector<std::string>, std::string>> refused = {
+      {{"predict", "--model", classifier_path(), "--text", "x", "--uncertainty", "mc_dropout:epistemic@1"},
+       "members after '@'"},
+      {{"predict", "--model", classifier_path(), "--text", "x", "--uncertainty", "epistemic"}, "SETTING:SIGNAL"},
+      {{"predict", "--model", standard, "--text", "x", "--uncertainty", "single:beta_posterior_variance"},
+       "layers are standard"},
+      {{"serve", "--model", classifier_path(), "--port", "0", "--uncertainty", "single:epistemic"},
+       "has no signal 'epistemic'"},
+      {{"serve", "--model", standard, "--port", "0", "--uncertainty", "single:attention_dispersion"},
+       "layers are standard"},
+      {{"calibrate", "--model", classifier_path(), "--data", data, "--out", port_file, "--uncertainty", "best"},
+       "no ':'"},
+      {{"calibrate", "--model", standard, "--data", data, "--out", port_file, "--uncertainty",
+        "single:beta_posterior_variance"},
+       "layers are standard"},
+  };
+  for (const auto& [args, why] : refused) {
+    std::vector<std::string> argv = {g_betctl};
+    argv.insert(argv.end(), args.begin(), args.end());
+    CAPTURE(args[0]);
+    CAPTURE(why);
+    rc = bet::test::run_process(argv, out, out + ".err", std::chrono::seconds(60));
+    const std::string err = slurp(out + ".err");
+    CAPTURE(err);
+    CHECK(rc == 2);
+    CHECK(err.find("--uncertainty") != std::string::npos);
+    CHECK(err.find(why) != std::string::npos);
+  }
+  rc = run({g_betctl, "calibrate", "--model", classifier_path(), "--data", data, "--out", port_file, "--signals", "4"},
+           out);
+  CHECK(rc == 2);
+  CHECK(slurp(out + ".err").find("--signals: only with --uncertainty auto") != std::string::npos);
+  CHECK(!fs::exists(port_file));
 }
 
 int main(int argc, char** argv) { return bet::test::run_with_betctl_arg(argc, argv); }

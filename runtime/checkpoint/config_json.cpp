@@ -57,6 +57,10 @@ ModelConfig config_from_json(const json& j, const std::string& where, bool parti
   const std::string pre = where.empty() ? "config" : where;
   BET_CHECK(j.is_object(), pre, ": the model config must be a JSON object, got ", type_of(j));
   ModelConfig c;
+  // Files written before these fields existed hold model.md's layer, whatever today's
+  // defaults are: stats_features changes what the forward computes.
+  c.branch_init = model::BranchInit::Spec;
+  c.stats_features = model::StatsFeatures::Counts;
   const std::string p = pre + ": config.";
   using Setter = std::function<void(const json&, const std::string&)>;
   const std::map<std::string, Setter> fields = {

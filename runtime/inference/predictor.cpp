@@ -28,8 +28,10 @@ struct Prepared {
   bool orderings = false;
   bool truncated = false;
   bool want_uncertainty = true;
+  int permutations = 1;
   int mc = 0;
   double temperature = 1.0;
+  UncertaintySignal signal;  // the one the answer reports
 };
 
 std::vector<int32_t> encode_or_throw(const runtime::Tokenizer& tok, const std::string& text, const char* field) {
@@ -41,16 +43,21 @@ std::vector<int32_t> encode_or_throw(const runtime::Tokenizer& tok, const std::s
 }
 
 // Throws InputError for a request that check_predict refuses or that would cost more
-// than the limits allow on this model; otherwise the model's inputs.
-Prepared prepare(const LoadedModel& L, const PredictRequest& req, const RequestLimits& limits) {
+// than the limits allow on this model; otherwise the model's inputs. `signal` is the one
+// the answer reports; its members run when the request names none.
+Prepared prepare(const LoadedModel& L, const PredictRequest& req, const RequestLimits& limits,
+                 const UncertaintySignal& signal) {
   if (std::optional<InputIssue> issue = check_predict(req, limits)) throw InputError(std::move(*issue));
   const model::ModelConfig& cfg = L.model->config();
-  const int P = req.permutations.value_or(1);
+  const bool signal_members = req.signal_members && !req.permutations && req.mc_dropout == 0;
+  const int P = signal_members ? signal.permutations() : req.permutations.value_or(1);
   Prepared p;
   p.temperature = req.temperature ? *req.temperature : L.model->temperature_value();
   p.want_uncertainty = req.return_uncertainty;
-  p.mc = req.mc_dropout;
+  p.permutations = P;
+  p.mc = signal_members ? signal.mc_dropout() : req.mc_dropout;
   p.orderings = P > 1;
+  p.signal = signal;
 
   // Units: one per token, or one per chunk; `offsets` delimits them in `tokens`.
   std::vector<int32_t> tokens;
@@ -85,11 +92,15 @@ Prepared prepare(const LoadedModel& L, const PredictRequest& req, const RequestL
     if (b < e) units.emplace_back(b, e);
   }
   const int64_t n = int64_t(units.size());
-  const int K = std::max({P, req.mc_dropout, 1});
+  const int K = std::max({P, p.mc, 1});
   const int64_t row_len = int64_t(hi - lo) + (cfg.causal() ? 1 : 0);
+  // Members the signal added are subject to the same bound as members asked for.
   if (auto issue = check_cost(forward_cost(cfg, K, row_len), limits,
                               "this request (" + std::to_string(K) + " members of " + std::to_string(row_len) +
-                                  " tokens)"))
+                                  " tokens" +
+                                  (signal_members && K > 1 ? ", the members of uncertainty signal " + signal.to_string()
+                                                           : std::string()) +
+                                  ")"))
     throw InputError(std::move(*issue));
   p.members.resize(size_t(K));
   std::vector<int64_t> order(static_cast<size_t>(n));
@@ -162,6 +173,10 @@ json answer_json(const LoadedModel& L, const Prepared& p, const std::vector<Memb
     if (m0.has_beta) u["beta"] = beta_json(summarize_beta(m0.alpha, m0.beta, m0.posterior_mean, m0.posterior_variance));
     r["uncertainty"] = std::move(u);
     r["attention_dispersion"] = m0.attention_dispersion;
+    // Read from the answer just built, so the score is the value the signal names in it.
+    const std::optional<double> score = signal_score(p.signal, r, p.permutations, p.mc);
+    r["uncertainty"]["signal"] = p.signal.to_string();
+    r["uncertainty"]["score"] = score ? json(*score) : json(nullptr);
   }
   r["cot_length"] = m0.has_cot ? json(m0.cot_length) : json(nullptr);
   r["truncated"] = p.truncated;
@@ -226,8 +241,33 @@ std::shared_ptr<const LoadedModel> wrap_model(std::shared_ptr<const model::BetMo
                            ? card["version"].get<std::string>()
                            : std::string("unversioned");
   if (card.is_object() && card.contains("name") && card["name"].is_string()) L->info["name"] = card["name"];
+  L->uncertainty = default_uncertainty_signal();
+  L->info["uncertainty"] = {{"signal", L->uncertainty.to_string()}, {"source", "default"}};
   return L;
 }
+
+namespace {
+
+// metrics.calibration.uncertainty as `betctl calibrate --uncertainty` stored it (with the
+// signal checked against the model), or nullopt when the checkpoint stores no choice.
+std::optional<UncertaintySignal> stored_uncertainty(const json& metrics, const model::ModelConfig& cfg) {
+  if (!metrics.is_object() || !metrics.contains("calibration") || !metrics["calibration"].is_object() ||
+      !metrics["calibration"].contains("uncertainty"))
+    return std::nullopt;
+  const json& stored = metrics["calibration"]["uncertainty"];
+  BET_CHECK(stored.is_object() && stored.contains("signal"),
+            "metrics.calibration.uncertainty: must be an object with a \"signal\"");
+  UncertaintySignal s;
+  try {
+    s = stored["signal"].get<UncertaintySignal>();
+  } catch (const Error& e) {
+    fail("metrics.calibration.uncertainty.signal: ", e.what());
+  }
+  if (auto why = why_not_offered(s, cfg)) fail("metrics.calibration.uncertainty.signal: ", *why);
+  return s;
+}
+
+}  // namespace
 
 std::shared_ptr<const LoadedModel> load_model(const std::string& path, Device device) {
   runtime::Checkpoint ck = runtime::load_checkpoint(path);
@@ -249,6 +289,15 @@ std::shared_ptr<const LoadedModel> load_model(const std::string& path, Device de
   L->info["created_at"] = ck.created_at;
   L->info["versions"] = ck.versions;
   L->info["device"] = device.str();
+  try {
+    if (std::optional<UncertaintySignal> s = stored_uncertainty(ck.metrics, L->model->config())) {
+      L->uncertainty = *s;
+      L->info["uncertainty"] = ck.metrics["calibration"]["uncertainty"];
+      L->info["uncertainty"]["source"] = "calibration";
+    }
+  } catch (const Error& e) {
+    throw Error(path + ": " + e.what());
+  }
   return L;
 }
 
@@ -269,7 +318,26 @@ bool ModelPredictor::ready() { return current() != nullptr; }
 
 json ModelPredictor::model_info() {
   auto L = current();
-  return L ? L->info : json{{"error", "no model loaded"}};
+  if (!L) return json{{"error", "no model loaded"}};
+  json info = L->info;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (uncertainty_override_)
+    info["uncertainty"] = {{"signal", uncertainty_override_->to_string()}, {"source", "command line"}};
+  return info;
+}
+
+std::optional<std::string> ModelPredictor::override_uncertainty(const UncertaintySignal& signal) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (loaded_)
+    if (auto why = why_not_offered(signal, loaded_->model->config())) return why;
+  uncertainty_override_ = signal;
+  return std::nullopt;
+}
+
+UncertaintySignal ModelPredictor::uncertainty_signal() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (uncertainty_override_) return *uncertainty_override_;
+  return loaded_ ? loaded_->uncertainty : default_uncertainty_signal();
 }
 
 static std::shared_ptr<const LoadedModel> need(const std::shared_ptr<const LoadedModel>& L) {
@@ -287,22 +355,28 @@ RequestLimits ModelPredictor::limits() const {
   return limits_;
 }
 
+UncertaintySignal ModelPredictor::signal_for(const LoadedModel& L) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return uncertainty_override_ ? *uncertainty_override_ : L.uncertainty;
+}
+
 json ModelPredictor::predict(const PredictRequest& req) {
   auto L = need(current());
-  const Prepared p = prepare(*L, req, limits());
+  const Prepared p = prepare(*L, req, limits(), signal_for(*L));
   return run_prepared(*L, {&p})[0];
 }
 
 std::vector<PredictOutcome> ModelPredictor::predict_batch(const std::vector<PredictRequest>& requests) {
   auto L = need(current());
   const RequestLimits lim = limits();
+  const UncertaintySignal signal = signal_for(*L);
   std::vector<PredictOutcome> res(requests.size());
   std::vector<Prepared> prepared;
   std::vector<size_t> slot;
   prepared.reserve(requests.size());
   for (size_t i = 0; i < requests.size(); ++i) {
     try {
-      prepared.push_back(prepare(*L, requests[i], lim));
+      prepared.push_back(prepare(*L, requests[i], lim, signal));
       slot.push_back(i);
     } catch (const InputError& e) {
       res[i].issue = e.issue();
@@ -329,6 +403,9 @@ void ModelPredictor::reload(const std::string& path) {
   // Built aside: a bad file throws here and the serving model is untouched.
   std::shared_ptr<const LoadedModel> fresh = load_model(path, device_);
   std::lock_guard<std::mutex> lock(mu_);
+  if (uncertainty_override_)
+    if (auto why = why_not_offered(*uncertainty_override_, fresh->model->config()))
+      throw Error(path + ": --uncertainty " + *why);
   loaded_ = std::move(fresh);
   path_ = path;
 }

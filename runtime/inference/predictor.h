@@ -14,6 +14,14 @@
 // So an answer is a pure function of (model, request): the same alone, in any batch,
 // in any order, on any thread count.
 //
+// The uncertainty signal (uncertainty_signal.h): each answer with uncertainty names one,
+// "uncertainty": {..., "signal": "mc_dropout:epistemic@8", "score": x}, the score being
+// that signal's value in the same answer (null when the request's own members cannot
+// give it). The signal is the one `betctl calibrate --uncertainty` stored in the
+// checkpoint, else single:1-confidence, unless overridden (--uncertainty on serve and
+// predict). A request that gives neither permutations nor mc_dropout
+// (PredictRequest::signal_members) runs the members the signal needs.
+//
 // Batching: every member of every deterministic request (mc_dropout = 0) goes into one
 // padded forward (split only when it would exceed a token budget); a Monte Carlo request
 // runs its K members as one unpadded [K, n] forward of its own, because the model's
@@ -23,6 +31,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -32,6 +41,7 @@
 #include "model/bet_model.h"
 #include "runtime/inference/predictor_interface.h"
 #include "runtime/inference/request.h"
+#include "runtime/inference/uncertainty_signal.h"
 #include "runtime/tokenizer/tokenizer.h"
 
 namespace bet::inference {
@@ -49,6 +59,8 @@ struct LoadedModel {
   std::shared_ptr<const runtime::Tokenizer> tokenizer;
   std::string path;          // the checkpoint it came from ("" when built in memory)
   nlohmann::json info;       // GET /v1/model
+  // The checkpoint's metrics.calibration.uncertainty.signal, else single:1-confidence.
+  UncertaintySignal uncertainty;
 };
 
 // Reads a checkpoint and builds the model in its weights' dtype, eval mode, on `device`
@@ -91,12 +103,25 @@ class ModelPredictor : public Predictor {
 
   std::shared_ptr<const LoadedModel> current() const;
 
+  // --uncertainty: the signal answers report instead of the model's own, on this model
+  // and every model reloaded later (a reload whose model cannot give it fails, and the
+  // old model keeps serving). Returns why the loaded model cannot give it, changing
+  // nothing, or nullopt once set.
+  std::optional<std::string> override_uncertainty(const UncertaintySignal& signal);
+  // The signal answers report now: the override, else the loaded model's own.
+  UncertaintySignal uncertainty_signal() const;
+
  private:
+  // The signal answers on `L` report (the model a request started on, which a reload
+  // may have replaced since).
+  UncertaintySignal signal_for(const LoadedModel& L) const;
+
   mutable std::mutex mu_;  // guards the pointers below, never held while computing
   std::shared_ptr<const LoadedModel> loaded_;
   std::string path_;
   Device device_;  // where reloads put the model
   RequestLimits limits_;
+  std::optional<UncertaintySignal> uncertainty_override_;
 };
 
 }  // namespace bet::inference

@@ -85,6 +85,7 @@ bool decode_options(const json& body, const RequestLimits& limits, PredictReques
   if (!get_int(body, "mc_dropout", &mc, issue)) return false;
   if (!get_number(body, "temperature", &out->temperature, issue)) return false;
   out->mc_dropout = mc.value_or(limits.default_mc_dropout);
+  out->signal_members = !out->permutations && !mc && limits.default_mc_dropout == 0;
   return true;
 }
 

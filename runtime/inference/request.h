@@ -33,6 +33,12 @@ struct PredictRequest {
   std::optional<int> permutations;  // absent: 1
   int mc_dropout = 0;               // 0: deterministic
   std::optional<double> temperature;  // absent: the model's calibrated temperature
+  // The client gave neither permutations nor mc_dropout (and no --default-mc-dropout
+  // filled one in), so the request runs the members the model's uncertainty signal
+  // needs (uncertainty_signal.h): mc_dropout K for mc_dropout:SIGNAL@K, and so on.
+  // decode_predict and decode_batch set it; a request built in code keeps exactly the
+  // members it names unless it sets this. Ignored when either field is set.
+  bool signal_members = false;
 };
 
 struct GenerateRequest {
@@ -92,7 +98,10 @@ struct RequestLimits {
 
   size_t max_text_bytes = 1u << 20;  // --max-text-bytes: per text, or per document of chunks
   size_t max_batch_items = 64;       // --max-batch-items
-  int default_mc_dropout = 0;        // --default-mc-dropout: mc_dropout when the body has none
+  // --default-mc-dropout: mc_dropout when the body has none. When above 0 it wins over
+  // the members of the model's uncertainty signal (the body then counts as giving
+  // mc_dropout), so a server keeps doing what its operator set explicitly.
+  int default_mc_dropout = 0;
   double max_request_gflop = 500;    // --max-request-gflop: estimated forward work per request
 };
 

@@ -6,87 +6,76 @@
 
 #include "engine/error.h"
 #include "runtime/inference/uncertainty.h"
+#include "runtime/inference/uncertainty_signal.h"
 
 namespace bet::inference {
 
 using nlohmann::json;
 
-namespace {
-
-struct Setting {
-  const char* name;
-  int permutations, mc_dropout;
-};
-
-double number_at(const json& j, std::initializer_list<const char*> path) {
-  const json* v = &j;
-  for (const char* key : path) {
-    auto it = v->find(key);
-    if (it == v->end() || it->is_null()) return NAN;
-    v = &*it;
-  }
-  return v->is_number() ? v->get<double>() : NAN;
-}
-
-}  // namespace
-
-std::vector<SignalRow> signal_report(ModelPredictor& predictor, const std::vector<std::string>& texts,
-                                     const std::vector<int64_t>& labels, int members, size_t batch) {
+std::vector<SignalRow> setting_report(ModelPredictor& predictor, const std::vector<std::string>& texts,
+                                      const std::vector<int64_t>& labels, EnsembleSetting setting, int members,
+                                      size_t batch) {
   BET_CHECK(!texts.empty(), "signal report: no examples");
   BET_CHECK(texts.size() == labels.size(), "signal report: ", texts.size(), " texts for ", labels.size(), " labels");
-  BET_CHECK(members >= 2 && members <= RequestLimits::kMaxMembers, "signal report: members must be in [2, ",
-            RequestLimits::kMaxMembers, "], got ", members);
+  BET_CHECK(setting == EnsembleSetting::kSingle || (members >= 2 && members <= RequestLimits::kMaxMembers),
+            "signal report: members must be in [2, ", RequestLimits::kMaxMembers, "], got ", members);
   const auto loaded = predictor.current();
   BET_CHECK(loaded != nullptr, "signal report: no model loaded");
   const model::ModelConfig& cfg = loaded->model->config();
   BET_CHECK(cfg.task == model::Task::Classify, "signal report: the model is not a classifier");
-  const bool bet = cfg.layer == model::LayerKind::Bet;
   batch = std::max<size_t>(1, batch);
 
-  const Setting settings[] = {{"single", 1, 0}, {"orderings", members, 0}, {"mc_dropout", 1, members},
-                              {"both", members, members}};
+  // Each signal of the setting, read from the answers as the predictor reads its score.
+  std::vector<UncertaintySignal> signals;
+  for (SignalKind kind : setting_signals(setting, cfg.layer == model::LayerKind::Bet))
+    signals.push_back({setting, kind, setting == EnsembleSetting::kSingle ? 1 : members});
+  const int permutations = signals.front().permutations(), mc_dropout = signals.front().mc_dropout();
+
+  // Per example: wrong, -ln p(label), and each signal's score (NaN where not given).
+  std::vector<bool> wrong;
+  double nll = 0;
+  std::vector<std::vector<double>> scores(signals.size());
+  for (size_t at = 0; at < texts.size(); at += batch) {
+    std::vector<PredictRequest> reqs;
+    for (size_t i = at; i < std::min(texts.size(), at + batch); ++i) {
+      PredictRequest r;
+      r.text = texts[i];
+      r.permutations = permutations;
+      r.mc_dropout = mc_dropout;
+      reqs.push_back(std::move(r));
+    }
+    std::vector<PredictOutcome> outs = predictor.predict_batch(reqs);
+    for (size_t j = 0; j < outs.size(); ++j) {
+      const size_t i = at + j;
+      BET_CHECK(outs[j].ok(), "signal report: example ", i, ": ", outs[j].issue->message);
+      const json& a = outs[j].answer;
+      const std::string& truth = cfg.labels.at(size_t(labels[i]));
+      wrong.push_back(a["label"].get<std::string>() != truth);
+      nll -= std::log(std::max(a["probabilities"][truth].get<double>(), 1e-12));
+      for (size_t s = 0; s < signals.size(); ++s)
+        scores[s].push_back(signal_score(signals[s], a, permutations, mc_dropout).value_or(NAN));
+    }
+  }
+  const double n = double(wrong.size());
+  const double accuracy = 1.0 - double(std::count(wrong.begin(), wrong.end(), true)) / n;
   std::vector<SignalRow> rows;
-  for (const Setting& s : settings) {
-    // Per example: wrong, -ln p(label), and each signal's score.
-    std::vector<bool> wrong;
-    double nll = 0;
-    std::map<std::string, std::vector<double>> scores;
-    for (size_t at = 0; at < texts.size(); at += batch) {
-      std::vector<PredictRequest> reqs;
-      for (size_t i = at; i < std::min(texts.size(), at + batch); ++i) {
-        PredictRequest r;
-        r.text = texts[i];
-        r.permutations = s.permutations;
-        r.mc_dropout = s.mc_dropout;
-        reqs.push_back(std::move(r));
-      }
-      std::vector<PredictOutcome> outs = predictor.predict_batch(reqs);
-      for (size_t j = 0; j < outs.size(); ++j) {
-        const size_t i = at + j;
-        BET_CHECK(outs[j].ok(), "signal report: example ", i, ": ", outs[j].issue->message);
-        const json& a = outs[j].answer;
-        const std::string& truth = cfg.labels.at(size_t(labels[i]));
-        wrong.push_back(a["label"].get<std::string>() != truth);
-        nll -= std::log(std::max(a["probabilities"][truth].get<double>(), 1e-12));
-        scores["1-confidence"].push_back(1.0 - a["confidence"].get<double>());
-        scores["total"].push_back(number_at(a, {"uncertainty", "total"}));
-        if (s.permutations > 1 || s.mc_dropout > 0) {  // the decomposition needs members
-          scores["aleatoric"].push_back(number_at(a, {"uncertainty", "aleatoric"}));
-          scores["epistemic"].push_back(number_at(a, {"uncertainty", "epistemic"}));
-        }
-        if (s.permutations > 1) scores["order_dispersion"].push_back(number_at(a, {"uncertainty", "order_dispersion"}));
-        if (bet && s.permutations == 1 && s.mc_dropout == 0) {
-          scores["beta_posterior_variance"].push_back(number_at(a, {"uncertainty", "beta", "posterior_variance"}));
-          scores["attention_dispersion"].push_back(number_at(a, {"attention_dispersion"}));
-        }
-      }
-    }
-    const double n = double(wrong.size());
-    const double accuracy = 1.0 - double(std::count(wrong.begin(), wrong.end(), true)) / n;
-    for (auto& [signal, v] : scores) {
-      if (std::any_of(v.begin(), v.end(), [](double x) { return std::isnan(x); })) continue;  // not offered
-      rows.push_back({s.name, accuracy, nll / n, runtime::selective_report(signal, v, wrong)});
-    }
+  for (size_t s = 0; s < signals.size(); ++s) {
+    const std::vector<double>& v = scores[s];
+    if (std::any_of(v.begin(), v.end(), [](double x) { return std::isnan(x); })) continue;  // not offered
+    rows.push_back({std::string(to_string(setting)), accuracy, nll / n,
+                    runtime::selective_report(std::string(to_string(signals[s].kind)), v, wrong)});
+  }
+  return rows;
+}
+
+std::vector<SignalRow> signal_report(ModelPredictor& predictor, const std::vector<std::string>& texts,
+                                     const std::vector<int64_t>& labels, int members, size_t batch) {
+  BET_CHECK(members >= 2 && members <= RequestLimits::kMaxMembers, "signal report: members must be in [2, ",
+            RequestLimits::kMaxMembers, "], got ", members);
+  std::vector<SignalRow> rows;
+  for (EnsembleSetting setting : all_settings()) {
+    std::vector<SignalRow> more = setting_report(predictor, texts, labels, setting, members, batch);
+    rows.insert(rows.end(), std::make_move_iterator(more.begin()), std::make_move_iterator(more.end()));
   }
   return rows;
 }

@@ -18,6 +18,7 @@
 
 #include "runtime/eval/selective.h"
 #include "runtime/inference/predictor.h"
+#include "runtime/inference/uncertainty_signal.h"
 
 namespace bet::inference {
 
@@ -31,6 +32,11 @@ struct SignalRow {
 // in batches of `batch` requests.
 std::vector<SignalRow> signal_report(ModelPredictor& predictor, const std::vector<std::string>& texts,
                                      const std::vector<int64_t>& labels, int members, size_t batch = 32);
+// One setting's rows: every signal it gives on this model (setting_signals), scored as the
+// predictor scores answers (signal_score). `members` is ignored for single.
+std::vector<SignalRow> setting_report(ModelPredictor& predictor, const std::vector<std::string>& texts,
+                                      const std::vector<int64_t>& labels, EnsembleSetting setting, int members,
+                                      size_t batch = 32);
 
 // A deep ensemble (Lakshminarayanan et al. 2017): each text answered by every model
 // (one member each, its own calibrated temperature), the probabilities averaged. The

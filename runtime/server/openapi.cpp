@@ -22,7 +22,9 @@ using nlohmann::json;
 //     float, null without bet layers; "order_dispersion" is null unless the ensemble
 //     has several orderings; "cot_budget" is null unless "cot": "auto" was asked;
 //   - language models answer /v1/predict with the next token (token_id, top_tokens)
-//     instead of probabilities by label.
+//     instead of probabilities by label;
+//   - "uncertainty" names the model's uncertainty signal and its "score" in the same
+//     answer, null when the request's own members cannot give that signal.
 const char* kComponents = R"json({
   "securitySchemes": {
     "bearerAuth": {"type": "http", "scheme": "bearer"}
@@ -50,7 +52,8 @@ const char* kComponents = R"json({
     "ModelInfo": {
       "type": "object",
       "description": "Config, parameter count, version, metrics and calibration of the loaded model.",
-      "required": ["version", "task", "layer", "config", "parameter_count", "labels", "tokenizer", "calibration"],
+      "required": ["version", "task", "layer", "config", "parameter_count", "labels", "tokenizer", "calibration",
+                   "uncertainty"],
       "properties": {
         "version": {"type": "string", "description": "The model card's semantic version, or \"unversioned\"."},
         "name": {"type": "string"},
@@ -71,18 +74,39 @@ const char* kComponents = R"json({
         "metrics": {"type": "object", "additionalProperties": true},
         "created_at": {"type": "string"},
         "versions": {"type": "object", "additionalProperties": true},
-        "device": {"type": "string", "description": "where the model computes: cpu or cuda:N"}
+        "device": {"type": "string", "description": "where the model computes: cpu or cuda:N"},
+        "uncertainty": {"$ref": "#/components/schemas/UncertaintyChoice"}
       },
       "additionalProperties": true
+    },
+    "UncertaintyChoice": {
+      "type": "object",
+      "description": "The uncertainty signal every answer reports as uncertainty.score, and where it comes from.",
+      "required": ["signal", "source"],
+      "properties": {
+        "signal": {"type": "string", "pattern": "^(single|orderings|mc_dropout|both):[a-z0-9_-]+(@[0-9]+)?$",
+                   "description": "SETTING:SIGNAL[@K], e.g. single:1-confidence or mc_dropout:epistemic@8."},
+        "source": {"type": "string", "enum": ["default", "calibration", "command line"],
+                   "description": "default: single:1-confidence, the checkpoint stores no choice; calibration: stored by betctl calibrate --uncertainty; command line: --uncertainty."},
+        "chosen": {"type": "string", "enum": ["auto", "given"]},
+        "examples": {"type": "integer", "minimum": 0, "description": "Calibration examples it was measured on."},
+        "errors": {"type": "integer", "minimum": 0},
+        "candidates": {"type": "integer", "minimum": 0, "description": "Signals compared (auto)."},
+        "error_auroc": {"type": "number", "nullable": true, "description": "Null when the calibration data had no errors."},
+        "aurc": {"type": "number", "nullable": true},
+        "accuracy_at_80": {"type": "number", "nullable": true},
+        "accuracy_at_90": {"type": "number", "nullable": true},
+        "note": {"type": "string"}
+      }
     },
     "PredictOptions": {
       "type": "object",
       "properties": {
         "return_uncertainty": {"type": "boolean", "default": true},
         "permutations": {"type": "integer", "minimum": 1, "maximum": 64,
-                         "description": "Ensemble of K orderings of the input (default 1)."},
+                         "description": "Ensemble of K orderings of the input (default 1). Give neither this nor mc_dropout to run the members of the model's uncertainty signal."},
         "mc_dropout": {"type": "integer", "minimum": 0, "maximum": 64,
-                       "description": "Ensemble of K dropout masks (default --default-mc-dropout)."},
+                       "description": "Ensemble of K dropout masks (default --default-mc-dropout, else the members of the model's uncertainty signal when permutations is absent too)."},
         "temperature": {"type": "number", "minimum": 0.01, "maximum": 100,
                         "description": "Overrides the calibrated temperature."}
       }
@@ -129,7 +153,7 @@ const char* kComponents = R"json({
     },
     "Uncertainty": {
       "type": "object",
-      "required": ["epistemic", "aleatoric", "total", "order_dispersion", "members"],
+      "required": ["epistemic", "aleatoric", "total", "order_dispersion", "members", "signal", "score"],
       "properties": {
         "epistemic": {"type": "number"},
         "aleatoric": {"type": "number"},
@@ -137,7 +161,10 @@ const char* kComponents = R"json({
         "order_dispersion": {"type": "number", "nullable": true,
                              "description": "Null unless the ensemble has several orderings."},
         "members": {"type": "integer", "minimum": 1},
-        "beta": {"$ref": "#/components/schemas/Beta"}
+        "beta": {"$ref": "#/components/schemas/Beta"},
+        "signal": {"type": "string", "description": "The model's uncertainty signal, SETTING:SIGNAL[@K] (see ModelInfo.uncertainty)."},
+        "score": {"type": "number", "nullable": true,
+                  "description": "The signal's value in this answer, higher = more uncertain; null when this request's members cannot give it (e.g. mc_dropout 0 for an mc_dropout signal)."}
       }
     },
     "TopToken": {

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
+#include <optional>
 
 #include "platform/threads.h"
 #include "tools/betctl/device_flag.h"
@@ -16,11 +17,13 @@
 #include "runtime/data/dataset.h"
 #include "runtime/eval/calibration.h"
 #include "runtime/eval/metrics.h"
+#include "runtime/inference/signal_choice.h"
 #include "runtime/inference/signal_report.h"
 #include "runtime/io/atomic_file.h"
 #include "runtime/train/evaluate.h"
 #include "runtime/train/training_data.h"
 #include "tools/betctl/commands.h"
+#include "tools/betctl/uncertainty_flag.h"
 
 namespace betctl {
 
@@ -285,18 +288,38 @@ void add_model_commands(CLI::App& app, Registry& registry) {
     auto text_field = std::make_shared<std::string>("text");
     auto label_field = std::make_shared<std::string>("label");
     auto json = std::make_shared<bool>(false);
+    auto uncertainty = std::make_shared<std::string>();
+    auto signals = std::make_shared<int>(inference::UncertaintySignal::kDefaultMembers);
     cmd->add_option("--model", *path, "checkpoint")->required();
     cmd->add_option("--data", *data, "validation data of the training distribution (never the test set)")->required();
     cmd->add_option("--out", *out, "calibrated checkpoint to write")->required();
     cmd->add_option("--text-field", *text_field, "text field");
     cmd->add_option("--label-field", *label_field, "label field");
+    add_uncertainty_option(cmd, *uncertainty,
+                           "also store the model's uncertainty signal, SETTING:SIGNAL[@K], measured on --data; auto: "
+                           "the one that ranks errors best there (highest error AUROC)",
+                           /*allow_auto=*/true);
+    auto* signals_opt = cmd->add_option("--signals", *signals, "with --uncertainty auto: members of the ensembles compared")
+                            ->check(CLI::Range(2, inference::RequestLimits::kMaxMembers));
     cmd->add_flag("--json", *json, "print JSON");
     static std::string calibrate_device = "cpu";
     add_device_option(cmd, calibrate_device);
-    cmd->callback([&registry, path, data, out, text_field, label_field, json] {
+    cmd->callback([&registry, path, data, out, text_field, label_field, json, uncertainty, signals, signals_opt] {
+      const bool signals_given = signals_opt->count() > 0;
       registry.selected = [=] {
+        if (signals_given && *uncertainty != "auto") {
+          std::fprintf(stderr, "betctl: error: --signals: only with --uncertainty auto (a named signal says its "
+                               "members after '@')\n");
+          return 2;
+        }
         LoadedModel m = load_model(*path, parse_device(calibrate_device));
-        BET_CHECK(m.model->config().task == model::Task::Classify, "calibrate: only classify models have labels");
+        const model::ModelConfig cfg = m.model->config();
+        BET_CHECK(cfg.task == model::Task::Classify, "calibrate: only classify models have labels");
+        std::optional<inference::UncertaintySignal> named;
+        if (!uncertainty->empty() && *uncertainty != "auto") {
+          named = inference::UncertaintySignal::parse(*uncertainty);
+          if (auto why = inference::why_not_offered(*named, cfg)) return refuse_uncertainty(*why);
+        }
         m.model->set_temperature(1.0);  // fit on raw logits
         auto seqs = load_eval_data(m, *data, *text_field, *label_field, false);
         EvalResult r = evaluate(*m.model, seqs, 32);
@@ -306,12 +329,50 @@ void add_model_commands(CLI::App& app, Registry& registry) {
           if (name == "temperature") t = Tensor::scalar(fit.temperature);
         ck.metrics["calibration"] = {{"temperature", fit.temperature}, {"nll_before", fit.nll_before},
                                      {"nll_after", fit.nll_after}, {"data", *data}};
-        save_checkpoint(*out, ck);
         nlohmann::json res = {{"temperature", fit.temperature}, {"nll_before", fit.nll_before},
                               {"nll_after", fit.nll_after}, {"out", *out}};
-        if (*json) std::cout << res.dump(2) << std::endl;
-        else std::printf("temperature %.4f (NLL %.4f -> %.4f), written to %s\n", fit.temperature, fit.nll_before,
-                         fit.nll_after, out->c_str());
+        std::optional<inference::SignalChoice> choice;
+        if (!uncertainty->empty()) {
+          // Measured as served: the predictor's answers at the temperature just fitted.
+          m.model->set_temperature(fit.temperature);
+          inference::ModelPredictor predictor(inference::wrap_model(
+              std::shared_ptr<const model::BetModel>(std::move(m.model)), m.ck.tokenizer, m.ck.card));
+          const LabelledTexts d = read_labelled_texts(*data, *text_field, *label_field, false, cfg.labels);
+          if (named) {
+            choice = inference::SignalChoice{};
+            choice->signal = *named;
+            choice->examples = d.texts.size();
+            for (const auto& row : inference::setting_report(predictor, d.texts, d.labels, named->setting,
+                                                             named->members))
+              if (row.report.signal == inference::to_string(named->kind)) {
+                choice->measured = row;
+                choice->errors = size_t(std::llround((1.0 - row.accuracy) * double(d.texts.size())));
+                if (std::isnan(row.report.error_auroc))
+                  choice->note = "the calibration data has no errors (or no right answers) in this setting, so "
+                                 "the signal's error AUROC is undefined";
+              }
+          } else {
+            choice = inference::choose_signal(inference::signal_report(predictor, d.texts, d.labels, *signals),
+                                              *signals, d.texts.size(), cfg);
+          }
+          ck.metrics["calibration"]["uncertainty"] = inference::signal_choice_json(*choice, !named);
+          res["uncertainty"] = ck.metrics["calibration"]["uncertainty"];
+        }
+        save_checkpoint(*out, ck);
+        if (*json) {
+          std::cout << res.dump(2) << std::endl;
+          return 0;
+        }
+        std::printf("temperature %.4f (NLL %.4f -> %.4f), written to %s\n", fit.temperature, fit.nll_before,
+                    fit.nll_after, out->c_str());
+        if (choice) {
+          const double auroc = choice->measured ? choice->measured->report.error_auroc : NAN;
+          const double aurc = choice->measured ? choice->measured->report.aurc : NAN;
+          std::printf("uncertainty signal %s: error AUROC %.4f, AURC %.4f on %zu examples (%zu errors)%s\n",
+                      choice->signal.to_string().c_str(), auroc, aurc, choice->examples, choice->errors,
+                      named ? "" : (", the best of " + std::to_string(choice->candidates) + " signals").c_str());
+          if (!choice->note.empty()) std::printf("note: %s\n", choice->note.c_str());
+        }
         return 0;
       };
     });

@@ -12,6 +12,7 @@
 #include "runtime/tokenizer/tokenizer.h"
 #include "tools/betctl/commands.h"
 #include "tools/betctl/device_flag.h"
+#include "tools/betctl/uncertainty_flag.h"
 
 namespace betctl {
 
@@ -48,14 +49,20 @@ void add_predict_commands(CLI::App& app, Registry& registry) {
     auto mc = std::make_shared<int>(0);
     auto temperature = std::make_shared<double>(0.0);
     auto threads = std::make_shared<int>(0);
+    auto uncertainty = std::make_shared<std::string>();
     using inference::RequestLimits;
     cmd->add_option("--model", *path, "checkpoint")->required();
     auto* t = cmd->add_option("--text", *texts, "a text to predict (repeat for several)");
     auto* in = cmd->add_option("--input", *input, "file of inputs: one text per line, or JSONL {\"text\"} / {\"chunks\"}");
     t->excludes(in);
-    cmd->add_option("--permutations", *perms, "ensemble of K orderings of the input")
-        ->check(CLI::Range(1, RequestLimits::kMaxMembers));
-    cmd->add_option("--mc-dropout", *mc, "ensemble of K dropout masks")->check(CLI::Range(0, RequestLimits::kMaxMembers));
+    // Given neither, an input runs the members of the uncertainty signal.
+    auto* perms_opt = cmd->add_option("--permutations", *perms, "ensemble of K orderings of the input")
+                          ->check(CLI::Range(1, RequestLimits::kMaxMembers));
+    auto* mc_opt = cmd->add_option("--mc-dropout", *mc, "ensemble of K dropout masks")
+                       ->check(CLI::Range(0, RequestLimits::kMaxMembers));
+    add_uncertainty_option(cmd, *uncertainty,
+                           "the uncertainty signal reported as uncertainty.score, SETTING:SIGNAL[@K] (default: the "
+                           "one calibrate stored, else single:1-confidence)");
     cmd->add_option("--temperature", *temperature, "override the calibrated temperature")
         ->check(temperature_check(false));
     cmd->add_option("--threads", *threads, "threads")->check(CLI::NonNegativeNumber);
@@ -63,11 +70,15 @@ void add_predict_commands(CLI::App& app, Registry& registry) {
     add_device_option(cmd, device);
     auto json = std::make_shared<bool>(true);
     cmd->add_flag("--json", *json, "JSON output (always)");
-    cmd->callback([&registry, path, texts, input, perms, mc, temperature, threads] {
+    cmd->callback([&registry, path, texts, input, perms, mc, temperature, threads, uncertainty, perms_opt, mc_opt] {
+      const bool perms_given = perms_opt->count() > 0, mc_given = mc_opt->count() > 0;
       registry.selected = [=] {
         if (*threads > 0) platform::set_num_threads(*threads);
         BET_CHECK(!texts->empty() || !input->empty(), "predict: give --text or --input");
         inference::ModelPredictor predictor(*path, bet::parse_device(device));
+        if (!uncertainty->empty())
+          if (auto why = predictor.override_uncertainty(inference::UncertaintySignal::parse(*uncertainty)))
+            return refuse_uncertainty(*why);
         const RequestLimits limits = predictor.limits();
         // The flags are the defaults; a JSONL line may set its own options, decoded
         // exactly as the server decodes a /v1/predict body.
@@ -79,13 +90,16 @@ void add_predict_commands(CLI::App& app, Registry& registry) {
             if (!j) fail(where, ": ", je.message);
             inference::InputIssue issue;
             if (!inference::decode_predict(*j, limits, &r, &issue)) fail(where, ": ", issue.message);
-            if (!j->contains("permutations")) r.permutations = *perms;
-            if (!j->contains("mc_dropout")) r.mc_dropout = *mc;
+            // A flag given fills the line's missing field, as a body's field would.
+            if (perms_given && !j->contains("permutations")) r.permutations = *perms;
+            if (mc_given && !j->contains("mc_dropout")) r.mc_dropout = *mc;
+            if (perms_given || mc_given) r.signal_members = false;
             if (!j->contains("temperature") && *temperature > 0) r.temperature = *temperature;
           } else {
             r.text = line;
-            r.permutations = *perms;
-            r.mc_dropout = *mc;
+            if (perms_given) r.permutations = *perms;
+            if (mc_given) r.mc_dropout = *mc;
+            r.signal_members = !perms_given && !mc_given;
             if (*temperature > 0) r.temperature = *temperature;
           }
           return r;

@@ -9,6 +9,7 @@
 #include "runtime/server/server.h"
 #include "tools/betctl/commands.h"
 #include "tools/betctl/device_flag.h"
+#include "tools/betctl/uncertainty_flag.h"
 
 namespace betctl {
 
@@ -23,6 +24,7 @@ void add_serve_command(CLI::App& app, Registry& registry) {
   auto wait_us = std::make_shared<int64_t>(2000);
   auto threads = std::make_shared<int>(0);
   auto port = std::make_shared<int>(8080);
+  auto uncertainty = std::make_shared<std::string>();
   cmd->add_option("--model", *path, "checkpoint to serve")->required();
   cmd->add_option("--host", cfg->host, "address to bind");
   cmd->add_option("--port", *port, "port (0: ephemeral)")->check(CLI::Range(0, 65535));
@@ -63,11 +65,17 @@ void add_serve_command(CLI::App& app, Registry& registry) {
          [cfg](int64_t ms) { cfg->request_timeout = std::chrono::milliseconds(ms); },
          "longest time from a request's first byte to its complete body; beyond: 408 (default 60000)")
       ->check(CLI::Range(int64_t(1), int64_t(86'400'000)));
-  cmd->add_option("--default-mc-dropout", cfg->default_mc_dropout, "MC dropout members by default")->check(CLI::Range(0, 64));
+  cmd->add_option("--default-mc-dropout", cfg->default_mc_dropout,
+                  "MC dropout members for requests without mc_dropout; when above 0 it wins over the members "
+                  "of the uncertainty signal")
+      ->check(CLI::Range(0, 64));
+  add_uncertainty_option(cmd, *uncertainty,
+                         "the uncertainty signal answers report as uncertainty.score, SETTING:SIGNAL[@K] (default: "
+                         "the one calibrate stored, else single:1-confidence)");
   cmd->add_option("--threads", *threads, "inference threads")->check(CLI::NonNegativeNumber);
   static std::string device = "cpu";  // checked while parsing (device_flag.h)
   add_device_option(cmd, device);
-  cmd->callback([&registry, path, cfg, keys, rate, wait_us, threads, port] {
+  cmd->callback([&registry, path, cfg, keys, rate, wait_us, threads, port, uncertainty] {
     registry.selected = [=] {
       if (*threads > 0) platform::set_num_threads(*threads);
       cfg->port = uint16_t(*port);
@@ -76,10 +84,14 @@ void add_serve_command(CLI::App& app, Registry& registry) {
       if (!keys->empty()) cfg->api_keys = server::ApiKeys::load_file(*keys).keys();
       cfg->rate_limit = *rate;
       inference::ModelPredictor predictor(*path, bet::parse_device(device));
+      if (!uncertainty->empty())
+        if (auto why = predictor.override_uncertainty(inference::UncertaintySignal::parse(*uncertainty)))
+          return refuse_uncertainty(*why);
       server::HttpServer srv(*cfg, predictor);
       srv.bind();
       server::install_signal_handlers(srv);
-      std::fprintf(stderr, "betctl serve: %s on http://%s:%u\n", path->c_str(), cfg->host.c_str(), unsigned(srv.port()));
+      std::fprintf(stderr, "betctl serve: %s on http://%s:%u, uncertainty signal %s\n", path->c_str(),
+                   cfg->host.c_str(), unsigned(srv.port()), predictor.uncertainty_signal().to_string().c_str());
       srv.run();
       return 0;
     };
