@@ -16,5 +16,6 @@ void add_train_command(CLI::App& app, Registry& registry);
 void add_model_commands(CLI::App& app, Registry& registry);
 void add_predict_commands(CLI::App& app, Registry& registry);
 void add_serve_command(CLI::App& app, Registry& registry);
+void add_diagnose_command(CLI::App& app, Registry& registry);
 
 }  // namespace betctl

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   betctl::add_predict_commands(app, registry);
   betctl::add_serve_command(app, registry);
   betctl::add_bench_command(app, registry);
+  betctl::add_diagnose_command(app, registry);
 
   try {
     app.parse(argc, argv);
