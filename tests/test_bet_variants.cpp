@@ -34,6 +34,8 @@ ModelConfig small_config(bool causal, PosEncoding pe = PosEncoding::Rope) {
   c.num_classes = 3;
   c.n_harmonics = 3;
   c.dropout = 0.0;
+  c.branch_init = BranchInit::Spec;  // model.md's layer; each test says what it changes
+  c.stats_features = StatsFeatures::Counts;
   return c;
 }
 

@@ -31,6 +31,10 @@ ModelConfig config(Task task, LayerKind layer, PosEncoding pe, int64_t k = 2, in
   c.num_classes = 3;
   c.n_harmonics = 3;
   c.dropout = 0.1;
+  // model.md's layer as written (the properties below are its; tests/test_bet_variants.cpp
+  // covers the alternatives the defaults use).
+  c.branch_init = BranchInit::Spec;
+  c.stats_features = StatsFeatures::Counts;
   return c;
 }
 
@@ -441,6 +445,8 @@ ModelConfig json_config(const json& c) {
   if (!c.at("n_classes").is_null()) m.num_classes = c.at("n_classes");
   m.tie_embeddings = c.at("tie_embeddings");
   m.dropout = c.at("dropout");
+  m.branch_init = BranchInit::Spec;  // the reference implements model.md's layer
+  m.stats_features = StatsFeatures::Counts;
   return m;
 }
 
