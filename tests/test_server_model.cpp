@@ -614,6 +614,50 @@ TEST_CASE("`betctl eval`: uncertainty signals ranked (--signals), and a deep ens
   CHECK(rc == 1);
 }
 
+TEST_CASE("`betctl eval --adapt-prior`: calibrate stores the training prior; eval re-weights to the estimated one") {
+  REQUIRE_MESSAGE(!g_betctl.empty(), "pass the betctl binary as the first argument");
+  // calibrated_path() was calibrated on 24 texts, 8 of each class: a uniform prior.
+  runtime::Checkpoint ck = runtime::load_checkpoint(calibrated_path());
+  const json& prior = ck.metrics.at("calibration").at("class_prior");
+  REQUIRE(prior.size() == 3);
+  for (const auto& v : prior) CHECK(v.get<double>() == doctest::Approx(1.0 / 3));
+  // Deployment data where one class dominates.
+  std::string lines;
+  for (int i = 0; i < 30; ++i)
+    lines += json{{"text", "example text number " + std::to_string(i * 31 % 97)}, {"label", i % 5 ? "pos" : "neg"}}
+                 .dump() +
+             "\n";
+  const std::string data = write("shifted.jsonl", lines);
+  const std::string out = (scratch() / "adapted.json").string();
+  int rc = run({g_betctl, "eval", "--model", calibrated_path(), "--data", data, "--adapt-prior", "--json"}, out);
+  INFO(slurp(out + ".err"));
+  REQUIRE(rc == 0);
+  json r = json::parse(slurp(out));
+  REQUIRE(r.contains("prior_shift"));
+  REQUIRE(r.contains("before_prior_shift"));
+  double total = 0;
+  for (const auto& v : r["prior_shift"]["estimated_prior"]) total += v.get<double>();
+  CHECK(total == doctest::Approx(1.0));
+  CHECK(r["prior_shift"]["training_prior"].size() == 3);
+  CHECK(r["examples"] == 30);
+  // The fixture model is barely trained, so the estimate itself is not checked here
+  // (tests/test_prior_shift.cpp checks EM against known priors); the report is.
+  CHECK(r["nll"].get<double>() > 0.0);
+  CHECK(r["before_prior_shift"]["nll"].get<double>() > 0.0);
+  // Refused: a model calibrated before class priors were stored (none here: an
+  // uncalibrated one), several models, and --signals.
+  rc = run({g_betctl, "eval", "--model", classifier_path(), "--data", data, "--adapt-prior"}, out);
+  CHECK(rc == 1);
+  CHECK(slurp(out + ".err").find("calibrate this model first") != std::string::npos);
+  rc = run({g_betctl, "eval", "--model", calibrated_path(), "--model", calibrated_path(), "--data", data,
+            "--adapt-prior"},
+           out);
+  CHECK(rc == 2);
+  CHECK(slurp(out + ".err").find("--adapt-prior") != std::string::npos);
+  rc = run({g_betctl, "eval", "--model", calibrated_path(), "--data", data, "--adapt-prior", "--signals", "2"}, out);
+  CHECK(rc == 2);
+}
+
 TEST_CASE("a request over the work bound is 413, on a model trained for long texts") {
   // Regression: a model with --max-len 8192 took 23 s and 4.4 GB for one text.
   auto cfg = config(model::Task::Classify, model::LayerKind::Bet);

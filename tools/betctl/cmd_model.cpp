@@ -16,6 +16,7 @@
 #include "runtime/checkpoint/safetensors.h"
 #include "runtime/data/dataset.h"
 #include "runtime/eval/calibration.h"
+#include "runtime/eval/prior_shift.h"
 #include "runtime/eval/metrics.h"
 #include "runtime/inference/signal_choice.h"
 #include "runtime/inference/signal_report.h"
@@ -124,6 +125,38 @@ nlohmann::json classification_report(const EvalResult& r, const model::ModelConf
   return evaluate(RowMatrix(probs, C), r.labels, eval_options(cfg, positive)).to_json();
 }
 
+// `eval --adapt-prior`: the same report after label-shift re-weighting (prior_shift.h),
+// with the report before it kept under "before_prior_shift".
+nlohmann::json prior_adapted_report(const EvalResult& r, const model::ModelConfig& cfg, const std::string& positive,
+                                    const nlohmann::json& metrics, const std::string& path,
+                                    const nlohmann::json& before) {
+  const nlohmann::json* cal = metrics.contains("calibration") ? &metrics["calibration"] : nullptr;
+  BET_CHECK(cal && cal->contains("class_prior") && (*cal)["class_prior"].is_array(), path,
+            ": --adapt-prior needs the training prior that `betctl calibrate` stores; calibrate this model first");
+  std::vector<double> train_prior;
+  for (const auto& v : (*cal)["class_prior"]) {
+    BET_CHECK(v.is_number(), path, ": metrics.calibration.class_prior: expected numbers, got ", v.dump());
+    train_prior.push_back(v.get<double>());
+  }
+  std::vector<double> probs;
+  for (const auto& row : r.logits) {
+    double mx = *std::max_element(row.begin(), row.end()), z = 0;
+    for (double v : row) z += std::exp(v - mx);
+    for (double v : row) probs.push_back(std::exp(v - mx) / z);
+  }
+  const RowMatrix p(probs, cfg.num_classes);
+  const PriorShiftFit fit = estimate_prior_em(p, train_prior);
+  nlohmann::json out = evaluate(reweight_prior(p, train_prior, fit.prior), r.labels, eval_options(cfg, positive)).to_json();
+  out["temperature"] = before.value("temperature", 1.0);
+  nlohmann::json b;
+  for (const char* k : {"accuracy", "nll", "ece", "brier", "error_auroc", "f1"})
+    if (before.contains(k)) b[k] = before[k];
+  out["before_prior_shift"] = b;
+  out["prior_shift"] = {{"training_prior", train_prior}, {"estimated_prior", fit.prior},
+                        {"iterations", fit.iterations}, {"converged", fit.converged}};
+  return out;
+}
+
 }  // namespace
 
 void add_model_commands(CLI::App& app, Registry& registry) {
@@ -210,6 +243,7 @@ void add_model_commands(CLI::App& app, Registry& registry) {
     auto skip_bad = std::make_shared<bool>(false);
     auto json = std::make_shared<bool>(false);
     auto signals = std::make_shared<int>(0);
+    auto adapt_prior = std::make_shared<bool>(false);
     cmd->add_option("--model", *paths,
                     "checkpoint; give several classifiers (--model A --model B ...) to evaluate their deep "
                     "ensemble (probabilities averaged)")
@@ -219,6 +253,9 @@ void add_model_commands(CLI::App& app, Registry& registry) {
                     "classifiers: also rank errors by every uncertainty signal, with K-member ensembles "
                     "(orderings, MC dropout, both): error AUROC, AURC, accuracy at 80/90% coverage")
         ->check(CLI::Range(2, inference::RequestLimits::kMaxMembers));
+    cmd->add_flag("--adapt-prior", *adapt_prior,
+                  "classifiers: estimate the class prior of --data from the model's own predictions (EM, no labels "
+                  "used) and re-weight them from the calibration data's prior to it (label shift)");
     cmd->add_option("--text-field", *text_field, "text field");
     cmd->add_option("--label-field", *label_field, "label field");
     cmd->add_option("--positive-label", *positive, "label for binary F1");
@@ -229,8 +266,13 @@ void add_model_commands(CLI::App& app, Registry& registry) {
     static std::string eval_device = "cpu";  // checked while parsing (device_flag.h)
     add_device_option(cmd, eval_device);
     cmd->callback([&registry, paths, data, text_field, label_field, positive, batch, threads, skip_bad, json,
-                   signals] {
+                   signals, adapt_prior] {
       registry.selected = [=] {
+        if (*adapt_prior && (paths->size() > 1 || *signals > 0)) {
+          std::fprintf(stderr, "betctl: error: --adapt-prior: one --model and no --signals (the ensemble and the "
+                               "signal report are not re-weighted yet)\n");
+          return 2;
+        }
         if (*threads > 0) platform::set_num_threads(*threads);
         const Device device = parse_device(eval_device);
         nlohmann::json out;
@@ -258,6 +300,7 @@ void add_model_commands(CLI::App& app, Registry& registry) {
           if (cfg.task == model::Task::Classify) {
             out = classification_report(r, cfg, *positive);
             out["temperature"] = m.model->temperature_value();
+            if (*adapt_prior) out = prior_adapted_report(r, cfg, *positive, m.ck.metrics, paths->front(), out);
             if (*signals > 0) {
               const LabelledTexts d = read_labelled_texts(*data, *text_field, *label_field, *skip_bad, cfg.labels);
               inference::ModelPredictor predictor(paths->front(), device);
@@ -327,8 +370,11 @@ void add_model_commands(CLI::App& app, Registry& registry) {
         Checkpoint ck = m.ck;
         for (auto& [name, t] : ck.weights)
           if (name == "temperature") t = Tensor::scalar(fit.temperature);
+        // The calibration data's class shares stand for the training distribution's prior:
+        // `eval --adapt-prior` re-weights from them to the prior it estimates on new data.
         ck.metrics["calibration"] = {{"temperature", fit.temperature}, {"nll_before", fit.nll_before},
-                                     {"nll_after", fit.nll_after}, {"data", *data}};
+                                     {"nll_after", fit.nll_after}, {"data", *data},
+                                     {"class_prior", class_shares(r.labels, cfg.num_classes)}};
         nlohmann::json res = {{"temperature", fit.temperature}, {"nll_before", fit.nll_before},
                               {"nll_after", fit.nll_after}, {"out", *out}};
         std::optional<inference::SignalChoice> choice;
