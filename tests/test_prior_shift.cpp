@@ -96,3 +96,27 @@ TEST_CASE("class_shares counts labels with one pseudo-count per class") {
   CHECK(std::abs(p[2] - 1.0 / 7) < 1e-15);  // absent, yet not impossible
   CHECK_THROWS_WITH(class_shares({0, 3}, 3), doctest::Contains("label 3"));
 }
+
+TEST_CASE("detect_prior_shift: a shifted sample is flagged, a fresh sample of the same prior is not") {
+  const std::vector<double> train = {0.6, 0.3, 0.1};
+  Sample reference = draw(train, train, 3000, 4);
+  const std::vector<double> ref_mean = mean_prediction(reference.probs);
+  for (unsigned seed = 10; seed < 15; ++seed) {  // same prior: no shift, seed after seed
+    CAPTURE(seed);
+    ShiftTest t = detect_prior_shift(draw(train, train, 2000, seed).probs, ref_mean, 3000);
+    CHECK_FALSE(t.shifted);
+    CHECK(t.max_abs_z < t.threshold);
+  }
+  ShiftTest moved = detect_prior_shift(draw({0.3, 0.3, 0.4}, train, 2000, 20).probs, ref_mean, 3000);
+  CHECK(moved.shifted);
+  CHECK(moved.z.size() == 3);
+  CHECK(moved.z[2] > moved.threshold);  // class 2 grew from 10% to 40%
+  CHECK_THROWS_WITH(detect_prior_shift(reference.probs, {0.5, 0.5}, 10), doctest::Contains("3"));
+}
+
+TEST_CASE("two_sided_normal_quantile matches the table") {
+  CHECK(two_sided_normal_quantile(0.05) == doctest::Approx(1.959964).epsilon(1e-6));
+  CHECK(two_sided_normal_quantile(0.01) == doctest::Approx(2.575829).epsilon(1e-6));
+  CHECK(two_sided_normal_quantile(0.01 / 20) == doctest::Approx(3.480756).epsilon(1e-6));
+  CHECK_THROWS(two_sided_normal_quantile(0.0));
+}

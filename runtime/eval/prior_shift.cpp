@@ -77,4 +77,50 @@ PriorShiftFit estimate_prior_em(const RowMatrix& probs, const std::vector<double
   return fit;
 }
 
+std::vector<double> mean_prediction(const RowMatrix& probs) {
+  BET_CHECK(probs.rows >= 1, "mean prediction: no examples");
+  std::vector<double> m(size_t(probs.cols), 0.0);
+  for (int64_t i = 0; i < probs.rows; ++i)
+    for (int64_t c = 0; c < probs.cols; ++c) m[size_t(c)] += probs.row(i)[c];
+  for (double& v : m) v /= double(probs.rows);
+  return m;
+}
+
+double two_sided_normal_quantile(double p) {
+  BET_CHECK(p > 0 && p < 1, "normal quantile: p must be in (0, 1), got ", p);
+  double lo = 0, hi = 40;  // erfc(40 / sqrt 2) underflows far below any p we take
+  for (int i = 0; i < 200; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    (std::erfc(mid / std::sqrt(2.0)) > p ? lo : hi) = mid;
+  }
+  return 0.5 * (lo + hi);
+}
+
+ShiftTest detect_prior_shift(const RowMatrix& probs, const std::vector<double>& reference_mean,
+                             int64_t reference_examples, double alpha) {
+  BET_CHECK(probs.rows >= 2, "prior shift test: need at least 2 examples, got ", probs.rows);
+  BET_CHECK(int64_t(reference_mean.size()) == probs.cols, "prior shift test: reference mean has ",
+            reference_mean.size(), " classes, the predictions ", probs.cols);
+  BET_CHECK(reference_examples >= 1, "prior shift test: the reference needs at least one example");
+  BET_CHECK(alpha > 0 && alpha < 1, "prior shift test: alpha must be in (0, 1), got ", alpha);
+  const std::vector<double> mean = mean_prediction(probs);
+  ShiftTest t;
+  t.threshold = two_sided_normal_quantile(alpha / double(probs.cols));
+  const double n = double(probs.rows);
+  for (int64_t c = 0; c < probs.cols; ++c) {
+    double var = 0;
+    for (int64_t i = 0; i < probs.rows; ++i) {
+      const double d = probs.row(i)[c] - mean[size_t(c)];
+      var += d * d;
+    }
+    var /= n - 1;
+    const double se = std::sqrt(std::max(var, 1e-18) * (1.0 / n + 1.0 / double(reference_examples)));
+    const double z = (mean[size_t(c)] - reference_mean[size_t(c)]) / se;
+    t.z.push_back(z);
+    t.max_abs_z = std::max(t.max_abs_z, std::abs(z));
+  }
+  t.shifted = t.max_abs_z > t.threshold;
+  return t;
+}
+
 }  // namespace bet::runtime

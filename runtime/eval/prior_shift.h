@@ -35,4 +35,28 @@ struct PriorShiftFit {
 PriorShiftFit estimate_prior_em(const RowMatrix& probs, const std::vector<double>& train_prior,
                                 int max_iterations = 1000, double tol = 1e-9);
 
+// Is there a shift at all? EM always finds some prior, and where the classes overlap
+// (a 20-topic model at 60% accuracy) the maximum-likelihood prior of a few thousand rows
+// is far from the truth even without any shift: on such data re-weighting does harm.
+// So `eval --adapt-prior` re-weights only when the model's mean prediction on the new data
+// differs from its mean on the calibration data by more than sampling noise: per class,
+// z = (mean_new - mean_ref) / sqrt(var_new (1/N_new + 1/N_ref)), with var_new the
+// variance of that class's probability over the new rows (standing for both), against
+// the two-sided normal quantile at alpha / C (Bonferroni over the C classes). alpha is
+// 1e-3: a false alarm costs more than a missed small shift (EM then moves the prior on
+// noise), and the shifts worth correcting (spam: 15% to 50%) give |z| in the tens.
+std::vector<double> mean_prediction(const RowMatrix& probs);
+
+struct ShiftTest {
+  std::vector<double> z;   // per class
+  double max_abs_z = 0;
+  double threshold = 0;    // |z| beyond it is a shift
+  bool shifted = false;
+};
+ShiftTest detect_prior_shift(const RowMatrix& probs, const std::vector<double>& reference_mean,
+                             int64_t reference_examples, double alpha = 1e-3);
+
+// The z with P(|N(0,1)| > z) = p, for p in (0, 1).
+double two_sided_normal_quantile(double p);
+
 }  // namespace bet::runtime

@@ -131,13 +131,24 @@ nlohmann::json prior_adapted_report(const EvalResult& r, const model::ModelConfi
                                     const nlohmann::json& metrics, const std::string& path,
                                     const nlohmann::json& before) {
   const nlohmann::json* cal = metrics.contains("calibration") ? &metrics["calibration"] : nullptr;
-  BET_CHECK(cal && cal->contains("class_prior") && (*cal)["class_prior"].is_array(), path,
-            ": --adapt-prior needs the training prior that `betctl calibrate` stores; calibrate this model first");
-  std::vector<double> train_prior;
-  for (const auto& v : (*cal)["class_prior"]) {
-    BET_CHECK(v.is_number(), path, ": metrics.calibration.class_prior: expected numbers, got ", v.dump());
-    train_prior.push_back(v.get<double>());
-  }
+  BET_CHECK(cal && cal->contains("class_prior") && cal->contains("mean_prediction") && cal->contains("examples"),
+            path,
+            ": --adapt-prior needs the training prior and mean prediction that `betctl calibrate` stores; calibrate "
+            "this model first");
+  auto numbers = [&](const char* key) {
+    const nlohmann::json& a = (*cal)[key];
+    BET_CHECK(a.is_array() && int64_t(a.size()) == cfg.num_classes, path, ": metrics.calibration.", key,
+              ": expected ", cfg.num_classes, " numbers");
+    std::vector<double> v;
+    for (const auto& x : a) {
+      BET_CHECK(x.is_number(), path, ": metrics.calibration.", key, ": expected numbers, got ", x.dump());
+      v.push_back(x.get<double>());
+    }
+    return v;
+  };
+  const std::vector<double> train_prior = numbers("class_prior"), reference_mean = numbers("mean_prediction");
+  BET_CHECK((*cal)["examples"].is_number_integer(), path, ": metrics.calibration.examples: expected an integer");
+  const int64_t reference_examples = (*cal)["examples"].get<int64_t>();
   std::vector<double> probs;
   for (const auto& row : r.logits) {
     double mx = *std::max_element(row.begin(), row.end()), z = 0;
@@ -145,6 +156,14 @@ nlohmann::json prior_adapted_report(const EvalResult& r, const model::ModelConfi
     for (double v : row) probs.push_back(std::exp(v - mx) / z);
   }
   const RowMatrix p(probs, cfg.num_classes);
+  const ShiftTest test = detect_prior_shift(p, reference_mean, reference_examples);
+  nlohmann::json shift = {{"training_prior", train_prior}, {"shift_z", test.z}, {"max_abs_z", test.max_abs_z},
+                          {"threshold", test.threshold}, {"shifted", test.shifted}, {"adapted", false}};
+  if (!test.shifted) {  // no evidence of a shift: re-weighting could only add noise
+    nlohmann::json out = before;
+    out["prior_shift"] = shift;
+    return out;
+  }
   const PriorShiftFit fit = estimate_prior_em(p, train_prior);
   nlohmann::json out = evaluate(reweight_prior(p, train_prior, fit.prior), r.labels, eval_options(cfg, positive)).to_json();
   out["temperature"] = before.value("temperature", 1.0);
@@ -152,8 +171,11 @@ nlohmann::json prior_adapted_report(const EvalResult& r, const model::ModelConfi
   for (const char* k : {"accuracy", "nll", "ece", "brier", "error_auroc", "f1"})
     if (before.contains(k)) b[k] = before[k];
   out["before_prior_shift"] = b;
-  out["prior_shift"] = {{"training_prior", train_prior}, {"estimated_prior", fit.prior},
-                        {"iterations", fit.iterations}, {"converged", fit.converged}};
+  shift["adapted"] = true;
+  shift["estimated_prior"] = fit.prior;
+  shift["iterations"] = fit.iterations;
+  shift["converged"] = fit.converged;
+  out["prior_shift"] = shift;
   return out;
 }
 
@@ -254,8 +276,9 @@ void add_model_commands(CLI::App& app, Registry& registry) {
                     "(orderings, MC dropout, both): error AUROC, AURC, accuracy at 80/90% coverage")
         ->check(CLI::Range(2, inference::RequestLimits::kMaxMembers));
     cmd->add_flag("--adapt-prior", *adapt_prior,
-                  "classifiers: estimate the class prior of --data from the model's own predictions (EM, no labels "
-                  "used) and re-weight them from the calibration data's prior to it (label shift)");
+                  "classifiers: when the model's mean prediction on --data differs from its mean on the calibration "
+                  "data beyond sampling noise, estimate the class prior of --data from its own predictions (EM, no "
+                  "labels used) and re-weight them from the calibration data's prior to it (label shift)");
     cmd->add_option("--text-field", *text_field, "text field");
     cmd->add_option("--label-field", *label_field, "label field");
     cmd->add_option("--positive-label", *positive, "label for binary F1");
@@ -372,9 +395,21 @@ void add_model_commands(CLI::App& app, Registry& registry) {
           if (name == "temperature") t = Tensor::scalar(fit.temperature);
         // The calibration data's class shares stand for the training distribution's prior:
         // `eval --adapt-prior` re-weights from them to the prior it estimates on new data.
-        ck.metrics["calibration"] = {{"temperature", fit.temperature}, {"nll_before", fit.nll_before},
-                                     {"nll_after", fit.nll_after}, {"data", *data},
-                                     {"class_prior", class_shares(r.labels, cfg.num_classes)}};
+        // Its mean prediction (at the fitted temperature) is the reference `--adapt-prior`
+        // tests new data against before it re-weights anything.
+        std::vector<double> calibrated;
+        for (const auto& row : r.logits) {
+          double mx = *std::max_element(row.begin(), row.end()), z = 0;
+          for (double v : row) z += std::exp((v - mx) / fit.temperature);
+          for (double v : row) calibrated.push_back(std::exp((v - mx) / fit.temperature) / z);
+        }
+        ck.metrics["calibration"] = {{"temperature", fit.temperature},
+                                     {"nll_before", fit.nll_before},
+                                     {"nll_after", fit.nll_after},
+                                     {"data", *data},
+                                     {"examples", r.labels.size()},
+                                     {"class_prior", class_shares(r.labels, cfg.num_classes)},
+                                     {"mean_prediction", mean_prediction(RowMatrix(calibrated, cfg.num_classes))}};
         nlohmann::json res = {{"temperature", fit.temperature}, {"nll_before", fit.nll_before},
                               {"nll_after", fit.nll_after}, {"out", *out}};
         std::optional<inference::SignalChoice> choice;
