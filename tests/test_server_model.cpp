@@ -584,6 +584,13 @@ TEST_CASE("`betctl eval`: uncertainty signals ranked (--signals), and a deep ens
   for (const auto& row : r["signals"]) {
     settings.insert(row["setting"].get<std::string>());
     CHECK(row["aurc"].get<double>() >= 0.0);
+    CHECK(row["ece"].get<double>() >= 0.0);
+    CHECK(row["brier"].get<double>() >= 0.0);
+    // One member, the same probabilities as the plain evaluation: the same ECE and Brier.
+    if (row["setting"] == "single") {
+      CHECK(row["ece"].get<double>() == doctest::Approx(r["ece"].get<double>()).epsilon(1e-5));
+      CHECK(row["brier"].get<double>() == doctest::Approx(r["brier"].get<double>()).epsilon(1e-5));
+    }
   }
   CHECK(settings == std::set<std::string>{"single", "orderings", "mc_dropout", "both"});
 
@@ -597,6 +604,8 @@ TEST_CASE("`betctl eval`: uncertainty signals ranked (--signals), and a deep ens
   bool saw = false;
   for (const auto& row : r["signals"]) {
     CHECK(row["setting"] == "deep_ensemble");
+    CHECK(row["ece"].get<double>() == doctest::Approx(r["ece"].get<double>()));
+    CHECK(row["brier"].get<double>() == doctest::Approx(r["brier"].get<double>()));
     if (row["signal"] != "epistemic") continue;
     saw = true;
     CHECK(row["aurc"].get<double>() == doctest::Approx(1.0 - r["accuracy"].get<double>()));

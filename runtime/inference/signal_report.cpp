@@ -5,6 +5,7 @@
 #include <map>
 
 #include "engine/error.h"
+#include "runtime/eval/metrics.h"
 #include "runtime/inference/uncertainty.h"
 #include "runtime/inference/uncertainty_signal.h"
 
@@ -34,6 +35,7 @@ std::vector<SignalRow> setting_report(ModelPredictor& predictor, const std::vect
   // Per example: wrong, -ln p(label), and each signal's score (NaN where not given).
   std::vector<bool> wrong;
   double nll = 0;
+  std::vector<double> probs;  // [N][C] in label order, for ECE and Brier
   std::vector<std::vector<double>> scores(signals.size());
   for (size_t at = 0; at < texts.size(); at += batch) {
     std::vector<PredictRequest> reqs;
@@ -52,17 +54,20 @@ std::vector<SignalRow> setting_report(ModelPredictor& predictor, const std::vect
       const std::string& truth = cfg.labels.at(size_t(labels[i]));
       wrong.push_back(a["label"].get<std::string>() != truth);
       nll -= std::log(std::max(a["probabilities"][truth].get<double>(), 1e-12));
+      for (const std::string& name : cfg.labels) probs.push_back(a["probabilities"][name].get<double>());
       for (size_t s = 0; s < signals.size(); ++s)
         scores[s].push_back(signal_score(signals[s], a, permutations, mc_dropout).value_or(NAN));
     }
   }
   const double n = double(wrong.size());
   const double accuracy = 1.0 - double(std::count(wrong.begin(), wrong.end(), true)) / n;
+  const runtime::RowMatrix pm(std::move(probs), int64_t(cfg.labels.size()));
+  const double ece = runtime::ece(pm, labels), brier = runtime::brier(pm, labels);
   std::vector<SignalRow> rows;
   for (size_t s = 0; s < signals.size(); ++s) {
     const std::vector<double>& v = scores[s];
     if (std::any_of(v.begin(), v.end(), [](double x) { return std::isnan(x); })) continue;  // not offered
-    rows.push_back({std::string(to_string(setting)), accuracy, nll / n,
+    rows.push_back({std::string(to_string(setting)), accuracy, nll / n, ece, brier,
                     runtime::selective_report(std::string(to_string(signals[s].kind)), v, wrong)});
   }
   return rows;
@@ -132,8 +137,11 @@ EnsembleResult deep_ensemble(const std::vector<ModelPredictor*>& models, const s
     scores["epistemic"].push_back(s.epistemic);
   }
   const double accuracy = 1.0 - double(std::count(wrong.begin(), wrong.end(), true)) / double(N);
+  const runtime::RowMatrix pm(res.probabilities);
+  const double ece = runtime::ece(pm, labels), brier = runtime::brier(pm, labels);
   for (auto& [signal, v] : scores)
-    res.signals.push_back({"deep_ensemble", accuracy, nll / double(N), runtime::selective_report(signal, v, wrong)});
+    res.signals.push_back(
+        {"deep_ensemble", accuracy, nll / double(N), ece, brier, runtime::selective_report(signal, v, wrong)});
   return res;
 }
 
@@ -144,6 +152,8 @@ json signal_report_json(const std::vector<SignalRow>& rows) {
     j["setting"] = r.setting;
     j["accuracy"] = r.accuracy;
     j["nll"] = r.nll;
+    j["ece"] = r.ece;
+    j["brier"] = r.brier;
     out.push_back(std::move(j));
   }
   return out;

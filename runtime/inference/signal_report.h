@@ -8,7 +8,7 @@
 //   mc_dropout   K dropout masks: 1 - confidence, total, aleatoric, epistemic;
 //   both         K members, each an ordering with its own dropout mask.
 // Each (setting, signal) gets a SelectiveReport (error AUROC, AURC, accuracy at 80% and
-// 90% coverage), beside the setting's accuracy and NLL.
+// 90% coverage), beside the setting's accuracy, NLL, ECE and Brier score.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -25,6 +25,7 @@ namespace bet::inference {
 struct SignalRow {
   std::string setting;     // single, orderings, mc_dropout, both
   double accuracy = 0, nll = 0;
+  double ece = 0, brier = 0;  // of the setting's (ensemble-mean) probabilities, metrics.h's definitions
   runtime::SelectiveReport report;
 };
 
