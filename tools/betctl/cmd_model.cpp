@@ -20,6 +20,7 @@
 #include "runtime/eval/metrics.h"
 #include "runtime/inference/signal_choice.h"
 #include "runtime/inference/signal_report.h"
+#include "runtime/inference/uncertainty.h"
 #include "runtime/io/atomic_file.h"
 #include "runtime/train/evaluate.h"
 #include "runtime/train/training_data.h"
@@ -114,22 +115,21 @@ void print_signals(const nlohmann::json& rows) {
                 num(row["error_auroc"]), num(row["aurc"]), num(row["accuracy_at_80"]), num(row["accuracy_at_90"]));
 }
 
-nlohmann::json classification_report(const EvalResult& r, const model::ModelConfig& cfg, const std::string& positive) {
-  std::vector<double> probs;
-  const int64_t C = cfg.num_classes;
-  for (const auto& row : r.logits) {
-    double mx = *std::max_element(row.begin(), row.end()), z = 0;
-    for (double v : row) z += std::exp(v - mx);
-    for (double v : row) probs.push_back(std::exp(v - mx) / z);
-  }
-  return evaluate(RowMatrix(probs, C), r.labels, eval_options(cfg, positive)).to_json();
+// Per-example class probabilities, softmax(logits / temperature) row by row (EvalResult's
+// logits carry the model's stored temperature already; calibrate passes a new one).
+RowMatrix probabilities(const EvalResult& r, int64_t classes, double temperature = 1.0) {
+  std::vector<double> flat;
+  flat.reserve(r.logits.size() * size_t(classes));
+  for (const auto& row : r.logits)
+    for (double p : inference::softmax(row, temperature)) flat.push_back(p);
+  return RowMatrix(std::move(flat), classes);
 }
 
 // `eval --adapt-prior`: the same report after label-shift re-weighting (prior_shift.h),
 // with the report before it kept under "before_prior_shift".
-nlohmann::json prior_adapted_report(const EvalResult& r, const model::ModelConfig& cfg, const std::string& positive,
-                                    const nlohmann::json& metrics, const std::string& path,
-                                    const nlohmann::json& before) {
+nlohmann::json prior_adapted_report(const RowMatrix& p, const EvalResult& r, const model::ModelConfig& cfg,
+                                    const std::string& positive, const nlohmann::json& metrics,
+                                    const std::string& path, const nlohmann::json& before) {
   const nlohmann::json* cal = metrics.contains("calibration") ? &metrics["calibration"] : nullptr;
   BET_CHECK(cal && cal->contains("class_prior") && cal->contains("mean_prediction") && cal->contains("examples"),
             path,
@@ -149,13 +149,6 @@ nlohmann::json prior_adapted_report(const EvalResult& r, const model::ModelConfi
   const std::vector<double> train_prior = numbers("class_prior"), reference_mean = numbers("mean_prediction");
   BET_CHECK((*cal)["examples"].is_number_integer(), path, ": metrics.calibration.examples: expected an integer");
   const int64_t reference_examples = (*cal)["examples"].get<int64_t>();
-  std::vector<double> probs;
-  for (const auto& row : r.logits) {
-    double mx = *std::max_element(row.begin(), row.end()), z = 0;
-    for (double v : row) z += std::exp(v - mx);
-    for (double v : row) probs.push_back(std::exp(v - mx) / z);
-  }
-  const RowMatrix p(probs, cfg.num_classes);
   const ShiftTest test = detect_prior_shift(p, reference_mean, reference_examples);
   nlohmann::json shift = {{"training_prior", train_prior}, {"shift_z", test.z}, {"max_abs_z", test.max_abs_z},
                           {"threshold", test.threshold}, {"shifted", test.shifted}, {"adapted", false}};
@@ -321,9 +314,10 @@ void add_model_commands(CLI::App& app, Registry& registry) {
           EvalResult r = evaluate(*m.model, seqs, *batch);
           const model::ModelConfig& cfg = m.model->config();
           if (cfg.task == model::Task::Classify) {
-            out = classification_report(r, cfg, *positive);
+            const RowMatrix probs = probabilities(r, cfg.num_classes);
+            out = evaluate(probs, r.labels, eval_options(cfg, *positive)).to_json();
             out["temperature"] = m.model->temperature_value();
-            if (*adapt_prior) out = prior_adapted_report(r, cfg, *positive, m.ck.metrics, paths->front(), out);
+            if (*adapt_prior) out = prior_adapted_report(probs, r, cfg, *positive, m.ck.metrics, paths->front(), out);
             if (*signals > 0) {
               const LabelledTexts d = read_labelled_texts(*data, *text_field, *label_field, *skip_bad, cfg.labels);
               inference::ModelPredictor predictor(paths->front(), device);
@@ -397,19 +391,13 @@ void add_model_commands(CLI::App& app, Registry& registry) {
         // `eval --adapt-prior` re-weights from them to the prior it estimates on new data.
         // Its mean prediction (at the fitted temperature) is the reference `--adapt-prior`
         // tests new data against before it re-weights anything.
-        std::vector<double> calibrated;
-        for (const auto& row : r.logits) {
-          double mx = *std::max_element(row.begin(), row.end()), z = 0;
-          for (double v : row) z += std::exp((v - mx) / fit.temperature);
-          for (double v : row) calibrated.push_back(std::exp((v - mx) / fit.temperature) / z);
-        }
         ck.metrics["calibration"] = {{"temperature", fit.temperature},
                                      {"nll_before", fit.nll_before},
                                      {"nll_after", fit.nll_after},
                                      {"data", *data},
                                      {"examples", r.labels.size()},
                                      {"class_prior", class_shares(r.labels, cfg.num_classes)},
-                                     {"mean_prediction", mean_prediction(RowMatrix(calibrated, cfg.num_classes))}};
+                                     {"mean_prediction", mean_prediction(probabilities(r, cfg.num_classes, fit.temperature))}};
         nlohmann::json res = {{"temperature", fit.temperature}, {"nll_before", fit.nll_before},
                               {"nll_after", fit.nll_after}, {"out", *out}};
         std::optional<inference::SignalChoice> choice;
