@@ -42,6 +42,8 @@ Tensor record(const char* name, Tensor out, std::vector<Tensor> inputs, Backward
 
 namespace {
 
+thread_local GradReadyScope* t_ready_scope = nullptr;
+
 void accumulate(std::shared_ptr<TensorImpl>& slot, const Tensor& g) {
   if (!slot) {
     // Own the memory: a gradient may alias a tensor the caller still uses.
@@ -54,6 +56,13 @@ void accumulate(std::shared_ptr<TensorImpl>& slot, const Tensor& g) {
 }
 
 }  // namespace
+
+GradReadyScope::GradReadyScope(const std::vector<Tensor>& watched, std::function<void(size_t)> ready)
+    : watched_(watched), ready_(std::move(ready)), prev_(t_ready_scope) {
+  t_ready_scope = this;
+}
+
+GradReadyScope::~GradReadyScope() { t_ready_scope = prev_; }
 
 void run_backward(const Tensor& root, const Tensor& seed) {
   BET_CHECK(root.requires_grad(), "backward: tensor does not require grad");
@@ -107,10 +116,39 @@ void run_backward(const Tensor& root, const Tensor& seed) {
       if (in.defined() && in.grad_fn()) owner[in.grad_fn().get()] = in.impl_ptr();
   }
 
+  // Readiness of the watched leaves: the number of node inputs still to run per leaf.
+  const GradReadyScope* scope = t_ready_scope;
+  std::unordered_map<TensorImpl*, size_t> watched_index;
+  std::vector<int64_t> readers;
+  if (scope) {
+    const auto& w = scope->watched();
+    readers.assign(w.size(), 0);
+    for (size_t i = 0; i < w.size(); ++i) watched_index.emplace(w[i].impl_ptr(), i);
+    for (Node* node : order)
+      for (const Tensor& in : node->inputs)
+        if (in.defined()) {
+          auto f = watched_index.find(in.impl_ptr());
+          if (f != watched_index.end()) readers[f->second]++;
+        }
+    for (size_t i = 0; i < w.size(); ++i)
+      if (readers[i] == 0) scope->ready(i);
+  }
+  auto node_done = [&](Node* node) {
+    if (!scope) return;
+    for (const Tensor& in : node->inputs)
+      if (in.defined()) {
+        auto f = watched_index.find(in.impl_ptr());
+        if (f != watched_index.end() && --readers[f->second] == 0) scope->ready(f->second);
+      }
+  };
+
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     Node* node = *it;
     auto p = pending.find(owner[node]);
-    if (p == pending.end()) continue;  // no gradient flowed here
+    if (p == pending.end()) {  // no gradient flowed here
+      node_done(node);
+      continue;
+    }
     Tensor g = std::move(p->second);
     pending.erase(p);
     std::vector<Tensor> grads = node->backward(g);
@@ -124,6 +162,7 @@ void run_backward(const Tensor& root, const Tensor& seed) {
       if (gi.dtype() != in.dtype() && is_floating(in.dtype())) gi = gi.to(in.dtype());
       add_grad(in, gi);
     }
+    node_done(node);
   }
 }
 

@@ -92,12 +92,12 @@ ForwardOutput BetModel::forward(const Tensor& ids, const SeqContext& ctx, const 
   return res;
 }
 
-MDLLossOutput model_loss(const ForwardOutput& out, const Tensor& targets, const SeqContext& ctx, Task task,
-                         double mdl_beta, int64_t ignore_index) {
+LossOperands loss_operands(const ForwardOutput& out, const Tensor& targets, const SeqContext& ctx, Task task,
+                           int64_t ignore_index) {
   if (task == Task::Classify) {
     BET_CHECK(targets.dim() == 1 && targets.size(0) == out.logits.size(0), "model_loss: classify targets must be [",
               out.logits.size(0), "], got ", shape_str(targets.shape()));
-    return mdl_regularized_loss(out.logits, targets, mdl_beta, ignore_index);
+    return {out.logits, targets};
   }
   const int64_t B = out.logits.size(0), S = out.logits.size(1), V = out.logits.size(2);
   BET_CHECK(targets.shape() == Shape({B, S}), "model_loss: lm targets must be [", B, ", ", S, "], got ",
@@ -106,8 +106,13 @@ MDLLossOutput model_loss(const ForwardOutput& out, const Tensor& targets, const 
   std::vector<double> m = ctx.mask.to(DType::F64).to_vector<double>();
   for (size_t i = 0; i < t.size(); ++i)
     if (m[i] == 0.0) t[i] = ignore_index;
-  return mdl_regularized_loss(reshape(out.logits, {B * S, V}),
-                              Tensor::from_vector<int64_t>(t, {B * S}).to(out.logits.device()), mdl_beta, ignore_index);
+  return {reshape(out.logits, {B * S, V}), Tensor::from_vector<int64_t>(t, {B * S}).to(out.logits.device())};
+}
+
+MDLLossOutput model_loss(const ForwardOutput& out, const Tensor& targets, const SeqContext& ctx, Task task,
+                         double mdl_beta, int64_t ignore_index) {
+  const LossOperands ops = loss_operands(out, targets, ctx, task, ignore_index);
+  return mdl_regularized_loss(ops.logits, ops.targets, mdl_beta, ignore_index);
 }
 
 Tensor at_last_valid(const Tensor& v, const SeqContext& ctx) {

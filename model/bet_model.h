@@ -82,6 +82,12 @@ class BetModel : public Module {
 // positions (the rest become `ignore_index`). mdl_beta 0 is plain cross-entropy.
 MDLLossOutput model_loss(const ForwardOutput& out, const Tensor& targets, const SeqContext& ctx, Task task,
                          double mdl_beta, int64_t ignore_index = -100);
+// What model_loss codes: logits [N, C] and targets [N] (ignore_index where not valid).
+struct LossOperands {
+  Tensor logits, targets;
+};
+LossOperands loss_operands(const ForwardOutput& out, const Tensor& targets, const SeqContext& ctx, Task task,
+                           int64_t ignore_index = -100);
 
 // v [B, S] -> [B]: v at each sequence's last valid position. For bidirectional
 // per-position quantities that are the same at every valid position (the Beta posterior,

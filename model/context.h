@@ -36,6 +36,13 @@ struct SeqContext {
   // Index of each sequence of this batch in the global batch (relabelling keys); [B] i64
   // or undefined for 0..B-1.
   Tensor sequence_index;
+  // Data parallelism: this batch is rows [row0, row0 + batch()) of a global batch of
+  // global_rows rows (0: this batch is the global batch). Dropout draws each row's
+  // numbers where the global batch would draw them, so the masks, and so the step, do
+  // not depend on how many ranks or micro-batches share the batch.
+  int64_t row0 = 0;
+  int64_t global_rows = 0;
+  int64_t dropout_rows() const { return global_rows > 0 ? global_rows : batch(); }
 
   int64_t batch() const { return mask.size(0); }
   int64_t seq_len() const { return mask.size(1); }

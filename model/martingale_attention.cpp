@@ -11,8 +11,13 @@ Tensor site_dropout(const Tensor& x, double p, const SeqContext& ctx) {
   if (!ctx.dropout_active() || p <= 0.0) return x;
   BET_CHECK(ctx.dropout_offset != nullptr,
             "dropout: a training context needs dropout_offset (sites would share random numbers)");
-  const uint64_t off = *ctx.dropout_offset;
-  *ctx.dropout_offset += uint64_t(x.numel());
+  // Row r of the global batch owns words [r * per_row, (r + 1) * per_row) of the site.
+  const int64_t B = ctx.batch(), G = ctx.dropout_rows();
+  BET_CHECK(x.dim() >= 1 && x.size(0) == B, "dropout: a site's input must lead with the batch (", B, " rows), got ",
+            shape_str(x.shape()));
+  const uint64_t per_row = uint64_t(x.numel() / B);
+  const uint64_t off = *ctx.dropout_offset + uint64_t(ctx.row0) * per_row;
+  *ctx.dropout_offset += uint64_t(G) * per_row;
   return dropout(x, p, true, ctx.seed, off);
 }
 
@@ -106,14 +111,28 @@ AttentionOutput MartingaleAwareAttention::forward(const Tensor& x, const SeqCont
   // The mask broadcasts over paths and heads, v over paths. The dropout site draws
   // P*B*H*S*S numbers from the step's stream, as a dropout of the probabilities would.
   const bool drop = ctx.dropout_active() && dropout > 0.0;
+  // The site's words are laid out as the global batch's [P, G, H, S, S]: a slice of it
+  // (data parallelism) is contiguous per path, so a sliced batch with several paths
+  // runs one attention per path, each at its own offset.
+  const int64_t G = ctx.dropout_rows();
+  const uint64_t block = uint64_t(H * S * S);
   uint64_t offset = 0;
   if (drop) {
     BET_CHECK(ctx.dropout_offset != nullptr,
               "dropout: a training context needs dropout_offset (sites would share random numbers)");
     offset = *ctx.dropout_offset;
-    *ctx.dropout_offset += uint64_t(P * B * H * S * S);
+    *ctx.dropout_offset += uint64_t(P * G) * block;
   }
-  Tensor heads_out = attention(qh, kh, unsqueeze(vh, 0), m, dropout, drop, ctx.seed, offset);
+  Tensor heads_out;
+  if (!drop || (G == B && ctx.row0 == 0)) {
+    heads_out = attention(qh, kh, unsqueeze(vh, 0), m, dropout, drop, ctx.seed, offset);
+  } else {
+    std::vector<Tensor> paths;
+    for (int64_t p = 0; p < P; ++p)
+      paths.push_back(attention(slice(qh, 0, p, p + 1), slice(kh, 0, p, p + 1), unsqueeze(vh, 0), m, dropout, true,
+                                ctx.seed, offset + uint64_t(p * G + ctx.row0) * block));
+    heads_out = P == 1 ? paths[0] : concat(paths, 0);
+  }
   Tensor merged = reshape(permute(heads_out, {0, 1, 3, 2, 4}), {P, B, S, D});
   Tensor O = o->forward(merged);                    // [P, B, S, D], bias included per path
   Tensor o_std = select(O, 0, 0);

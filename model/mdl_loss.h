@@ -6,6 +6,7 @@
 // cross-entropy's gradient by (1 + beta).
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "engine/ops.h"
 
@@ -27,5 +28,18 @@ struct MDLLossOutput {
 // not counted. N = 0 gives a zero loss whose gradient is zeros.
 MDLLossOutput mdl_regularized_loss(const Tensor& logits, const Tensor& targets, double beta,
                                    int64_t ignore_index = -100);
+
+// The same loss in split form, for a batch spread over ranks and micro-batches. The
+// penalty is a decision about the whole batch (is its summed CE above `optimal`?), so
+// the parts are summed first and decided once:
+//   target_counts   per-class counts of the valid targets of one part (host side);
+//   mdl_from_totals every field but `loss` from the summed CE and counts.
+// The whole batch's gradient is then (1 + beta [mdl_active]) / n times the gradient of
+// the summed CE: each part backpropagates its CE sum, and the sum of the parts'
+// gradients is scaled once.
+std::vector<int64_t> target_counts(const Tensor& targets, int64_t classes, int64_t ignore_index = -100);
+MDLLossOutput mdl_from_totals(double ce_total, const std::vector<int64_t>& counts);
+// The factor of that gradient (0 when no target is valid).
+double mdl_gradient_scale(const MDLLossOutput& totals, double beta);
 
 }  // namespace bet::model

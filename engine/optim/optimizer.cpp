@@ -210,25 +210,32 @@ double grad_norm(const std::vector<Tensor>& params) {
   return std::sqrt(total);
 }
 
+void scale_in_place(const Tensor& t, double factor) {
+  const kernels::Backend be = dispatch("clip_grad_norm", {&t});
+  if (t.is_contiguous()) {
+    BET_KERNEL(be, scale_(t, factor));
+  } else {
+    // Scale a contiguous copy and write it back through the view.
+    Tensor c = t.detach().contiguous();
+    BET_KERNEL(be, scale_(c, factor));
+    const_cast<Tensor&>(t).copy_(c);
+  }
+}
+
+void scale_grads(const std::vector<Tensor>& params, double factor) {
+  for (const Tensor& p : params) {
+    Tensor g = p.grad();
+    if (g.defined()) scale_in_place(g, factor);
+  }
+}
+
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
   BET_CHECK(max_norm > 0, "clip_grad_norm: max_norm ", max_norm, " is not positive");
   const double norm = grad_norm(params);
   if (!std::isfinite(norm)) return norm;
   const double coef = max_norm / (norm + 1e-6);
   if (coef >= 1.0) return norm;
-  for (size_t i = 0; i < params.size(); ++i) {
-    Tensor g = params[i].grad();
-    if (!g.defined()) continue;
-    const kernels::Backend be = dispatch("clip_grad_norm", {&g});
-    if (g.is_contiguous()) {
-      BET_KERNEL(be, scale_(g, coef));
-    } else {
-      // Scale a contiguous copy and write it back through the view.
-      Tensor c = g.detach().contiguous();
-      BET_KERNEL(be, scale_(c, coef));
-      g.copy_(c);
-    }
-  }
+  scale_grads(params, coef);
   return norm;
 }
 

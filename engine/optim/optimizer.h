@@ -123,5 +123,8 @@ class SGD : public Optimizer {
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
 // The global gradient norm alone (no clipping).
 double grad_norm(const std::vector<Tensor>& params);
+// Multiplies every gradient (or one tensor) by `factor` in place.
+void scale_grads(const std::vector<Tensor>& params, double factor);
+void scale_in_place(const Tensor& t, double factor);
 
 }  // namespace bet::optim

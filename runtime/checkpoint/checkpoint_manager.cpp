@@ -78,6 +78,10 @@ std::string CheckpointManager::production_dir() const {
   return (fs::path(out_) / "checkpoints" / "production").string();
 }
 
+std::string CheckpointManager::training_path(int64_t step) const {
+  return (fs::path(training_dir()) / step_file_name(step)).string();
+}
+
 std::string CheckpointManager::save_training(const Checkpoint& ck, int64_t step) {
   const std::string dir = training_dir();
   make_dirs(dir);

@@ -29,6 +29,8 @@ class CheckpointManager {
   // it, then deletes the oldest training checkpoints beyond `keep` (never the new one).
   // Returns the path written.
   std::string save_training(const Checkpoint& ck, int64_t step);
+  // The path save_training(ck, step) writes.
+  std::string training_path(int64_t step) const;
 
   // When `value` beats milestone/<metric>/best.json (or there is none yet): writes
   // milestone/<metric>/step-<8 digit step>.bet (kind "milestone"), best.json and latest,

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "engine/ops.h"
 #include "engine/random.h"
 #include "runtime/tokenizer/tokenizer.h"
 
@@ -11,6 +12,19 @@ int64_t Batch::tokens() const {
   int64_t n = 0;
   for (auto l : lengths) n += l;
   return n;
+}
+
+Batch slice_rows(const Batch& b, int64_t begin, int64_t end) {
+  const int64_t B = b.ids.size(0);
+  BET_CHECK(0 <= begin && begin < end && end <= B, "slice_rows: rows [", begin, ", ", end, ") of a batch of ", B);
+  if (begin == 0 && end == B) return b;
+  Batch out;
+  out.ids = slice(b.ids, 0, begin, end).contiguous();
+  out.lengths.assign(b.lengths.begin() + begin, b.lengths.begin() + end);
+  if (b.labels.defined()) out.labels = slice(b.labels, 0, begin, end).contiguous();
+  if (b.targets.defined()) out.targets = slice(b.targets, 0, begin, end).contiguous();
+  if (!b.indices.empty()) out.indices.assign(b.indices.begin() + begin, b.indices.begin() + end);
+  return out;
 }
 
 std::vector<std::vector<int64_t>> plan_epoch(const std::vector<int64_t>& lengths, int64_t batch_size, uint64_t seed,

@@ -35,6 +35,11 @@ Batch make_classify_batch(const std::vector<EncodedSequence>& data, const std::v
 // Language-model batch: input [BOS, x_1 .. x_{n-1}], targets [x_1 .. x_n], n <= max_len.
 Batch make_lm_batch(const std::vector<EncodedSequence>& data, const std::vector<int64_t>& indices, int64_t max_len);
 
+// Rows [begin, end) of `b`, padded as `b` is (data parallelism: a rank's share of the
+// global batch keeps the global batch's sequence length, so dropout's layout and the
+// model's arithmetic do not depend on the split).
+Batch slice_rows(const Batch& b, int64_t begin, int64_t end);
+
 // Splits a long token stream into lm windows of at most max_len tokens.
 std::vector<EncodedSequence> chunk_stream(const std::vector<int32_t>& stream, int64_t max_len);
 

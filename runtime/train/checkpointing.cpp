@@ -38,7 +38,11 @@ Checkpoint RunCheckpoints::make(const std::string& kind, const RunState& st, con
 }
 
 void RunCheckpoints::save_training(const RunState& st, const nlohmann::json& metrics) {
-  last_good_ = manager_.save_training(make("training", st, metrics), st.step);
+  // Every rank makes the checkpoint: with a sharded optimizer, gathering the moments is
+  // a collective. Only rank 0 writes it; the others learn the path it writes.
+  Checkpoint ck = make("training", st, metrics);
+  if (writer_) last_good_ = manager_.save_training(ck, st.step);
+  else last_good_ = manager_.training_path(st.step);
 }
 
 std::set<std::string> RunCheckpoints::save_milestones(RunState& st, const std::map<std::string, double>& vm,
@@ -53,7 +57,7 @@ std::set<std::string> RunCheckpoints::save_milestones(RunState& st, const std::m
                                                                   : it->second < st.best[name].get<double>());
     if (!better) continue;
     st.best[name] = it->second;
-    manager_.save_milestone(make("milestone", st, metrics), name.substr(4), it->second, higher_better);
+    if (writer_) manager_.save_milestone(make("milestone", st, metrics), name.substr(4), it->second, higher_better);
     improved.insert(name);
   }
   return improved;

@@ -55,7 +55,12 @@ class RunCheckpoints {
   const std::string& last_good() const { return last_good_; }
   void set_last_good(std::string path) { last_good_ = std::move(path); }
 
+  // false on the ranks other than 0 of a data-parallel run: the bookkeeping (best
+  // values, last_good) is kept as rank 0 keeps it, but nothing is written.
+  void set_writer(bool w) { writer_ = w; }
+
  private:
+  bool writer_ = true;
   CheckpointManager& manager_;
   const TrainStep& step_;
   const Tokenizer& tokenizer_;

@@ -10,7 +10,9 @@
 
 namespace bet::runtime {
 
-RunLog::RunLog(const std::string& dir, bool quiet) : quiet_(quiet), tty_(::isatty(2)) {
+RunLog::RunLog(const std::string& dir, bool quiet, bool writer)
+    : quiet_(quiet || !writer), tty_(::isatty(2)), writer_(writer) {
+  if (!writer) return;
   make_dirs(dir);
   events_ = std::make_unique<EventWriter>(dir);
   jsonl_.open(dir + "/metrics.jsonl", std::ios::app);
@@ -19,6 +21,7 @@ RunLog::RunLog(const std::string& dir, bool quiet) : quiet_(quiet), tty_(::isatt
 RunLog::~RunLog() { finish_progress(); }
 
 void RunLog::scalars(int64_t step, const std::map<std::string, double>& values) {
+  if (!writer_) return;
   nlohmann::json j = {{"step", step}};
   for (const auto& [k, v] : values) {
     if (std::isfinite(v)) events_->scalar(k, v, step);
@@ -30,6 +33,7 @@ void RunLog::scalars(int64_t step, const std::map<std::string, double>& values) 
 }
 
 void RunLog::histogram(int64_t step, const std::string& tag, const std::vector<double>& values) {
+  if (!writer_) return;
   events_->histogram(tag, values, step);
 }
 

@@ -15,7 +15,9 @@ namespace bet::runtime {
 
 class RunLog {
  public:
-  RunLog(const std::string& dir, bool quiet);
+  // `writer` false (ranks other than 0 of a data-parallel run): nothing is written,
+  // neither files nor console.
+  RunLog(const std::string& dir, bool quiet, bool writer = true);
   ~RunLog();
 
   // Scalars under their tags ("train/loss", "val/accuracy"...) at a step.
@@ -28,7 +30,7 @@ class RunLog {
   void finish_progress();
 
  private:
-  bool quiet_, tty_;
+  bool quiet_, tty_, writer_;
   bool bar_drawn_ = false;
   std::unique_ptr<EventWriter> events_;
   std::ofstream jsonl_;

@@ -46,6 +46,12 @@ struct TrainConfig {
   int threads = 0;
   std::string device = "cpu";
   std::string precision = "f32";  // f32 | bf16 (autocast: matmuls in bf16, f32 master weights)
+  // ---- data parallelism (ranks come from the MPI launch; --nproc is betctl's launcher) ----
+  int nproc = 0;                 // betctl train --nproc N: run N ranks through mpirun
+  int64_t grad_accum = 1;        // micro-batches per rank per step
+  bool shard_optimizer = false;  // ZeRO-1
+  double bucket_mb = 25;         // gradient bucket size
+  double comm_timeout = 300;     // seconds a collective may wait for a peer (0: forever)
   bool json = false;             // print the final result as JSON
   bool quiet = false;            // no progress output
   int64_t log_every = 10;        // steps between log lines / progress updates

@@ -17,6 +17,7 @@
 #include "runtime/train/early_stopping.h"
 #include "runtime/train/evaluate.h"
 #include "runtime/train/nan_guard.h"
+#include "runtime/train/ranks.h"
 #include "runtime/train/resume.h"
 #include "runtime/train/run_log.h"
 #include "runtime/train/train_step.h"
@@ -155,6 +156,8 @@ void install_stop_signal_handlers() {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  // What mpirun forwards from betctl train --nproc's launcher.
+  sigaction(SIGUSR1, &sa, nullptr);
 }
 
 bool stop_requested() { return g_stop.load(); }
@@ -163,13 +166,21 @@ TrainResult train(TrainConfig cfg) {
   if (cfg.threads > 0) platform::set_num_threads(cfg.threads);
   // Parsed here too (betctl validates the flag first): a library caller gets the same
   // "no CUDA device available" error.
-  const Device device = parse_device(cfg.device);
+  Device device = parse_device(cfg.device);
   const DType compute = parse_precision(cfg.precision);
   BET_CHECK(cfg.batch_size >= 1, "--batch-size must be >= 1");
   BET_CHECK(cfg.lr > 0, "--lr must be positive");
+  BET_CHECK(cfg.grad_accum >= 1, "--grad-accum must be >= 1");
+  BET_CHECK(cfg.bucket_mb > 0, "--bucket-mb must be positive");
   const EarlyStopping early(cfg.early_stop);
+  // The ranks (one unless launched by mpirun). Rank 0 alone writes logs and checkpoints.
+  std::unique_ptr<dist::Communicator> comm = run_communicator(device);
+  const bool writer = comm->rank() == 0;
+  BET_CHECK(cfg.batch_size >= int64_t(comm->size()) * cfg.grad_accum, "--batch-size ", cfg.batch_size,
+            " cannot be split over ", comm->size(), " ranks x --grad-accum ", cfg.grad_accum,
+            " micro-batches (it is the global batch: at least ranks x micro-batches)");
   const std::string log_dir = cfg.log_dir.empty() ? cfg.out + "/logs" : cfg.log_dir;
-  RunLog log(log_dir, cfg.quiet);
+  RunLog log(log_dir, cfg.quiet, writer);
   CheckpointManager manager(cfg.out, cfg.keep);
 
   // ---- resume: the checkpoint's config and tokenizer win over the flags ----
@@ -181,20 +192,29 @@ TrainResult train(TrainConfig cfg) {
   }
 
   std::string data_log;
-  TrainingData data = load_training_data(cfg, &data_log, std::move(tokenizer));
+  TrainingData data = load_data_on_ranks(*comm, cfg, &data_log, std::move(tokenizer));
   if (!data_log.empty()) log.message(data_log.substr(0, data_log.size() - 1));
   const model::ModelConfig& model_cfg = cfg.model;
   model_cfg.validate();
+  check_ranks_agree(*comm, run_fingerprint(cfg, data));
+  if (comm->size() > 1)
+    log.message("data parallel: " + std::to_string(comm->size()) + " ranks over " + comm->backend() +
+                ", global batch " + std::to_string(cfg.batch_size) + " (" +
+                std::to_string(cfg.batch_size / (comm->size() * cfg.grad_accum)) + "+ rows per micro-batch, " +
+                std::to_string(cfg.grad_accum) + " per step)");
+  // From here on a peer that stops answering ends the run instead of hanging it.
+  comm->set_timeout(cfg.comm_timeout);
   const RunLength len = run_length(cfg, data);
   const int64_t total = len.total_steps;
 
   Generator init_rng(mix_key({cfg.seed, 0x1417}));
   model::BetModel model(model_cfg, init_rng);
-  // Initialised on the CPU from the seed (so every device starts from the same
-  // weights), then moved before the optimizer allocates its moments beside them.
+  // Initialised on the CPU from the seed (so every device and every rank starts from
+  // the same weights), then moved before the optimizer allocates its moments beside them.
   model.to(device);
-  TrainStep trainer(model, train_step_config(cfg, total, compute));
+  TrainStep trainer(model, train_step_config(cfg, total, compute), comm.get());
   RunCheckpoints checkpoints(manager, trainer, *data.tokenizer, cfg.seed, total);
+  checkpoints.set_writer(writer);
   RunState st;
   if (resume.found()) {
     st = resume_into(resume, trainer, cfg.seed);
@@ -228,7 +248,8 @@ TrainResult train(TrainConfig cfg) {
       stopped_early = true;
       break;
     }
-    if (stop_requested()) {
+    // Every rank stops at the same step, so the checkpoint below is one global state.
+    if (any_rank_stopping(*comm, stop_requested())) {
       interrupted = true;
       break;
     }
@@ -240,6 +261,7 @@ TrainResult train(TrainConfig cfg) {
 
   const double secs = seconds_since(tp.t0);
   TrainResult res;
+  res.writer = writer;
   res.summary = {{"task", model::to_string(model_cfg.task)},
                  {"layer", model::to_string(model_cfg.layer)},
                  {"steps", st.step},
@@ -250,6 +272,7 @@ TrainResult train(TrainConfig cfg) {
                  {"tokens_per_s", double(tp.tokens) / std::max(secs, 1e-9)},
                  {"bad_steps", st.bad_steps},
                  {"parameters", model.parameter_count()},
+                 {"ranks", comm->size()},
                  {"checkpoint", checkpoints.last_good()},
                  {"metrics", validation.last_metrics()}};
   return res;

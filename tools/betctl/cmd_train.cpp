@@ -1,7 +1,16 @@
 // `betctl train`: flags -> TrainConfig -> runtime::train.
+#include <algorithm>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/dist/communicator.h"
+#include "engine/dist/launch.h"
 
 #include "runtime/train/trainer.h"
 #include "tools/betctl/commands.h"
@@ -39,6 +48,40 @@ CLI::Validator tokenizer_validator() {
         return "'" + s + "' is not one of byte, spm:FILE, spm-train:VOCAB";
       },
       "byte|spm:FILE|spm-train:VOCAB");
+}
+
+// This process's own command line minus --nproc: what every rank of --nproc runs.
+std::vector<std::string> rank_command_line() {
+  std::ifstream f("/proc/self/cmdline", std::ios::binary);
+  std::string all((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::vector<std::string> args;
+  for (size_t start = 0; start < all.size();) {
+    const size_t end = all.find('\0', start);
+    args.push_back(all.substr(start, end - start));
+    start = end == std::string::npos ? all.size() : end + 1;
+  }
+  std::vector<std::string> out{std::filesystem::read_symlink("/proc/self/exe").string()};
+  for (size_t i = 1; i < args.size(); ++i) {
+    if (args[i] == "--nproc") {
+      ++i;  // and its value
+      continue;
+    }
+    if (args[i].rfind("--nproc=", 0) == 0) continue;
+    out.push_back(args[i]);
+  }
+  return out;
+}
+
+// betctl train --nproc N: the same command on N ranks through mpirun. SIGINT/SIGTERM
+// reach every rank (as SIGUSR1), which checkpoint once at one step and stop.
+int launch_ranks(int nproc) {
+  BET_CHECK(!bet::dist::launched_by_mpi(), "--nproc inside an MPI launch: use one or the other");
+  bet::dist::LaunchOptions opt;
+  opt.nproc = nproc;
+  const std::vector<std::string> cmd = bet::dist::mpirun_command(opt, rank_command_line());
+  if (std::find(cmd.begin(), cmd.end(), "--allow-run-as-root") != cmd.end())
+    std::fprintf(stderr, "betctl: running as root: passing --allow-run-as-root to mpirun (OpenMPI refuses root otherwise)\n");
+  return bet::dist::run_forwarding_signals(cmd);
 }
 
 }  // namespace
@@ -109,6 +152,15 @@ void add_train_command(CLI::App& app, Registry& registry) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--early-stop", c->early_stop, "METRIC:PATIENCE, e.g. loss:3");
   cmd->add_option("--log-every", c->log_every, "steps between log lines")->check(CLI::Range(1, 1 << 30));
+  cmd->add_option("--nproc", c->nproc, "run N data-parallel ranks through mpirun (same global batch)")
+      ->check(CLI::Range(1, 4096));
+  cmd->add_option("--grad-accum", c->grad_accum, "micro-batches per rank per step (all-reduce on the last)")
+      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_flag("--shard-optimizer", c->shard_optimizer, "shard AdamW state across ranks (ZeRO stage 1)");
+  cmd->add_option("--bucket-mb", c->bucket_mb, "gradient bucket size in MB (all-reduced as backward fills them)")
+      ->check(CLI::Range(0.001, 4096.0));
+  cmd->add_option("--comm-timeout", c->comm_timeout, "seconds a rank waits for its peers before ending the run (0: forever)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--json", c->json, "print the result as JSON on stdout");
   cmd->add_flag("--quiet", c->quiet, "no progress output");
   cmd->callback([&registry, c, layer, pe, branch_init, stats_features] {
@@ -117,7 +169,9 @@ void add_train_command(CLI::App& app, Registry& registry) {
       c->model.pe = bet::model::parse_pe(*pe);
       c->model.branch_init = bet::model::parse_branch_init(*branch_init);
       c->model.stats_features = bet::model::parse_stats_features(*stats_features);
+      if (c->nproc > 1) return launch_ranks(c->nproc);
       auto res = bet::runtime::train(*c);
+      if (!res.writer) return res.exit_code;  // rank 0 reports for the run
       if (c->json) {
         std::cout << res.summary.dump(2) << std::endl;
       } else {

@@ -7,6 +7,7 @@
 
 #include "bench/bench_ops.h"
 #include "bet_config.h"
+#include "engine/dist/communicator.h"
 #include "engine/error.h"
 #include "tools/betctl/commands.h"
 
@@ -35,9 +36,14 @@ int main(int argc, char** argv) {
     return registry.run();
   } catch (const bet::Error& e) {
     std::fprintf(stderr, "betctl: error: %s\n", e.what());
+    std::fflush(stderr);
+    // Under mpirun the other ranks may be waiting on this one: end them all now.
+    bet::dist::abort_job(1);
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "betctl: error: %s\n", e.what());
+    std::fflush(stderr);
+    bet::dist::abort_job(1);
     return 1;
   }
 }
