@@ -102,19 +102,38 @@ Checkpoint train(const Run& r, const std::string& name) {
   return load_checkpoint(ck.string());
 }
 
-// Largest |a - b| over every weight and every optimizer state tensor.
+// Largest |a - b| over every weight and every optimizer state tensor, except the
+// attention key biases. Their true gradient is zero (softmax is invariant to adding one
+// number to a row of scores), so what they receive is round-off, which AdamW divides by
+// its own size: they take steps of about lr whatever the round-off was, and a changed
+// summation order moves them by up to lr per step. They are held to lr x steps instead.
 double max_diff(const Checkpoint& a, const Checkpoint& b) {
   REQUIRE(a.weights.size() == b.weights.size());
   REQUIRE(a.optimizer.size() == b.optimizer.size());
   double d = 0;
+  std::string worst;
   auto cmp = [&](const Tensor& x, const Tensor& y, const std::string& name) {
     REQUIRE_MESSAGE(x.shape() == y.shape(), name);
     const std::vector<double> u = x.to(DType::F64).to_vector<double>(), v = y.to(DType::F64).to_vector<double>();
-    for (size_t i = 0; i < u.size(); ++i) d = std::max(d, std::abs(u[i] - v[i]));
+    for (size_t i = 0; i < u.size(); ++i)
+      if (std::abs(u[i] - v[i]) > d) {
+        d = std::abs(u[i] - v[i]);
+        worst = name + " " + std::to_string(u[i]) + " vs " + std::to_string(v[i]);
+      }
   };
-  for (size_t i = 0; i < a.weights.size(); ++i) cmp(a.weights[i].second, b.weights[i].second, a.weights[i].first);
+  for (size_t i = 0; i < a.weights.size(); ++i) {
+    const std::string& name = a.weights[i].first;
+    if (name.size() > 11 && name.substr(name.size() - 11) == "attn.k.bias") {
+      const std::vector<double> u = a.weights[i].second.to(DType::F64).to_vector<double>(),
+                                v = b.weights[i].second.to(DType::F64).to_vector<double>();
+      for (size_t k = 0; k < u.size(); ++k) CHECK(std::abs(u[k] - v[k]) < 3e-3 * 20);
+      continue;
+    }
+    cmp(a.weights[i].second, b.weights[i].second, name);
+  }
   for (size_t i = 0; i < a.optimizer.size(); ++i)
     cmp(a.optimizer[i].second, b.optimizer[i].second, a.optimizer[i].first);
+  if (d >= 1e-5) MESSAGE("largest difference ", d, " at ", worst);
   return d;
 }
 
@@ -136,7 +155,6 @@ TEST_CASE("1, 2 and 4 CPU ranks reach the same weights on the same global batch 
       r.nproc = 4;
       const Checkpoint four = train(r, layer + task + "4");
       CHECK(one.training_state.at("step").get<int64_t>() == 20);
-      MESSAGE("max diff 1 vs 2 ranks ", max_diff(one, two), ", 1 vs 4 ", max_diff(one, four));
       CHECK(max_diff(one, two) < 1e-5);
       CHECK(max_diff(one, four) < 1e-5);
     }

@@ -129,7 +129,7 @@ StepResult train_steps(const model::ModelConfig& cfg, Device d, DType compute = 
     CHECK(sm.applied);
     r.losses.push_back(sm.loss);
   }
-  const optim::AdamW& opt = trainer.optimizer();
+  const optim::Optimizer& opt = trainer.optimizer();
   for (auto& [n, p] : m.named_parameters()) {
     CHECK_MESSAGE(p.device() == d, n, " is on ", p.device().str());
     r.params.emplace_back(n, p.to(Device::cpu()));

@@ -100,6 +100,21 @@ AdamW::AdamW(std::vector<Tensor> params, const AdamWOptions& opt, std::vector<bo
   }
 }
 
+kernels::AdamWScalars adamw_scalars(const AdamWOptions& opt, double lr, bool decay, int64_t t) {
+  // Computed in double as torch computes them in Python floats.
+  const double bias1 = 1.0 - std::pow(opt.beta1, double(t));
+  const double bias2 = 1.0 - std::pow(opt.beta2, double(t));
+  kernels::AdamWScalars s;
+  s.decay_factor = decay ? 1.0 - lr * opt.weight_decay : 1.0;
+  s.beta1_weight = 1.0 - opt.beta1;
+  s.beta2 = opt.beta2;
+  s.one_minus_beta2 = 1.0 - opt.beta2;
+  s.bias2_sqrt = std::sqrt(bias2);
+  s.eps = opt.eps;
+  s.neg_step_size = -(lr / bias1);
+  return s;
+}
+
 void AdamW::step() {
   int64_t* steps = steps_.data<int64_t>();
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -107,17 +122,7 @@ void AdamW::step() {
     Tensor g = usable_grad(p, "adamw", i);
     if (!g.defined()) continue;
     const int64_t t = ++steps[i];
-    // Computed in double as torch computes them in Python floats.
-    const double bias1 = 1.0 - std::pow(opt_.beta1, double(t));
-    const double bias2 = 1.0 - std::pow(opt_.beta2, double(t));
-    kernels::AdamWScalars s;
-    s.decay_factor = decay_[i] ? 1.0 - lr_ * opt_.weight_decay : 1.0;
-    s.beta1_weight = 1.0 - opt_.beta1;
-    s.beta2 = opt_.beta2;
-    s.one_minus_beta2 = 1.0 - opt_.beta2;
-    s.bias2_sqrt = std::sqrt(bias2);
-    s.eps = opt_.eps;
-    s.neg_step_size = -(lr_ / bias1);
+    const kernels::AdamWScalars s = adamw_scalars(opt_, lr_, decay_[i], t);
     BET_KERNEL(dispatch("adamw", {&p, &g, &m_[i], &v_[i]}), adamw_step(p, g, m_[i], v_[i], s));
   }
 }

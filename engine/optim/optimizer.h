@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "engine/tensor.h"
+#include "kernels/optim.h"
 
 namespace bet::optim {
 
@@ -50,7 +51,7 @@ class Optimizer {
   // Copies `s` into the state. Every name of state() must be present exactly once,
   // with the same shape and dtype; unknown names are errors (a checkpoint from a
   // different model or optimizer must not load silently).
-  void load_state(const StateList& s);
+  virtual void load_state(const StateList& s);
 
  protected:
   std::vector<Tensor> params_;
@@ -65,6 +66,9 @@ struct AdamWOptions {
   double eps = 1e-8;
   double weight_decay = 1e-2;
 };
+
+// The scalars of one AdamW update of a parameter at its step t (>= 1).
+kernels::AdamWScalars adamw_scalars(const AdamWOptions& opt, double lr, bool decay, int64_t t);
 
 // torch.optim.AdamW (amsgrad=False, maximize=False). Per element, step t:
 //   p <- p * (1 - lr*wd)                    (decoupled decay, skipped where !decay[i])

@@ -49,12 +49,19 @@ TrainStep::TrainStep(model::BetModel& model, const TrainStepConfig& cfg, dist::C
       own_comm_(comm ? nullptr : dist::local_communicator(model.device())),
       comm_(comm ? comm : own_comm_.get()),
       params_(model.trainable_tensors()),
-      opt_(std::make_unique<optim::AdamW>(params_, adamw_options(cfg), weight_decay_mask(params_))),
       // Linear warmup (at most half the run), then cosine decay to 10% of the peak.
       schedule_(cfg.lr, std::min(cfg.warmup, cfg.total_steps / 2), cfg.total_steps, cfg.lr * 0.1) {
   BET_CHECK(cfg.grad_accum >= 1, "--grad-accum must be >= 1, got ", cfg.grad_accum);
   // One rank accumulates in autograd's own gradients; several sum flat buckets.
   if (comm_->size() > 1) buckets_ = std::make_unique<dist::GradBuckets>(params_, *comm_, cfg.bucket_bytes);
+  if (cfg.shard_optimizer && buckets_) {
+    auto sharded = std::make_unique<dist::ShardedAdamW>(*buckets_, *comm_, adamw_options(cfg), weight_decay_mask(params_));
+    sharded_ = sharded.get();
+    opt_ = std::move(sharded);
+  } else {
+    // One rank: nothing to shard (--shard-optimizer changes nothing).
+    opt_ = std::make_unique<optim::AdamW>(params_, adamw_options(cfg), weight_decay_mask(params_));
+  }
 }
 
 TrainStep::~TrainStep() = default;
@@ -71,7 +78,10 @@ std::pair<int64_t, int64_t> TrainStep::micro_rows(int64_t rows, int64_t micro) c
 }
 
 void TrainStep::reduce_gradients() {
-  if (buckets_) buckets_->finish();
+  if (sharded_)
+    buckets_->finish_reduce_scatter();
+  else if (buckets_)
+    buckets_->finish();
 }
 
 StepMetrics TrainStep::step(const Batch& b, int64_t step, StepObserver* observer) {
@@ -118,7 +128,7 @@ StepMetrics TrainStep::step(const Batch& b, int64_t step, StepObserver* observer
     {
       // The last backward's gradients are final as they appear: sum them meanwhile.
       std::unique_ptr<autograd::GradReadyScope> overlap;
-      if (buckets_ && a == A - 1) overlap = buckets_->overlap_scope();
+      if (buckets_ && !sharded_ && a == A - 1) overlap = buckets_->overlap_scope();
       ce.backward();
     }
     ce_sum += ce.item();
@@ -132,14 +142,19 @@ StepMetrics TrainStep::step(const Batch& b, int64_t step, StepObserver* observer
   for (size_t i = 0; i < counts.size(); ++i) global_counts[i] = int64_t(std::llround(totals[i + 1]));
   m.parts = model::mdl_from_totals(totals[0], global_counts);
   const double scale = model::mdl_gradient_scale(m.parts, cfg_.mdl_beta);
-  if (buckets_) {
+  if (sharded_) {
+    sharded_->scale_grads(scale);
+  } else if (buckets_) {
     for (int64_t k = 0; k < buckets_->bucket_count(); ++k) optim::scale_in_place(buckets_->flat(k), scale);
   } else {
     optim::scale_grads(params_, scale);
   }
   m.loss = m.parts.n == 0 ? 0.0 : m.parts.standard_loss + cfg_.mdl_beta * m.parts.mdl_penalty;
   phase_end(Phase::Backward);
-  m.grad_norm = cfg_.clip > 0 ? optim::clip_grad_norm(params_, cfg_.clip) : optim::grad_norm(params_);
+  if (sharded_)
+    m.grad_norm = cfg_.clip > 0 ? sharded_->clip_grad_norm(cfg_.clip) : sharded_->grad_norm();
+  else
+    m.grad_norm = cfg_.clip > 0 ? optim::clip_grad_norm(params_, cfg_.clip) : optim::grad_norm(params_);
   phase_end(Phase::Clip);
   m.applied = std::isfinite(m.loss) && std::isfinite(m.grad_norm);
   if (m.applied) {

@@ -33,6 +33,7 @@
 
 #include "engine/dist/communicator.h"
 #include "engine/dist/grad_buckets.h"
+#include "engine/dist/sharded_adamw.h"
 #include "engine/dtype.h"
 #include "engine/optim/optimizer.h"
 #include "engine/optim/schedule.h"
@@ -113,8 +114,9 @@ class TrainStep {
 
   model::BetModel& model() { return model_; }
   const model::BetModel& model() const { return model_; }
-  optim::AdamW& optimizer() { return *opt_; }
-  const optim::AdamW& optimizer() const { return *opt_; }
+  // AdamW, or its sharded form (whose state() and load_state() are collectives).
+  optim::Optimizer& optimizer() { return *opt_; }
+  const optim::Optimizer& optimizer() const { return *opt_; }
   const std::vector<Tensor>& params() const { return params_; }
   const TrainStepConfig& config() const { return cfg_; }
   dist::Communicator& comm() { return *comm_; }
@@ -134,7 +136,8 @@ class TrainStep {
   dist::Communicator* comm_;
   std::unique_ptr<dist::GradBuckets> buckets_;    // more than one rank only
   std::vector<Tensor> params_;
-  std::unique_ptr<optim::AdamW> opt_;
+  std::unique_ptr<optim::Optimizer> opt_;
+  dist::ShardedAdamW* sharded_ = nullptr;  // opt_, when the optimizer is sharded
   optim::WarmupCosineSchedule schedule_;
   double lr_scale_ = 1.0;
   // ctx.dropout_offset points here: backward replays the dropout masks from it.
