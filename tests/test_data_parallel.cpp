@@ -16,6 +16,8 @@
 #include <sstream>
 #include <thread>
 
+#include "engine/dist/launch.h"
+#include "platform/device.h"
 #include "runtime/checkpoint/checkpoint.h"
 #include "tests/betctl_driver.h"
 
@@ -67,15 +69,18 @@ struct Run {
   bool shard = false;
   int steps = 20;
   int seed = 11;
+  int layers = 2;
+  int d_model = 16;
+  std::string device = "cpu";
   std::vector<std::string> extra;
 };
 
 std::vector<std::string> train_args(const Run& r, const fs::path& out) {
-  std::vector<std::string> a{g_betctl, "train", "--steps", std::to_string(r.steps), "--d-model", "16",
-                             "--heads", "2", "--layers", "2", "--max-len", "24", "--batch-size", "8",
+  std::vector<std::string> a{g_betctl, "train", "--steps", std::to_string(r.steps), "--d-model", std::to_string(r.d_model),
+                             "--heads", "2", "--layers", std::to_string(r.layers), "--max-len", "24", "--batch-size", "8",
                              "--k-permutations", "2", "--dropout", "0.1", "--threads", "1", "--seed", std::to_string(r.seed),
                              "--warmup", "4", "--lr", "3e-3", "--layer", r.layer, "--out", out.string(),
-                             "--quiet", "--log-every", "5"};
+                             "--quiet", "--log-every", "5", "--device", r.device};
   if (r.task == "classify") {
     a.insert(a.end(), {"--data", classify_data().string(), "--tokenizer", "byte", "--val-split", "0.25"});
   } else {
@@ -141,7 +146,12 @@ double max_weight_change(const Checkpoint& a, const Checkpoint& b) { return max_
 
 }  // namespace
 
-TEST_CASE("1, 2 and 4 CPU ranks reach the same weights on the same global batch (both layers, both tasks)") {
+// The CPU cases run in the CPU configuration; a build with (emulated) GPUs runs the
+// GPU case only.
+const bool kGpu = bet::cuda_available();
+
+TEST_CASE("1, 2 and 4 CPU ranks reach the same weights on the same global batch (both layers, both tasks)" *
+          doctest::skip(kGpu)) {
   for (const std::string layer : {"bet", "standard"}) {
     for (const std::string task : {"lm", "classify"}) {
       CAPTURE(layer);
@@ -161,7 +171,7 @@ TEST_CASE("1, 2 and 4 CPU ranks reach the same weights on the same global batch 
   }
 }
 
-TEST_CASE("gradient accumulation matches one big batch, on one rank and on two") {
+TEST_CASE("gradient accumulation matches one big batch, on one rank and on two" * doctest::skip(kGpu)) {
   Run r;
   const Checkpoint ref = train(r, "acc_ref");
   r.grad_accum = 2;
@@ -173,7 +183,8 @@ TEST_CASE("gradient accumulation matches one big batch, on one rank and on two")
   CHECK(max_diff(ref, train(r, "acc_2x4")) < 1e-5);
 }
 
-TEST_CASE("a sharded optimizer (ZeRO-1) reaches the same weights and saves the ordinary state") {
+TEST_CASE("a sharded optimizer (ZeRO-1) reaches the same weights and saves the ordinary state" *
+          doctest::skip(kGpu)) {
   for (const std::string layer : {"bet", "standard"}) {
     CAPTURE(layer);
     Run r;
@@ -188,12 +199,178 @@ TEST_CASE("a sharded optimizer (ZeRO-1) reaches the same weights and saves the o
   }
 }
 
-TEST_CASE("the control: a different global batch does change the weights") {
+TEST_CASE("the control: a different global batch does change the weights" * doctest::skip(kGpu)) {
   // Guards the tests above against comparing two runs that ignore their data.
   Run r;
   const Checkpoint ref = train(r, "ctl_ref");
   r.seed = 12;
   CHECK(max_weight_change(ref, train(r, "ctl_seed")) > 1e-3);
+}
+
+// The newest training checkpoint of a run folder.
+Checkpoint latest_of(const fs::path& out) {
+  std::string latest = read_text(out / "checkpoints" / "training" / "latest");
+  latest = latest.substr(0, latest.find('\n'));
+  return load_checkpoint((out / "checkpoints" / "training" / latest).string());
+}
+
+TEST_CASE("a 2-rank run with a sharded optimizer resumes as 1 rank and as 4 ranks, exactly" * doctest::skip(kGpu)) {
+  Run r;
+  r.nproc = 2;
+  r.shard = true;
+  r.extra = {"--checkpoint-every", "10", "--keep", "5"};
+  const Checkpoint ref = train(r, "resume_src");
+  const fs::path mid = g_scratch.path() / "resume_src" / "checkpoints" / "training" / "step-00000010.bet";
+  REQUIRE(fs::exists(mid));
+  // The sharded state was gathered into the ordinary layout: one tensor per parameter.
+  CHECK(load_checkpoint(mid.string()).optimizer.size() == ref.optimizer.size());
+  for (int n : {1, 4}) {
+    CAPTURE(n);
+    Run again;
+    again.nproc = n;
+    again.shard = n > 1;
+    again.extra = {"--resume", mid.string()};
+    const Checkpoint resumed = train(again, "resume_as" + std::to_string(n));
+    CHECK(resumed.training_state.at("step").get<int64_t>() == 20);
+    CHECK(max_diff(ref, resumed) < 1e-5);
+  }
+}
+
+TEST_CASE("ranks that disagree on the model or the data are refused before the first step" * doctest::skip(kGpu)) {
+  // mpirun's MPMD form gives each rank its own command line.
+  auto launch = [&](const std::vector<std::string>& rank0, const std::vector<std::string>& rank1,
+                    const std::string& name) {
+    bet::dist::LaunchOptions opt;
+    opt.nproc = 1;
+    std::vector<std::string> cmd = bet::dist::mpirun_command(opt, rank0);
+    cmd.insert(cmd.end(), {":", "-np", "1"});
+    cmd.insert(cmd.end(), rank1.begin(), rank1.end());
+    const fs::path err = g_scratch.path() / (name + ".err");
+    const int rc = run_process(cmd, "", err.string(), std::chrono::seconds(120));
+    return std::make_pair(rc, read_text(err));
+  };
+  Run r;
+  const std::vector<std::string> base = train_args(r, g_scratch.path() / "disagree");
+  Run wider = r;
+  wider.d_model = 32;
+  auto [rc, err] = launch(base, train_args(wider, g_scratch.path() / "disagree"), "disagree_model");
+  INFO(err);
+  CHECK(rc != 0);
+  CHECK(err.find("rank 1 differs from rank 0 in model") != std::string::npos);
+  CHECK_FALSE(fs::exists(g_scratch.path() / "disagree" / "checkpoints"));
+
+  Run text = r, other = r;
+  text.task = other.task = "classify";
+  const fs::path data2 = g_scratch.path() / "texts2.jsonl";
+  {
+    std::ofstream f(data2);
+    f << read_text(classify_data()) << "{\"text\": \"one more win\", \"label\": \"spam\"}\n";
+  }
+  std::vector<std::string> a1 = train_args(other, g_scratch.path() / "disagree2");
+  for (auto& a : a1)
+    if (a == classify_data().string()) a = data2.string();
+  auto [rc2, err2] = launch(train_args(text, g_scratch.path() / "disagree2"), a1, "disagree_data");
+  INFO(err2);
+  CHECK(rc2 != 0);
+  CHECK(err2.find("rank 1 differs from rank 0 in data") != std::string::npos);
+}
+
+// The pid of rank `rank` of the run writing to `out` (0 while it has not started).
+pid_t rank_pid(const fs::path& out, int rank) {
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string pid = e.path().filename().string();
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    const std::string cmdline = read_text(e.path() / "cmdline"), env = read_text(e.path() / "environ");
+    if (cmdline.find(out.string()) == std::string::npos) continue;
+    if (env.find(std::string("OMPI_COMM_WORLD_RANK=") + std::to_string(rank) + '\0') == std::string::npos) continue;
+    return pid_t(std::stol(pid));
+  }
+  return 0;
+}
+
+// Starts a long 2-rank run and waits until its ranks have taken steps.
+pid_t start_long_run(const fs::path& out, const fs::path& err, const std::vector<std::string>& extra = {}) {
+  Run r;
+  r.nproc = 2;
+  r.steps = 1000000;
+  r.extra = extra;
+  pid_t pid = spawn_process(train_args(r, out), "", err.string());
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (fs::exists(out / "logs" / "metrics.jsonl") && fs::file_size(out / "logs" / "metrics.jsonl") > 0 &&
+        rank_pid(out, 1) != 0)
+      return pid;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  kill(pid, SIGKILL);
+  FAIL("the run did not start");
+  return 0;
+}
+
+TEST_CASE("a rank killed mid-run ends the others, naming it" * doctest::skip(kGpu)) {
+  const fs::path out = g_scratch.path() / "kill", err = g_scratch.path() / "kill.err";
+  const pid_t launcher = start_long_run(out, err);
+  REQUIRE(kill(rank_pid(out, 1), SIGKILL) == 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  const int rc = wait_process(launcher, std::chrono::seconds(60));
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::string text = read_text(err);
+  INFO(text);
+  CHECK(rc != 0);
+  CHECK(secs < 30);
+  CHECK(text.find("rank 1") != std::string::npos);
+  CHECK(rank_pid(out, 0) == 0);  // nothing left behind
+}
+
+TEST_CASE("a rank that hangs ends the run within --comm-timeout, naming it" * doctest::skip(kGpu)) {
+  const fs::path out = g_scratch.path() / "hang", err = g_scratch.path() / "hang.err";
+  const pid_t launcher = start_long_run(out, err, {"--comm-timeout", "4"});
+  const pid_t stuck = rank_pid(out, 1);
+  REQUIRE(kill(stuck, SIGSTOP) == 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  const int rc = wait_process(launcher, std::chrono::seconds(90));
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  kill(stuck, SIGKILL);  // in case it outlived the launcher
+  const std::string text = read_text(err);
+  INFO(text);
+  CHECK(rc != 0);
+  CHECK(secs < 40);
+  CHECK(text.find("did not complete within 4 s") != std::string::npos);
+  CHECK(text.find("rank 1 did not answer") != std::string::npos);
+}
+
+TEST_CASE("SIGTERM to the launcher checkpoints once, on every rank's step, and stops" * doctest::skip(kGpu)) {
+  const fs::path out = g_scratch.path() / "term", err = g_scratch.path() / "term.err";
+  const pid_t launcher = start_long_run(out, err);
+  REQUIRE(kill(launcher, SIGTERM) == 0);
+  const int rc = wait_process(launcher, std::chrono::seconds(60));
+  INFO(read_text(err));
+  CHECK(rc == 0);
+  const Checkpoint ck = latest_of(out);
+  const int64_t step = ck.training_state.at("step").get<int64_t>();
+  CHECK(step > 0);
+  CHECK(step < 1000000);
+  int files = 0;
+  for (const auto& e : fs::directory_iterator(out / "checkpoints" / "training"))
+    files += e.path().extension() == ".bet";
+  CHECK(files == 1);
+  CHECK(rank_pid(out, 0) == 0);
+  CHECK(rank_pid(out, 1) == 0);
+}
+
+TEST_CASE("GPU ranks through NCCL (the stand-in on emulated GPUs) reach one GPU's weights" * doctest::skip(!kGpu)) {
+  // One GPU per rank: two ranks need two devices (the emulator has two).
+  REQUIRE(bet::cuda_device_count() >= 2);
+  Run r;
+  r.device = "cuda";
+  r.layers = 1;
+  r.steps = 6;
+  const Checkpoint one = train(r, "gpu1");
+  r.nproc = 2;
+  CHECK(max_diff(one, train(r, "gpu2")) < 1e-5);
+  r.shard = true;
+  r.grad_accum = 2;
+  CHECK(max_diff(one, train(r, "gpu2_shard_acc")) < 1e-5);
 }
 
 int main(int argc, char** argv) { return bet::test::run_with_betctl_arg(argc, argv); }

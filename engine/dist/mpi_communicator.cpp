@@ -99,6 +99,8 @@ class MpiCommunicator final : public Communicator {
     mpi_runtime();
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &size_);
+    MPI_Comm_dup(MPI_COMM_WORLD, &ping_comm_);
+    MPI_Comm_set_errhandler(ping_comm_, MPI_ERRORS_RETURN);
     if (const char* t = std::getenv("BET_COMM_TIMEOUT"); t != nullptr && *t) timeout_s_ = std::atof(t);
   }
   ~MpiCommunicator() override {
@@ -238,17 +240,74 @@ class MpiCommunicator final : public Communicator {
   // Polls the request until it completes or timeout() passes. Spins briefly (a
   // collective between ranks on one node completes in microseconds), then sleeps
   // between polls so a waiting rank leaves its core to the others.
+  //
+  // Naming the rank at fault: every waiting rank answers pings (on a communicator of
+  // their own); halfway to the deadline a waiting rank pings every peer, so when the
+  // deadline passes it can say which ranks never answered: dead, stopped, or stuck
+  // outside MPI. A rank that answered is alive and waiting too.
   void wait_request(MPI_Request& req, const char* what) {
     const auto t0 = Clock::now();
     int done = 0, polls = 0;
+    bool pinged = false;
+    std::vector<char> answered(size_t(size_), 0);
+    answered[size_t(rank_)] = 1;
+    const int seq = ++wait_seq_;
+    std::vector<MPI_Request> ping_reqs;
     while (true) {
       check(MPI_Test(&req, &done, MPI_STATUS_IGNORE), what);
-      if (done) return;
+      if (done) break;
       if (++polls > 2000) std::this_thread::sleep_for(std::chrono::microseconds(50));
-      if (timeout_s_ > 0 && (polls & 63) == 0 &&
-          std::chrono::duration<double>(Clock::now() - t0).count() > timeout_s_)
+      if ((polls & 63) != 0) continue;
+      if (size_ > 1) serve_pings(answered, seq);
+      if (timeout_s_ <= 0) continue;
+      const double waited = std::chrono::duration<double>(Clock::now() - t0).count();
+      if (!pinged && waited > timeout_s_ / 2) {
+        pinged = true;
+        for (int p = 0; p < size_; ++p) {
+          if (p == rank_) continue;
+          MPI_Request r;
+          MPI_Isend(&keep_payload(seq), 1, MPI_INT, p, kPing, ping_comm_, &r);
+          ping_reqs.push_back(r);
+        }
+      }
+      if (waited > timeout_s_) {
+        std::string silent;
+        for (int p = 0; p < size_; ++p)
+          if (!answered[size_t(p)]) silent += (silent.empty() ? "rank " : ", rank ") + std::to_string(p);
         throw CommError("rank " + std::to_string(rank_) + ": " + what + " did not complete within " +
-                        std::to_string(int(timeout_s_)) + " s: a peer rank died or hung");
+                        std::to_string(int(timeout_s_)) + " s: " +
+                        (silent.empty() ? std::string("every rank answered a ping, so the ranks are waiting in "
+                                                      "different collectives")
+                                        : silent + " did not answer (dead, stopped or stuck)"));
+      }
+    }
+    // Pings still in flight to a live peer complete once it polls; a request to a
+    // dead peer is dropped with the run.
+    for (MPI_Request& r : ping_reqs) MPI_Request_free(&r);
+  }
+
+  // A message's payload, kept alive until its send has surely completed (sends are
+  // freed, not waited: one to a dead peer never completes).
+  int& keep_payload(int value) {
+    payloads_.push_back(value);
+    if (payloads_.size() > 4096) payloads_.pop_front();
+    return payloads_.back();
+  }
+
+  // Answers pings from waiting peers and records the answers to our own.
+  void serve_pings(std::vector<char>& answered, int seq) {
+    int flag = 0;
+    MPI_Status st;
+    while (MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, ping_comm_, &flag, &st) == MPI_SUCCESS && flag) {
+      int value = 0;
+      MPI_Recv(&value, 1, MPI_INT, st.MPI_SOURCE, st.MPI_TAG, ping_comm_, MPI_STATUS_IGNORE);
+      if (st.MPI_TAG == kPing) {
+        MPI_Request r;
+        MPI_Isend(&keep_payload(value), 1, MPI_INT, st.MPI_SOURCE, kPong, ping_comm_, &r);
+        MPI_Request_free(&r);
+      } else if (value == seq) {
+        answered[size_t(st.MPI_SOURCE)] = 1;
+      }
     }
   }
 
@@ -304,7 +363,11 @@ class MpiCommunicator final : public Communicator {
     queue_cv_.wait(lock, [&] { return pending_ == 0; });
   }
 
+  static constexpr int kPing = 1, kPong = 2;
   int rank_ = 0, size_ = 1;
+  MPI_Comm ping_comm_ = MPI_COMM_NULL;
+  int wait_seq_ = 0;
+  std::deque<int> payloads_;  // see keep_payload
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;
   std::deque<std::shared_ptr<MpiWork>> queue_;
