@@ -2,6 +2,10 @@
 // view ops are the op table's (tests/op_table.h, tests/test_op_table.cpp).
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
+
+#include "engine/autograd.h"
 #include "engine/ops.h"
 #include "tests/gradcheck.h"
 
@@ -52,4 +56,37 @@ TEST_CASE("diamond graph sums both paths") {
     Tensor a = exp(in[0]);
     return add(mul(a, in[0]), sum(a, {1}, true));
   }, {x});
+}
+
+TEST_CASE("GradReadyScope: each leaf is ready once, after its last reader; unreached leaves at once") {
+  // y = sum(a * b) + sum(exp(a)); c feeds nothing. Backward runs the nodes from the root
+  // down; a is read by two nodes, b by one, so b can be ready before a, never after.
+  Tensor a = leaf(Tensor::from_vector<double>({1, 2}, {2}));
+  Tensor b = leaf(Tensor::from_vector<double>({3, 4}, {2}));
+  Tensor c = leaf(Tensor::from_vector<double>({5}, {1}));
+  Tensor y = add(sum(mul(a, b)), sum(exp(a)));
+  std::vector<size_t> order;
+  std::vector<bool> grad_final;
+  const std::vector<Tensor> watched{a, b, c};
+  {
+    autograd::GradReadyScope scope(watched, [&](size_t i) {
+      order.push_back(i);
+      // When a leaf is reported, its gradient is complete.
+      const Tensor g = watched[i].grad();
+      if (i == 0) grad_final.push_back(g.defined() && std::abs(g.to_vector<double>()[0] - (3.0 + std::exp(1.0))) < 1e-12);
+      if (i == 1) grad_final.push_back(g.defined() && g.to_vector<double>()[1] == 2.0);
+      if (i == 2) grad_final.push_back(!g.defined());
+    });
+    y.backward();
+  }
+  REQUIRE(order.size() == 3);
+  CHECK(order[0] == 2);  // unreached: ready before anything runs
+  CHECK(std::count(order.begin(), order.end(), 0) == 1);
+  CHECK(std::count(order.begin(), order.end(), 1) == 1);
+  CHECK(grad_final == std::vector<bool>{true, true, true});
+  // Outside the scope nothing is reported.
+  order.clear();
+  a.zero_grad();
+  sum(a).backward();
+  CHECK(order.empty());
 }

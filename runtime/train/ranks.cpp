@@ -2,7 +2,9 @@
 
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <thread>
 
 #include "runtime/checkpoint/config_json.h"
 
@@ -19,6 +21,14 @@ std::unique_ptr<dist::Communicator> run_communicator(Device& device) {
   BET_CHECK(count > 0, "rank ", mpi->rank(), ": --device ", device.str(), " but this node has no CUDA device");
   device = Device::cuda(local_rank % count);
   return dist::nccl_communicator(std::move(mpi), device);
+}
+
+int default_threads_per_rank(const dist::Communicator& comm) {
+  if (comm.size() == 1) return 0;
+  const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+  const int ranks_here = local ? std::max(1, std::atoi(local)) : comm.size();
+  const int cores = std::max(1, int(std::thread::hardware_concurrency()));
+  return std::max(1, cores / ranks_here);
 }
 
 nlohmann::json run_fingerprint(const TrainConfig& cfg, const TrainingData& data) {

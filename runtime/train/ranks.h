@@ -17,6 +17,12 @@ namespace bet::runtime {
 // a GPU. `device` is updated to this rank's GPU (cuda:LOCAL_RANK modulo the count).
 std::unique_ptr<dist::Communicator> run_communicator(Device& device);
 
+// --threads when not given, for one rank of `comm`: the node's cores shared evenly
+// among the ranks on it (at least 1), so N ranks do not each start a pool of every core
+// (OpenMP pools that outnumber the cores spin against each other). 0 for one rank:
+// the pool's own default.
+int default_threads_per_rank(const dist::Communicator& comm);
+
 // What must be the same on every rank: the model config, the flags that shape a step,
 // and a hash of the training data and the tokenizer.
 nlohmann::json run_fingerprint(const TrainConfig& cfg, const TrainingData& data);

@@ -176,6 +176,7 @@ TrainResult train(TrainConfig cfg) {
   // The ranks (one unless launched by mpirun). Rank 0 alone writes logs and checkpoints.
   std::unique_ptr<dist::Communicator> comm = run_communicator(device);
   const bool writer = comm->rank() == 0;
+  if (cfg.threads <= 0 && comm->size() > 1) platform::set_num_threads(default_threads_per_rank(*comm));
   BET_CHECK(cfg.batch_size >= int64_t(comm->size()) * cfg.grad_accum, "--batch-size ", cfg.batch_size,
             " cannot be split over ", comm->size(), " ranks x --grad-accum ", cfg.grad_accum,
             " micro-batches (it is the global batch: at least ranks x micro-batches)");

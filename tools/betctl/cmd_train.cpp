@@ -142,7 +142,7 @@ void add_train_command(CLI::App& app, Registry& registry) {
                   "f32 | bf16 (autocast: matmuls in bf16 with f32 accumulation, f32 master weights)")
       ->check(CLI::IsMember({"f32", "bf16"}))
       ->capture_default_str();
-  cmd->add_option("--threads", c->threads, "threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--threads", c->threads, "threads per rank (default: all cores, shared among the ranks on a node)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--log-dir", c->log_dir, "TensorBoard and JSONL logs (default OUT/logs)");
   cmd->add_option("--text-field", c->text_field, "JSON/CSV field holding the text");
   cmd->add_option("--label-field", c->label_field, "JSON/CSV field holding the label");
