@@ -57,7 +57,7 @@ void accumulate(std::shared_ptr<TensorImpl>& slot, const Tensor& g) {
 
 }  // namespace
 
-GradReadyScope::GradReadyScope(const std::vector<Tensor>& watched, std::function<void(size_t)> ready)
+GradReadyScope::GradReadyScope(const std::vector<Tensor>& watched, std::function<void(size_t, bool)> ready)
     : watched_(watched), ready_(std::move(ready)), prev_(t_ready_scope) {
   t_ready_scope = this;
 }
@@ -89,10 +89,27 @@ void run_backward(const Tensor& root, const Tensor& seed) {
     }
   }
 
+  // Readiness of the watched leaves (GradReadyScope): the node inputs still to run per
+  // leaf, and whether it received a gradient.
+  const GradReadyScope* scope = t_ready_scope;
+  std::unordered_map<TensorImpl*, size_t> watched_index;
+  std::vector<int64_t> readers;
+  std::vector<char> received;
+  if (scope) {
+    const auto& w = scope->watched();
+    readers.assign(w.size(), 0);
+    received.assign(w.size(), 0);
+    for (size_t i = 0; i < w.size(); ++i) watched_index.emplace(w[i].impl_ptr(), i);
+  }
+
   // Pending gradients keyed by the tensor that produced them.
   std::unordered_map<TensorImpl*, Tensor> pending;
   auto add_grad = [&](const Tensor& t, const Tensor& g) {
     if (!g.defined() || !t.requires_grad()) return;
+    if (scope && t.is_leaf()) {
+      auto f = watched_index.find(t.impl_ptr());
+      if (f != watched_index.end()) received[f->second] = 1;
+    }
     BET_CHECK(g.shape() == t.shape(), "backward: gradient shape ", shape_str(g.shape()),
               " does not match tensor shape ", shape_str(t.shape()));
     TensorImpl* impl = t.impl_ptr();
@@ -116,14 +133,8 @@ void run_backward(const Tensor& root, const Tensor& seed) {
       if (in.defined() && in.grad_fn()) owner[in.grad_fn().get()] = in.impl_ptr();
   }
 
-  // Readiness of the watched leaves: the number of node inputs still to run per leaf.
-  const GradReadyScope* scope = t_ready_scope;
-  std::unordered_map<TensorImpl*, size_t> watched_index;
-  std::vector<int64_t> readers;
   if (scope) {
     const auto& w = scope->watched();
-    readers.assign(w.size(), 0);
-    for (size_t i = 0; i < w.size(); ++i) watched_index.emplace(w[i].impl_ptr(), i);
     for (Node* node : order)
       for (const Tensor& in : node->inputs)
         if (in.defined()) {
@@ -131,14 +142,14 @@ void run_backward(const Tensor& root, const Tensor& seed) {
           if (f != watched_index.end()) readers[f->second]++;
         }
     for (size_t i = 0; i < w.size(); ++i)
-      if (readers[i] == 0) scope->ready(i);
+      if (readers[i] == 0) scope->ready(i, received[i]);
   }
   auto node_done = [&](Node* node) {
     if (!scope) return;
     for (const Tensor& in : node->inputs)
       if (in.defined()) {
         auto f = watched_index.find(in.impl_ptr());
-        if (f != watched_index.end() && --readers[f->second] == 0) scope->ready(f->second);
+        if (f != watched_index.end() && --readers[f->second] == 0) scope->ready(f->second, received[f->second]);
       }
   };
 

@@ -45,24 +45,25 @@ Tensor record(const char* name, Tensor out, std::vector<Tensor> inputs, Backward
 // Runs backpropagation from `root` with seed gradient `grad`.
 void run_backward(const Tensor& root, const Tensor& grad);
 
-// While a GradReadyScope lives (on this thread), run_backward calls ready(i) once for
-// each leaf watched[i] as soon as nothing more will be added to its gradient in that
-// backward: every node that reads it has run (or received no gradient). Data
-// parallelism starts summing a bucket of gradients across ranks then, while backward
-// computes the rest. Leaves the graph does not reach are ready at once.
+// While a GradReadyScope lives (on this thread), run_backward calls ready(i, received)
+// once for each leaf watched[i] as soon as nothing more will be added to its gradient in
+// that backward: every node that reads it has run (or received no gradient). `received`
+// says whether this backward added a gradient to it. Data parallelism starts summing a
+// bucket of gradients across ranks then, while backward computes the rest. Leaves the
+// graph does not reach are ready at once, with received false.
 class GradReadyScope {
  public:
-  GradReadyScope(const std::vector<Tensor>& watched, std::function<void(size_t)> ready);
+  GradReadyScope(const std::vector<Tensor>& watched, std::function<void(size_t, bool)> ready);
   ~GradReadyScope();
   GradReadyScope(const GradReadyScope&) = delete;
   GradReadyScope& operator=(const GradReadyScope&) = delete;
 
   const std::vector<Tensor>& watched() const { return watched_; }
-  void ready(size_t i) const { ready_(i); }
+  void ready(size_t i, bool received) const { ready_(i, received); }
 
  private:
   std::vector<Tensor> watched_;
-  std::function<void(size_t)> ready_;
+  std::function<void(size_t, bool)> ready_;
   GradReadyScope* prev_;
 };
 

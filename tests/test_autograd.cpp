@@ -58,7 +58,7 @@ TEST_CASE("diamond graph sums both paths") {
   }, {x});
 }
 
-TEST_CASE("GradReadyScope: each leaf is ready once, after its last reader; unreached leaves at once") {
+TEST_CASE("GradReadyScope: each leaf is ready once, after its last reader, saying whether it got a gradient") {
   // y = sum(a * b) + sum(exp(a)); c feeds nothing. Backward runs the nodes from the root
   // down; a is read by two nodes, b by one, so b can be ready before a, never after.
   Tensor a = leaf(Tensor::from_vector<double>({1, 2}, {2}));
@@ -69,8 +69,9 @@ TEST_CASE("GradReadyScope: each leaf is ready once, after its last reader; unrea
   std::vector<bool> grad_final;
   const std::vector<Tensor> watched{a, b, c};
   {
-    autograd::GradReadyScope scope(watched, [&](size_t i) {
+    autograd::GradReadyScope scope(watched, [&](size_t i, bool received) {
       order.push_back(i);
+      CHECK(received == (i != 2));
       // When a leaf is reported, its gradient is complete.
       const Tensor g = watched[i].grad();
       if (i == 0) grad_final.push_back(g.defined() && std::abs(g.to_vector<double>()[0] - (3.0 + std::exp(1.0))) < 1e-12);

@@ -200,6 +200,19 @@ TEST_CASE("a sharded optimizer (ZeRO-1) reaches the same weights and saves the o
   }
 }
 
+TEST_CASE("parameters no rank gives a gradient take no step, as with one rank (bet, pe none)" *
+          doctest::skip(kGpu)) {
+  // With pe=none the positional debiasing has nothing to act on and gets no gradient:
+  // one rank's AdamW skips it (no decay), so the ranks must too, sharded or not.
+  Run r;
+  r.extra = {"--pe", "none"};
+  const Checkpoint ref = train(r, "unused_ref");
+  r.nproc = 2;
+  CHECK(max_diff(ref, train(r, "unused2")) < 1e-5);
+  r.shard = true;
+  CHECK(max_diff(ref, train(r, "unused2_shard")) < 1e-5);
+}
+
 TEST_CASE("the control: a different global batch does change the weights" * doctest::skip(kGpu)) {
   // Guards the tests above against comparing two runs that ignore their data.
   Run r;

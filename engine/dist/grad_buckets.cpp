@@ -57,6 +57,7 @@ void GradBuckets::bind() {
     b.started = false;
   }
   next_to_start_ = 0;
+  received_.assign(params_.size(), 0);
   for (size_t i = 0; i < params_.size(); ++i) {
     const Tensor& p = params_[i];
     const Tensor& flat = buckets_[size_t(where_[i].first)].flat;
@@ -67,14 +68,16 @@ void GradBuckets::bind() {
   }
 }
 
-std::unique_ptr<autograd::GradReadyScope> GradBuckets::overlap_scope() {
+std::unique_ptr<autograd::GradReadyScope> GradBuckets::backward_scope(bool start) {
+  starting_ = start;
   for (Bucket& b : buckets_) b.waiting = int64_t(b.members.size());
-  return std::make_unique<autograd::GradReadyScope>(params_, [this](size_t i) { ready(i); });
+  return std::make_unique<autograd::GradReadyScope>(params_, [this](size_t i, bool got) { ready(i, got); });
 }
 
-void GradBuckets::ready(size_t param) {
+void GradBuckets::ready(size_t param, bool received) {
+  received_[param] |= received ? 1 : 0;
   Bucket& b = buckets_[size_t(where_[param].first)];
-  if (--b.waiting == 0) start_ready_prefix();
+  if (--b.waiting == 0 && starting_) start_ready_prefix();
 }
 
 void GradBuckets::start_ready_prefix() {
@@ -89,6 +92,7 @@ void GradBuckets::start_ready_prefix() {
 }
 
 void GradBuckets::finish() {
+  starting_ = false;
   for (Bucket& b : buckets_) b.waiting = 0;
   start_ready_prefix();
   const auto t0 = std::chrono::steady_clock::now();

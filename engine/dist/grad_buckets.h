@@ -40,9 +40,12 @@ class GradBuckets {
   // the first backward of a step (gradients then accumulate over micro-batches).
   void bind();
 
-  // A scope for the backward whose gradients are the step's last: buckets are started
-  // as they fill. Without one, finish() starts them all.
-  std::unique_ptr<autograd::GradReadyScope> overlap_scope();
+  // A scope for each backward of a step: records which parameters receive a gradient
+  // and, with `start` (the step's last backward), starts each bucket's all-reduce as it
+  // fills. Without one, finish() starts them all.
+  std::unique_ptr<autograd::GradReadyScope> backward_scope(bool start);
+  // Whether parameter i received a gradient in a backward under a scope since bind().
+  const std::vector<char>& received() const { return received_; }
 
   // Starts the buckets not yet started and waits for every sum.
   void finish();
@@ -76,7 +79,7 @@ class GradBuckets {
     std::unique_ptr<Work> work;
     bool started = false;
   };
-  void ready(size_t param);
+  void ready(size_t param, bool received);
   void start_ready_prefix();
 
   std::vector<Tensor> params_;
@@ -84,6 +87,8 @@ class GradBuckets {
   std::vector<Bucket> buckets_;
   std::vector<std::pair<int64_t, int64_t>> where_;
   int64_t next_to_start_ = 0;
+  bool starting_ = false;       // this backward starts buckets
+  std::vector<char> received_;  // per parameter, since bind()
   BucketTimes times_;
 };
 

@@ -37,6 +37,7 @@ ShardedAdamW::ShardedAdamW(GradBuckets& buckets, Communicator& comm, const optim
     }
   }
   steps_.assign(params_.size(), 0);
+  stepping_.assign(params_.size(), true);
 }
 
 Tensor ShardedAdamW::param_piece(const Segment& s) const { return flat_piece(params_[s.param], s.param_begin, s.len); }
@@ -70,9 +71,11 @@ double ShardedAdamW::clip_grad_norm(double max_norm) {
 
 void ShardedAdamW::step() {
   std::vector<kernels::AdamWScalars> scalars(params_.size());
-  for (size_t i = 0; i < params_.size(); ++i) scalars[i] = optim::adamw_scalars(opt_, lr_, decay_[i], ++steps_[i]);
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (stepping_[i]) scalars[i] = optim::adamw_scalars(opt_, lr_, decay_[i], ++steps_[i]);
   // This rank's elements: updated in place in the parameters.
   for (const Segment& s : segments_) {
+    if (!stepping_[s.param]) continue;
     Tensor p = param_piece(s);
     Tensor g = flat_piece(buckets_.shard(s.bucket), s.shard_begin, s.len);
     Tensor m = flat_piece(m_[size_t(s.bucket)], s.shard_begin, s.len);

@@ -11,8 +11,8 @@
 // "adamw.v.<i>"), so a checkpoint is the ordinary .bet a one-rank run writes, and
 // load_state() takes that layout on any rank count: every rank keeps its chunk.
 // state(), load_state(), grad_norm() and step() are collectives: every rank calls them.
-// Every parameter steps every time (a bucket gives each one a gradient, zeros when it
-// received none).
+// A parameter no rank gave a gradient this step is skipped, as AdamW skips one without
+// a gradient (set_stepping says which).
 #pragma once
 #include <vector>
 
@@ -36,6 +36,8 @@ class ShardedAdamW final : public optim::Optimizer {
   double clip_grad_norm(double max_norm);
   // Multiplies this rank's gradient shards by `factor`.
   void scale_grads(double factor);
+  // Which parameters the next step() updates (default: all).
+  void set_stepping(std::vector<bool> stepping) { stepping_ = std::move(stepping); }
 
  private:
   // A run of one parameter's elements inside this rank's chunk of a bucket.
@@ -54,6 +56,7 @@ class ShardedAdamW final : public optim::Optimizer {
   std::vector<Segment> segments_;
   std::vector<Tensor> m_, v_;  // per bucket: this rank's chunk
   std::vector<int64_t> steps_;
+  std::vector<bool> stepping_;
 };
 
 }  // namespace bet::dist

@@ -127,19 +127,32 @@ StepMetrics TrainStep::step(const Batch& b, int64_t step, StepObserver* observer
     if (observer) observer->before_backward(ce);
     {
       // The last backward's gradients are final as they appear: sum them meanwhile.
-      std::unique_ptr<autograd::GradReadyScope> overlap;
-      if (buckets_ && !sharded_ && a == A - 1) overlap = buckets_->overlap_scope();
+      std::unique_ptr<autograd::GradReadyScope> scope;
+      if (buckets_) scope = buckets_->backward_scope(!sharded_ && a == A - 1);
       ce.backward();
     }
     ce_sum += ce.item();
   }
   reduce_gradients();
-  // The global batch's loss terms: CE sum and label counts over every rank.
+  // The global batch's loss terms: CE sum and label counts over every rank (and, with
+  // buckets, which parameters any rank gave a gradient).
   std::vector<double> totals{ce_sum};
   totals.insert(totals.end(), counts.begin(), counts.end());
+  if (buckets_) totals.insert(totals.end(), buckets_->received().begin(), buckets_->received().end());
   comm_->all_reduce_sum(totals);
   std::vector<int64_t> global_counts(counts.size());
   for (size_t i = 0; i < counts.size(); ++i) global_counts[i] = int64_t(std::llround(totals[i + 1]));
+  if (buckets_) {
+    // A parameter no rank gave a gradient takes no step, as with one rank (AdamW skips
+    // a parameter without a gradient: no decay, no moment update).
+    std::vector<bool> got(params_.size());
+    for (size_t i = 0; i < params_.size(); ++i) got[i] = totals[1 + counts.size() + i] > 0;
+    if (sharded_)
+      sharded_->set_stepping(got);
+    else
+      for (size_t i = 0; i < params_.size(); ++i)
+        if (!got[i]) params_[i].set_grad(Tensor());
+  }
   m.parts = model::mdl_from_totals(totals[0], global_counts);
   const double scale = model::mdl_gradient_scale(m.parts, cfg_.mdl_beta);
   if (sharded_) {
