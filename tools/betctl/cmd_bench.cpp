@@ -1,10 +1,12 @@
 // `betctl bench ops|train|ckpt|all`: benchmarks, each against a baseline measured in the
 // same run (see bench/).
 #include <algorithm>
+#include <cstdio>
 #include <memory>
 #include <string>
 
 #include "bench/bench_ckpt.h"
+#include "bench/bench_data_parallel.h"
 #include "bench/bench_infer.h"
 #include "bench/bench_ops.h"
 #include "bench/bench_serve.h"
@@ -52,6 +54,7 @@ void add_bench_command(CLI::App& app, Registry& registry) {
   auto* cmd = app.add_subcommand("bench", "Measure performance against baselines run in the same invocation");
   auto opts = std::make_shared<bet::bench::BenchOptions>();
   auto train = std::make_shared<bet::bench::TrainBenchOptions>();
+  auto dp = std::make_shared<bet::bench::DataParallelOptions>();
   auto ckpt = std::make_shared<bet::bench::CkptBenchOptions>();
   auto infer = std::make_shared<bet::bench::InferBenchOptions>();
   auto serve = std::make_shared<bet::bench::ServeBenchOptions>();
@@ -101,6 +104,17 @@ void add_bench_command(CLI::App& app, Registry& registry) {
   g->add_option("--val", train->val, "with --data: validation file (default: a 0.1 split, as betctl train)");
   g->add_option("--tokenizer", train->tokenizer, "with --data: byte | spm:FILE | spm-train:VOCAB")
       ->capture_default_str();
+  g->add_option("--nproc", dp->nproc,
+                "N > 1 (cpu): one rank with all the threads, and one with threads/N, against N data-parallel "
+                "ranks (mpirun) with threads/N each, at the same global batch: tokens/s, scaling efficiency, "
+                "communication wait and overlap")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  g->add_option("--bucket-mb", dp->bucket_mb, "with --nproc: gradient bucket size in MB")
+      ->check(CLI::Range(0.001, 4096.0))
+      ->capture_default_str();
+  // One rank of --nproc's launch (not for users: bench train --nproc runs it).
+  g->add_flag("--dp-rank-worker", dp->rank_worker)->group("");
 
   auto* gc = cmd->add_option_group("ckpt", "bench ckpt: .bet checkpoint save/load against the raw disk and torch");
   gc->add_option("--ckpt-shapes", ckpt->shapes, "model shapes DxL (d_model x layers), comma separated")
@@ -142,7 +156,7 @@ void add_bench_command(CLI::App& app, Registry& registry) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
 
-  cmd->callback([&registry, opts, train, ckpt, infer, serve, what, json, g] {
+  cmd->callback([&registry, opts, train, ckpt, infer, serve, what, json, g, dp] {
     if (!train->data.empty())
       bet::bench::apply_data_defaults(*train, [g](const std::string& flag) { return g->count(flag) > 0; });
     ckpt->peer = train->peer;
@@ -154,10 +168,17 @@ void add_bench_command(CLI::App& app, Registry& registry) {
       infer->seconds = serve->seconds = std::min(serve->seconds, 0.5);
       serve->warmup = 0.1;
     }
-    registry.selected = [opts, train, ckpt, infer, serve, what, json] {
+    registry.selected = [opts, train, ckpt, infer, serve, what, json, dp] {
       if (*json) opts->format = "json";
       opts->device = device;
       if (opts->threads > 0) bet::platform::set_num_threads(opts->threads);
+      if (dp->nproc > 1 || dp->rank_worker) {
+        if (*what != "train") {
+          std::fprintf(stderr, "bench: --nproc applies to bench train only\n");
+          return 2;
+        }
+        return bet::bench::run_train_data_parallel(*opts, *train, *dp);
+      }
       if (*what == "ops") return bet::bench::run_ops(*opts);
       if (*what == "train") return bet::bench::run_train(*opts, *train);
       if (*what == "ckpt") return bet::bench::run_ckpt(*opts, *ckpt);
