@@ -24,6 +24,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/dist/grad_buckets.h"
 #include "bench/report.h"
 
 namespace bet::bench {
@@ -213,7 +214,11 @@ inline Row dp_row(const DpMeasurement& m, const DpMeasurement* baseline, const D
     r.set("overlap hidden", Value());
   }
   r.set("buckets", many ? Value(m.buckets) : Value())
-      .set("bucket MB", many ? Value(bucket_mb) : Value())
+      // The size GradBuckets used: at most --bucket-mb, smaller for a small model.
+      .set("bucket MB", many ? Value(double(dist::effective_bucket_bytes(int64_t(m.gradient_mb * 1048576.0),
+                                                                         int64_t(bucket_mb * 1048576.0))) /
+                                     1048576.0)
+                             : Value())
       .set("gradient MB", many ? Value(m.gradient_mb) : Value())
       .set("final loss", ok ? num(m.final_loss) : Value())
       .set("status", ok ? std::string("ok") : "error: " + m.error);

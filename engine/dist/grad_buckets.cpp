@@ -6,6 +6,11 @@
 
 namespace bet::dist {
 
+int64_t effective_bucket_bytes(int64_t total_bytes, int64_t bucket_bytes) {
+  const int64_t eighth = (total_bytes + kMinBuckets - 1) / kMinBuckets;
+  return std::min(bucket_bytes, std::max(kMinBucketBytes, eighth));
+}
+
 GradBuckets::GradBuckets(std::vector<Tensor> params, Communicator& comm, int64_t bucket_bytes)
     : params_(std::move(params)), comm_(comm), where_(params_.size()) {
   BET_CHECK(!params_.empty(), "gradient buckets: no parameters");
@@ -15,6 +20,9 @@ GradBuckets::GradBuckets(std::vector<Tensor> params, Communicator& comm, int64_t
   for (const Tensor& p : params_)
     BET_CHECK(p.dtype() == dt && p.device() == dev, "gradient buckets: parameters must share one dtype and device");
   const int64_t elem = int64_t(dtype_size(dt));
+  int64_t total = 0;
+  for (const Tensor& p : params_) total += p.numel() * elem;
+  bucket_bytes = effective_bucket_bytes(total, bucket_bytes);
   // Reverse order: the first bucket holds the parameters backward finishes first.
   Bucket cur;
   auto close = [&] {
