@@ -90,6 +90,7 @@ struct CkptCase {
 
 struct CkptResult {
   std::vector<double> save, load, encode, decode, raw_write, raw_read;
+  std::vector<double> load_read, load_map;  // read_bet_file, LoadMode::Read and ::Map
   uint64_t raw_bytes = 0, file_bytes = 0;
   std::string mismatch;  // first difference of a load from the save, "" when exact
   std::string error;
@@ -140,9 +141,24 @@ CkptResult bench_case(const CkptCase& c, const CkptBenchOptions& o, const std::s
       std::string back = runtime::read_file(raw_path);
       r.raw_read.push_back(seconds_since(t0));
       if (back.size() != raw.size()) throw std::runtime_error(raw_path + ": read back " + std::to_string(back.size()) + " bytes");
+      back = {};
+
+      // The same file through both paths of read_bet_file (first one, then the other,
+      // alternating by repetition so neither always goes first), each verified.
+      for (int k = 0; k < 2; ++k) {
+        const bool map = (k == 0) == (rep % 2 == 0);
+        if (o.drop_cache) evict_from_cache(path);
+        t0 = Clock::now();
+        runtime::Checkpoint via = runtime::checkpoint_from_contents(
+            runtime::read_bet_file(path, {}, map ? runtime::LoadMode::Map : runtime::LoadMode::Read), path);
+        (map ? r.load_map : r.load_read).push_back(seconds_since(t0));
+        std::string differs = tensor_list_mismatch(c.ck.weights, via.weights);
+        if (differs.empty()) differs = tensor_list_mismatch(c.ck.optimizer, via.optimizer);
+        if (!differs.empty() && r.mismatch.empty()) r.mismatch = (map ? "mmap load: " : "read() load: ") + differs;
+      }
     }
     r.file_bytes = uint64_t(fs::file_size(path));
-    r.mismatch = tensor_list_mismatch(c.ck.weights, loaded.weights);
+    if (r.mismatch.empty()) r.mismatch = tensor_list_mismatch(c.ck.weights, loaded.weights);
     if (r.mismatch.empty()) r.mismatch = tensor_list_mismatch(c.ck.optimizer, loaded.optimizer);
     if (r.mismatch.empty() && loaded.kind != c.ck.kind) r.mismatch = "kind " + loaded.kind + ", saved " + c.ck.kind;
     if (o.peer) {
@@ -297,15 +313,20 @@ int run_ckpt(const BenchOptions& opts, const CkptBenchOptions& c) {
       .add_meta("MB", "10^6 bytes of raw tensor data (fp32, plus the i64 AdamW step counts in training rows)")
       .add_meta("save", "runtime::save_checkpoint: byte-plane shuffle, zstd level " + std::to_string(c.zstd_level) +
                             " (one thread), xxh3 checksums, temp file + fsync + rename + fsync dir")
-      .add_meta("load", "runtime::load_checkpoint: read, verify every checksum, decompress, unshuffle; then "
-                        "compared bit for bit with the saved tensors (verified)")
+      .add_meta("load", "runtime::load_checkpoint: map the file, verify every checksum, decompress, unshuffle; "
+                        "then compared bit for bit with the saved tensors (verified)")
+      .add_meta("load read() / mmap", "the same file loaded through both paths of read_bet_file in the same "
+                                      "repetition: LoadMode::Read (read() the whole file into a zero-filled "
+                                      "buffer, then decode: the old path) and LoadMode::Map (decode straight "
+                                      "from a read-only mapping); both verified bit for bit. mmap vs read(): "
+                                      "read() time / mmap time")
       .add_meta("encode / decode", "the same without the file: encode_bet / decode_bet in memory")
       .add_meta("raw", "the same raw bytes, unencoded: write + fsync + rename + fsync dir, then read (the disk)")
       .add_meta("peer", c.peer ? "bench/peer/ckpt_peer.py: torch.save (same fsync + rename) / torch.load of the "
                                  "same tensors, exported as safetensors; runs after ours"
                                : "not run (--peer)")
       .add_meta("timing", "median of " + std::to_string(o.reps) + " repetitions (each: encode, decode, save, raw "
-                          "write, load, raw read)")
+                          "write, load, raw read, load read() and mmap)")
       .add_meta("load average", load_before + " (start), " + load_average() + " (end)");
   auto num = [](double v) { return std::isfinite(v) ? Value(v) : Value(); };
   for (size_t i = 0; i < cases.size(); ++i) {
@@ -343,6 +364,9 @@ int run_ckpt(const BenchOptions& opts, const CkptBenchOptions& c) {
         .set("size vs raw", double(r.file_bytes) / double(r.raw_bytes))
         .set("save MB/s", mb / save)
         .set("load MB/s", mb / load)
+        .set("load read() MB/s", mb / median(r.load_read))
+        .set("load mmap MB/s", mb / median(r.load_map))
+        .set("mmap vs read()", median(r.load_read) / median(r.load_map))
         .set("encode MB/s", mb / median(r.encode))
         .set("decode MB/s", mb / median(r.decode))
         .set("raw write MB/s", mb / median(r.raw_write))

@@ -116,7 +116,7 @@ TEST_CASE("encode_examples: the byte tokenizer's prefix encoding keeps exactly t
   auto tok = make_byte_tokenizer();
   const int64_t max_len = 8;
   std::vector<std::string> texts{"", "a", "abcdefg", "abcdefgh", "abcdefghi", std::string(100, 'z'),
-                                 "caf\xc3\xa9 cr\xc3\xa8me br\xc3\xbbl\xc3\xa9e", std::string("\0\x01\xff", 3)};
+                                 "caf\xc3\xa9 cr\xc3\xa8me br\xc3\xbbl\xc3\xa9" "e", std::string("\0\x01\xff", 3)};
   std::vector<int64_t> labels{0, 1, 0, 1, 0, 1, 0, 1};
   auto enc = encode_examples(*tok, texts, labels, model::Task::Classify, max_len);
   REQUIRE(enc.size() == texts.size());

@@ -3,7 +3,11 @@
 
 #include <unistd.h>
 
+#include <dirent.h>
+#include <fcntl.h>
+
 #include <filesystem>
+#include <fstream>
 
 #include <xxhash.h>
 #include <zstd.h>
@@ -13,6 +17,7 @@
 #include "engine/random.h"
 #include "runtime/checkpoint/bet_format.h"
 #include "runtime/io/atomic_file.h"
+#include "runtime/io/mapped_file.h"
 #include "tests/checkpoint_fixtures.h"
 
 using namespace bet;
@@ -271,4 +276,174 @@ TEST_CASE("shapes: a zero among huge dims is as bounded as any other shape") {
   CHECK(error({uint64_t(1) << 41}).find("is too large") != std::string::npos);
   CHECK(error({~uint64_t(0), 0}).find("is too large") != std::string::npos);
   CHECK(error(std::vector<uint64_t>(17, 1)) == "w: shape has 17 dims, over the limit of 16");
+}
+
+namespace {
+
+// Lines of /proc/self/maps and entries of /proc/self/fd: a mapping or descriptor left
+// behind by each load shows up in these.
+size_t count_maps() {
+  std::ifstream in("/proc/self/maps");
+  size_t n = 0;
+  for (std::string line; std::getline(in, line);) ++n;
+  return n;
+}
+size_t count_fds() {
+  size_t n = 0;
+  for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+  return n;
+}
+
+void write_bytes(const std::string& path, std::string_view bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), std::streamsize(bytes.size()));
+  REQUIRE(out.good());
+}
+
+}  // namespace
+
+TEST_CASE("mapped load: the same header and tensors as the read() path, bit for bit") {
+  nlohmann::json header = {{"config", {{"d_model", 16}}}, {"card", "mapped"}};
+  NamedTensorList tensors = sample_tensors();
+  // Frames larger than a page and the 128 KiB decompression chunk, several per thread.
+  Generator g(7);
+  for (int i = 0; i < 6; ++i) tensors.emplace_back("big" + std::to_string(i), g.normal({300 + i, 257}, 0, 0.02));
+  tensors.emplace_back("big.f64", g.normal({129, 1031}, 0, 1, DType::F64));
+  const std::string path = tmp_path("mapped.bet");
+  write_bet_file(path, header, tensors);
+  BetContents mapped = read_bet_file(path, {}, LoadMode::Map);
+  BetContents read = read_bet_file(path, {}, LoadMode::Read);
+  CHECK(mapped.header == header);
+  CHECK(read.header == header);
+  check_equal(tensors, mapped.tensors);
+  check_equal(read.tensors, mapped.tensors);
+  // The tensors own their memory: they outlive the mapping, which is gone by now.
+  {
+    MappedFile m(path);
+    CHECK(m.mapped());
+    CHECK(m.size() == std::filesystem::file_size(path));
+    CHECK(m.bytes() == read_file(path));
+  }
+  check_equal(tensors, mapped.tensors);
+  // The index check sees the same table through either path.
+  for (LoadMode mode : {LoadMode::Map, LoadMode::Read}) {
+    size_t seen = 0;
+    read_bet_file(path, [&](const nlohmann::json&, const std::vector<BetIndexEntry>& t) { seen = t.size(); }, mode);
+    CHECK(seen == tensors.size());
+  }
+}
+
+TEST_CASE("mapped load: a missing, empty, truncated or damaged file or a directory is an error naming it") {
+  const std::string good = encode_bet({{"k", 1}}, sample_tensors());
+  auto error = [](const std::string& path, LoadMode mode) {
+    return error_of([&] { read_bet_file(path, {}, mode); });
+  };
+  for (LoadMode mode : {LoadMode::Map, LoadMode::Read}) {
+    CAPTURE(int(mode));
+    const std::string missing = tmp_path("nothing-here.bet");
+    CHECK(error(missing, mode).rfind(missing + ": cannot open: No such file or directory", 0) == 0);
+
+    const std::string dir = tmp_path("a-directory.bet");
+    std::filesystem::create_directories(dir);
+    CHECK(error(dir, mode) == dir + ": is a directory");
+
+    const std::string empty = tmp_path("empty.bet");
+    write_bytes(empty, "");
+    CHECK(error(empty, mode).rfind(empty + ": not a .bet file (0 bytes is too short", 0) == 0);
+
+    const std::string cut = tmp_path("cut.bet");
+    for (size_t len : {size_t(1), size_t(40), good.size() / 2, good.size() - 1}) {
+      write_bytes(cut, good.substr(0, len));
+      const std::string e = error(cut, mode);
+      CHECK(e.rfind(cut + ": ", 0) == 0);
+      CHECK(e.find("truncated") != std::string::npos);
+    }
+
+    const std::string damaged = tmp_path("damaged.bet");
+    for (size_t at : {size_t(3), size_t(20), good.size() / 3, good.size() / 2, good.size() - 50, good.size() - 3}) {
+      std::string bad = good;
+      bad[at] = char(uint8_t(bad[at]) ^ 0x10);
+      write_bytes(damaged, bad);
+      CHECK(error(damaged, mode).rfind(damaged + ": ", 0) == 0);
+    }
+  }
+}
+
+TEST_CASE("MappedFile: files that cannot be mapped are read; a file changed under the mapping is an error") {
+  // /proc files report size 0 yet have contents: read(), not an empty mapping.
+  MappedFile status("/proc/self/status");
+  CHECK(!status.mapped());
+  CHECK(status.bytes().find("Name:") != std::string_view::npos);
+
+  // A pipe: no size, cannot be mapped.
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  REQUIRE(::write(fds[1], "through a pipe", 14) == 14);
+  ::close(fds[1]);
+  {
+    MappedFile piped("/proc/self/fd/" + std::to_string(fds[0]));
+    CHECK(!piped.mapped());
+    CHECK(piped.bytes() == "through a pipe");
+  }
+  ::close(fds[0]);
+
+  // Move-only, and a moved file keeps its bytes (a short read-into-memory one too).
+  const std::string small = tmp_path("small.txt");
+  write_bytes(small, "abc");
+  MappedFile a(small);
+  CHECK(a.mapped());
+  MappedFile b(std::move(a));
+  CHECK(b.bytes() == "abc");
+  CHECK(a.size() == 0);
+  MappedFile c("/proc/self/comm");
+  const std::string comm(c.bytes());
+  MappedFile d(std::move(c));
+  CHECK(d.bytes() == comm);
+  d = std::move(b);
+  CHECK(d.bytes() == "abc");
+  CHECK_NOTHROW(d.check_unchanged());
+
+  // Grown in place while mapped (growing never faults; shrinking can raise SIGBUS,
+  // see mapped_file.h): reported, not used.
+  {
+    std::ofstream out(small, std::ios::binary | std::ios::app);
+    out << "def";
+  }
+  CHECK(error_of([&] { d.check_unchanged(); }).rfind(small + ": changed while being read (3 bytes when opened, now 6", 0) == 0);
+
+  // A file replaced by rename (as every betctl writer does) leaves the mapped one whole.
+  const std::string path = tmp_path("replaced.bet");
+  write_bet_file(path, {{"v", 1}}, sample_tensors());
+  MappedFile old(path);
+  const std::string before(old.bytes());
+  write_bet_file(path, {{"v", 2}}, {});
+  CHECK(old.bytes() == before);
+  CHECK_NOTHROW(old.check_unchanged());
+  CHECK(decode_bet(old.bytes(), path).header["v"] == 1);
+  CHECK(read_bet_file(path).header["v"] == 2);
+}
+
+TEST_CASE("mapped load: no mapping or descriptor is left behind, loaded or refused") {
+  const std::string path = tmp_path("leak.bet");
+  write_bet_file(path, {{"k", 1}}, sample_tensors());
+  const std::string bad = tmp_path("leak-bad.bet");
+  std::string bytes = encode_bet({{"k", 1}}, sample_tensors());
+  bytes[bytes.size() / 2] ^= 0x01;
+  write_bytes(bad, bytes);
+  // Warm up anything allocated once (thread pools, allocator arenas).
+  for (int i = 0; i < 5; ++i) {
+    read_bet_file(path);
+    CHECK_THROWS_AS(read_bet_file(bad), Error);
+  }
+  const size_t maps = count_maps(), fds = count_fds();
+  for (int i = 0; i < 1000; ++i) {
+    BetContents c = read_bet_file(path);
+    REQUIRE(c.tensors.size() == sample_tensors().size());
+    REQUIRE_THROWS_AS(read_bet_file(bad), Error);
+    REQUIRE_THROWS_AS(read_bet_file(tmp_path("leak-missing.bet")), Error);
+  }
+  CHECK(count_fds() == fds);
+  // The allocator may map or unmap a region of its own meanwhile; 1000 leaked mappings
+  // would add 1000 lines.
+  CHECK(count_maps() <= maps + 8);
 }

@@ -592,3 +592,28 @@ TEST_CASE("load_checkpoint checks the tensor table against the config before all
   // inspect reads through the same check.
   CHECK_THROWS_WITH_AS(inspect_checkpoint(dir + "/bomb.bet"), doctest::Contains("'junk' is not a parameter"), Error);
 }
+
+TEST_CASE("load_checkpoint decodes from a file mapping: the same tensors as the read() path, bit for bit") {
+  Trained a = make_trained(21, 2);
+  Checkpoint ck = checkpoint_of(a, 2);
+  const std::string path = fresh_dir("mapped") + "/ck.bet";
+  save_checkpoint(path, ck);
+  Checkpoint loaded = load_checkpoint(path);  // LoadMode::Map underneath
+  BetContents mapped = read_bet_file(path, {}, LoadMode::Map);
+  BetContents read = read_bet_file(path, {}, LoadMode::Read);
+  CHECK(mapped.header == read.header);
+  check_lists_equal(read.tensors, mapped.tensors);
+  check_lists_equal(ck.weights, loaded.weights);
+  check_lists_equal(ck.optimizer, loaded.optimizer);
+  CHECK(loaded.training_state == ck.training_state);
+
+  // Refusals name the file through the mapped path too.
+  const std::string empty = fresh_dir("mapped-empty") + "/empty.bet";
+  atomic_write_file(empty, "");
+  CHECK_THROWS_WITH_AS(load_checkpoint(empty), has(empty + ": not a .bet file"), Error);
+  CHECK_THROWS_WITH_AS(load_checkpoint(fresh_dir("mapped-dir")), has(": is a directory"), Error);
+  std::string bytes = read_file(path);
+  const std::string cut = fresh_dir("mapped-cut") + "/cut.bet";
+  atomic_write_file(cut, std::string_view(bytes).substr(0, bytes.size() - 7));
+  CHECK_THROWS_WITH_AS(load_checkpoint(cut), has(cut + ": "), Error);
+}

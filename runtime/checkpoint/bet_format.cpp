@@ -12,6 +12,7 @@
 
 #include "runtime/io/atomic_file.h"
 #include "runtime/io/bounded_json.h"
+#include "runtime/io/mapped_file.h"
 
 namespace bet::runtime {
 
@@ -449,8 +450,18 @@ void write_bet_file(const std::string& path, const nlohmann::json& header, const
   atomic_write_file(path, enc.pieces());
 }
 
-BetContents read_bet_file(const std::string& path, const BetIndexCheck& check) {
-  return decode_bet(read_file(path), path, check);
+BetContents read_bet_file(const std::string& path, const BetIndexCheck& check, LoadMode mode) {
+  if (mode == LoadMode::Read) return decode_bet(read_file(path), path, check);
+  const MappedFile file(path);
+  BetContents out;
+  try {
+    out = decode_bet(file.bytes(), path, check);
+  } catch (const Error&) {
+    file.check_unchanged();  // damage from a change under the mapping says so
+    throw;
+  }
+  file.check_unchanged();
+  return out;
 }
 
 }  // namespace bet::runtime

@@ -64,12 +64,22 @@ Shape checked_stored_shape(const std::vector<uint64_t>& dims, const std::string&
 
 // Serialises to bytes (used by the writer, and by tests that damage the bytes).
 std::string encode_bet(const nlohmann::json& header, const NamedTensorList& tensors, int zstd_level = 1);
+// Decodes the bytes of a whole file where they lie (a string, or a file mapping: see
+// read_bet_file); nothing is copied but the tensors' decompressed contents. Every read
+// is bounds-checked against bytes.size().
 BetContents decode_bet(std::string_view bytes, const std::string& name_for_errors, const BetIndexCheck& check = {});
 
 // Writes atomically (temp file, fsync, rename, fsync dir).
 void write_bet_file(const std::string& path, const nlohmann::json& header, const NamedTensorList& tensors,
                     int zstd_level = 1);
-BetContents read_bet_file(const std::string& path, const BetIndexCheck& check = {});
+// How read_bet_file gets the bytes. Map (the default): decode straight from a read-only
+// mapping of the file (runtime/io/mapped_file.h; files that cannot be mapped are read).
+// Read: read() the whole file into memory first (the old path, kept for bench ckpt's
+// comparison).
+enum class LoadMode { Map, Read };
+// With Map, a file whose size or mtime changed during the decode is an error ("changed
+// while being read"); see mapped_file.h for truncation in place (SIGBUS).
+BetContents read_bet_file(const std::string& path, const BetIndexCheck& check = {}, LoadMode mode = LoadMode::Map);
 
 // Byte-plane shuffle and its inverse (exposed for tests).
 void shuffle_bytes(const uint8_t* in, uint8_t* out, size_t n_elems, size_t elem_size);

@@ -26,7 +26,8 @@ cmp -s "$OUT/include/bet_config.h.new" "$OUT/include/bet_config.h" || mv "$OUT/i
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=all"
 FLAGS="-std=c++20 -g -O1 -fno-omit-frame-pointer $SAN -fsanitize=fuzzer-no-link -I$ROOT -I$OUT/include"
 compile_objects "$OUT/obj" "$FLAGS" \
-  "$ROOT/runtime/checkpoint/bet_format.cpp" "$ROOT/runtime/io/atomic_file.cpp" "$ROOT/runtime/io/bounded_json.cpp" \
+  "$ROOT/runtime/checkpoint/bet_format.cpp" "$ROOT/runtime/io/atomic_file.cpp" "$ROOT/runtime/io/mapped_file.cpp" \
+  "$ROOT/runtime/io/bounded_json.cpp" \
   "$ROOT/engine/tensor.cpp" "$ROOT/engine/storage.cpp" "$ROOT/engine/ops/dispatch.cpp" \
   "$ROOT/platform/allocator.cpp" "$ROOT/platform/shape.cpp" "$ROOT/platform/device.cpp" "$ROOT/platform/memory.cpp" \
   "$ROOT/tests/fuzz/bet_reader_support.cpp"
