@@ -23,6 +23,7 @@
 #include "bench/peer_process.h"
 #include "engine/autocast.h"
 #include "engine/device.h"
+#include "kernels/cpu/matmul.h"
 #include "platform/threads.h"
 #if BET_HAVE_CUDA
 #include "platform/cuda/runtime.h"
@@ -370,7 +371,10 @@ int run_train(const BenchOptions& opts, const TrainBenchOptions& t) {
   main.title = "bench train";
   main.add_meta(gpu ? "gpu" : "cpu", device_text)
       .add_meta("device", dev.str() + (dev.is_cuda() && !gpu ? " (emulated: host memory, cpu kernels)" : ""))
-      .add_meta("precision", compute == DType::BF16 ? "bf16 autocast (matmuls), f32 master weights" : "f32")
+      .add_meta("precision", compute == DType::BF16
+                                 ? std::string("bf16 autocast (matmuls), f32 master weights") +
+                                       (gpu ? "" : std::string("; cpu bf16 matmul: ") + kernels::cpu::bf16_matmul_path())
+                                 : std::string("f32"))
       .add_meta("threads", int64_t(threads));
   if (gpu) main.add_meta("bf16 peak GFLOP/s", peak);
   else

@@ -4,11 +4,15 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
+#include <sstream>
+#include <string>
 #include <nlohmann/json.hpp>
 
 #include "bet_config.h"
 #include "engine/ops.h"
+#include "kernels/cpu/bf16.h"
 #include "kernels/cpu/matmul.h"
 #include "tests/gradcheck.h"
 #include "tests/reference_data.h"
@@ -214,4 +218,151 @@ TEST_CASE("oneDNN primitives are created once per geometry") {
   CHECK(kernels::cpu::matmul_cache_size() == n);
   matmul(a, transpose(rand32({16, 40}, 120), 0, 1));  // a new layout: one new primitive
   CHECK(kernels::cpu::matmul_cache_size() == n + 1);
+}
+
+namespace {
+
+Tensor rand_bf16(const Shape& shape, uint64_t seed) { return rand64(shape, seed).to(DType::BF16); }
+
+// Checks a bf16 product `got` against the exact product of its (bf16, so exact in f64)
+// operands, `exact`: every element within one bf16 rounding (2^-8 relative) plus an f32
+// accumulation bound (K 2^-22 sum |a||b|, `abs_sum`), and nearly every element exactly
+// the correctly rounded bf16 of the exact value, which a kernel that rounded partial
+// sums to bf16 (or accumulated in bf16) would miss on a large share of them.
+void check_bf16_product(const Tensor& got, const Tensor& exact, const Tensor& abs_sum, int64_t K) {
+  REQUIRE(got.dtype() == DType::BF16);
+  REQUIRE(got.shape() == exact.shape());
+  const auto g = got.to_vector<double>(), e = exact.to_vector<double>(), s = abs_sum.to_vector<double>();
+  size_t rounded_right = 0, bad = 0;
+  for (size_t i = 0; i < g.size(); ++i) {
+    const double tol = std::ldexp(std::abs(e[i]), -8) + double(K) * std::ldexp(s[i], -22);
+    if (!(std::abs(g[i] - e[i]) <= tol) && bad++ < 5) FAIL_CHECK("element " << i << ": " << g[i] << " vs exact " << e[i]);
+    rounded_right += double(float(kernels::cpu::BF16(e[i]))) == g[i] ? 1 : 0;
+  }
+  CHECK(bad == 0);
+  CHECK(double(rounded_right) >= 0.98 * double(g.size()));
+}
+
+Tensor f64_abs(const Tensor& t) { return abs(t.to(DType::F64)); }
+
+}  // namespace
+
+// Both paths where this CPU has both (oneDNN's bf16 primitive needs bf16 instructions),
+// whichever the automatic choice is.
+static void bf16_layout_cases() {
+  struct Case {
+    Tensor a, b;
+  };
+  std::vector<Case> cases = {
+      {rand_bf16({1, 1}, 200), rand_bf16({1, 1}, 201)},                                    // 1x1
+      {rand_bf16({7, 13}, 202), rand_bf16({13, 5}, 203)},                                  // odd sizes
+      {rand_bf16({7, 13, 5}, 204), rand_bf16({5, 3}, 205)},                                // batched, shared b
+      {rand_bf16({1, 64}, 206), rand_bf16({64, 1}, 207)},                                  // a dot product
+      {rand_bf16({96, 520}, 208), rand_bf16({520, 72}, 209)},                              // K over several blocks
+      {transpose(rand_bf16({130, 96}, 210), 0, 1), rand_bf16({130, 72}, 211)},             // A^T
+      {rand_bf16({96, 130}, 212), transpose(rand_bf16({72, 130}, 213), 0, 1)},             // B^T
+      {transpose(rand_bf16({33, 17}, 214), 0, 1), transpose(rand_bf16({9, 33}, 215), 0, 1)},  // both
+      {rand_bf16({6, 33, 40}, 216), transpose(rand_bf16({6, 50, 40}, 217), -1, -2)},       // K^T, batched
+      {rand_bf16({1, 3, 20, 16}, 218), rand_bf16({2, 1, 16, 24}, 219)},                    // two-way broadcast
+      {slice(rand_bf16({20, 64}, 220), 1, 0, 64, 2), rand_bf16({32, 9}, 221)},             // unit stride in neither dim
+      {expand(rand_bf16({1, 12, 10}, 222), {5, 12, 10}), rand_bf16({5, 10, 7}, 223)},      // stride-0 batch
+      {expand(rand_bf16({12, 10}, 224), {5, 12, 10}), expand(rand_bf16({10, 7}, 225), {5, 10, 7})},  // both expanded
+      {expand(rand_bf16({12, 1}, 226), {12, 10}), rand_bf16({10, 7}, 227)},                // stride-0 matrix dim
+      {permute(rand_bf16({3, 17, 4, 8}, 228), {0, 2, 1, 3}), transpose(rand_bf16({3, 4, 17, 8}, 229), -1, -2)},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    INFO("case " << i << ": " << shape_str(c.a.shape()) << " @ " << shape_str(c.b.shape()));
+    REQUIRE(c.a.dtype() == DType::BF16);
+    const int64_t K = c.a.shape()[c.a.dim() - 1];
+    check_bf16_product(matmul(c.a, c.b), naive_matmul(c.a.to(DType::F64), c.b.to(DType::F64)),
+                       naive_matmul(f64_abs(c.a), f64_abs(c.b)), K);
+  }
+  // linear (the kernel's bias): a 3-D input, a token count that is not a multiple of
+  // anything; a dense bf16 bias and a strided one; no bias.
+  Tensor x = rand_bf16({3, 37, 64}, 230), w = rand_bf16({48, 64}, 231);
+  Tensor dense_bias = rand_bf16({48}, 232), strided_bias = slice(rand_bf16({96}, 233), 0, 0, 96, 2);
+  const Tensor exact = naive_matmul(x.to(DType::F64), transpose(w.to(DType::F64), 0, 1));
+  const Tensor abs_sum = naive_matmul(f64_abs(x), transpose(f64_abs(w), 0, 1));
+  for (const Tensor& bias : {Tensor(), dense_bias, strided_bias}) {
+    INFO("linear, bias " << (bias.defined() ? shape_str(bias.shape()) : std::string("none")));
+    auto ev = exact.to_vector<double>(), sv = abs_sum.to_vector<double>();
+    if (bias.defined()) {
+      const auto bv = bias.to_vector<double>();
+      for (size_t i = 0; i < ev.size(); ++i) ev[i] += bv[i % 48], sv[i] += std::abs(bv[i % 48]);
+    }
+    check_bf16_product(linear(x, w, bias), Tensor::from_vector<double>(ev, exact.shape()),
+                       Tensor::from_vector<double>(sv, exact.shape()), 64);
+  }
+  // K = 0: zeros (or the bias).
+  Tensor z = matmul(Tensor::zeros({3, 0}, DType::BF16), Tensor::zeros({0, 4}, DType::BF16));
+  CHECK(z.dtype() == DType::BF16);
+  CHECK(max_abs_diff(z.to(DType::F64), Tensor::zeros({3, 4}, DType::F64)) == 0.0);
+  // Repeatable: the same call gives the same bits.
+  Tensor a = rand_bf16({4, 40, 72}, 234), b = rand_bf16({72, 24}, 235);
+  CHECK(matmul(a, b).to_vector<float>() == matmul(a, b).to_vector<float>());
+}
+
+TEST_CASE("bf16 matmul: the exact product of the bf16 operands, rounded once, on every layout") {
+  using kernels::cpu::Bf16MatmulMode;
+  MESSAGE("bf16 matmul path (automatic): " << std::string(kernels::cpu::bf16_matmul_path()));
+  for (Bf16MatmulMode m : {Bf16MatmulMode::OneDNN, Bf16MatmulMode::Emulate}) {
+    kernels::cpu::set_bf16_matmul_mode(m);
+    const std::string path = kernels::cpu::bf16_matmul_path();
+    INFO("path " << path);
+    if (m == Bf16MatmulMode::Emulate) CHECK(!kernels::cpu::bf16_matmul_native());
+    if (m == Bf16MatmulMode::OneDNN && !kernels::cpu::bf16_matmul_native()) {
+      MESSAGE("no bf16 instructions: only the emulation is checked");
+      continue;
+    }
+    bf16_layout_cases();
+  }
+  kernels::cpu::set_bf16_matmul_mode(Bf16MatmulMode::Auto);
+}
+
+TEST_CASE("the bf16 matmul path matches the CPU's flags") {
+  using kernels::cpu::Bf16MatmulMode;
+  kernels::cpu::set_bf16_matmul_mode(Bf16MatmulMode::Auto);
+  const std::string path = kernels::cpu::bf16_matmul_path();
+  const bool native = kernels::cpu::bf16_matmul_native();
+  MESSAGE("bf16 matmul path: " << path);
+  CHECK(native == (path.rfind("onednn-bf16", 0) == 0));
+  CHECK(!native == (path.find("f32 emulation") == 0));
+  // Forced: oneDNN wherever the instructions are, the emulation always.
+  kernels::cpu::set_bf16_matmul_mode(Bf16MatmulMode::OneDNN);
+  const bool can_native = kernels::cpu::bf16_matmul_native();
+  const std::string forced_path = kernels::cpu::bf16_matmul_path();
+  kernels::cpu::set_bf16_matmul_mode(Bf16MatmulMode::Emulate);
+  CHECK(!kernels::cpu::bf16_matmul_native());
+  CHECK(std::string(kernels::cpu::bf16_matmul_path()).find("f32 emulation") == 0);
+  kernels::cpu::set_bf16_matmul_mode(Bf16MatmulMode::Auto);
+  CHECK((!native || can_native));  // the automatic choice never goes native without them
+  CHECK(can_native == (forced_path.rfind("onednn-bf16", 0) == 0));
+  if (!can_native) CHECK(path == "f32 emulation (no bf16 instructions)");
+  if (path.find("amx") != std::string::npos) CHECK(native);  // AMX: always oneDNN
+  // oneDNN's ISA can be capped for a run (ONEDNN_MAX_CPU_ISA / DNNL_MAX_CPU_ISA, how the
+  // emulation is exercised on a bf16 machine); then the flags only bound the path.
+  const bool capped = std::getenv("ONEDNN_MAX_CPU_ISA") || std::getenv("DNNL_MAX_CPU_ISA");
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  bool have_flags_line = false, avx512_bf16 = false, amx_bf16 = false;
+  while (std::getline(cpuinfo, line)) {
+    if (line.rfind("flags", 0) != 0) continue;
+    have_flags_line = true;
+    std::istringstream words(line.substr(line.find(':') + 1));
+    for (std::string w; words >> w;) {
+      avx512_bf16 = avx512_bf16 || w == "avx512_bf16";
+      amx_bf16 = amx_bf16 || w == "amx_bf16";
+    }
+    break;  // the first CPU's flags
+  }
+  if (!have_flags_line) {
+    MESSAGE("no /proc/cpuinfo flags: only the path's own consistency is checked");
+    return;
+  }
+  INFO("cpu flags: avx512_bf16 " << avx512_bf16 << ", amx_bf16 " << amx_bf16);
+  if (capped) CHECK((!can_native || avx512_bf16 || amx_bf16));
+  else CHECK(can_native == (avx512_bf16 || amx_bf16));
+  // AMX needs the OS's consent as well as the flag, so the flag alone does not imply it.
+  if (path.find("amx") != std::string::npos || forced_path.find("amx") != std::string::npos) CHECK(amx_bf16);
 }

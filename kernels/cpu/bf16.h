@@ -1,4 +1,5 @@
-// bfloat16 on the CPU: storage and conversion only (the CPU computes in f32). The
+// bfloat16 on the CPU: storage and conversion (elementwise ops compute in f32; matmul
+// uses oneDNN's bf16 kernels where the CPU has bf16 instructions, kernels/cpu/matmul.h). The
 // rounding is round-to-nearest-even, NaN kept quiet: what the GPU's __float2bfloat16_rn
 // does, so a tensor converted on either device has the same bits.
 #pragma once

@@ -2,10 +2,19 @@
 
 #include <dnnl.hpp>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <unordered_map>
 
 #include "kernels/copy.h"
@@ -84,7 +93,7 @@ dnnl::stream& dnnl_stream() {
 }
 
 struct Entry {
-  bool ok = true;  // false: oneDNN has no implementation; remembered so we ask once
+  bool ok = true;  // false: oneDNN has no (fast) implementation; remembered so we ask once
   dnnl::matmul prim;
   dnnl::memory::desc a_md, b_md, bias_md, out_md;
 };
@@ -192,12 +201,14 @@ bool describe(const TensorRef& a, const TensorRef& b, const TensorRef& out, Geom
   return *a_ok && *b_ok;
 }
 
+// A primitive over operands and result of dtype `dt` (f32 or bf16; the bias is f32).
 std::shared_ptr<const Entry> get_primitive(const Geometry& ga, const Geometry& gb, const Geometry& go,
-                                           bool with_bias) {
+                                           bool with_bias, DType dt) {
   std::vector<int64_t> key;
-  key.reserve(4 + 5 * ga.dims.size());
+  key.reserve(5 + 5 * ga.dims.size());
   key.push_back(num_threads());
   key.push_back(with_bias);
+  key.push_back(int64_t(dt));
   key.push_back(int64_t(ga.dims.size()));
   for (const Geometry* g : {&ga, &gb}) {
     key.insert(key.end(), g->dims.begin(), g->dims.end());
@@ -206,25 +217,30 @@ std::shared_ptr<const Entry> get_primitive(const Geometry& ga, const Geometry& g
   key.insert(key.end(), go.dims.begin(), go.dims.end());
   if (auto e = cache().find(key)) return e;
 
-  using dt = dnnl::memory::data_type;
+  using mdt = dnnl::memory::data_type;
+  const mdt t = dt == DType::BF16 ? mdt::bf16 : mdt::f32;
   auto e = std::make_shared<Entry>();
   try {
-    e->a_md = dnnl::memory::desc(ga.dims, dt::f32, ga.strides);
-    e->b_md = dnnl::memory::desc(gb.dims, dt::f32, gb.strides);
-    e->out_md = dnnl::memory::desc(go.dims, dt::f32, go.strides);
+    e->a_md = dnnl::memory::desc(ga.dims, t, ga.strides);
+    e->b_md = dnnl::memory::desc(gb.dims, t, gb.strides);
+    e->out_md = dnnl::memory::desc(go.dims, t, go.strides);
+    std::optional<dnnl::matmul::primitive_desc> pd;
     if (with_bias) {
       const size_t n = go.dims.size();
       const int64_t N = go.dims[n - 1];
       dnnl::memory::dims bd(n, 1), bs(n, N);
       bd[n - 1] = N;
       bs[n - 1] = 1;
-      e->bias_md = dnnl::memory::desc(bd, dt::f32, bs);
-      dnnl::matmul::desc d(e->a_md, e->b_md, e->bias_md, e->out_md);
-      e->prim = dnnl::matmul(dnnl::matmul::primitive_desc(d, dnnl_engine()));
+      e->bias_md = dnnl::memory::desc(bd, mdt::f32, bs);
+      pd.emplace(dnnl::matmul::desc(e->a_md, e->b_md, e->bias_md, e->out_md), dnnl_engine());
     } else {
-      dnnl::matmul::desc d(e->a_md, e->b_md, e->out_md);
-      e->prim = dnnl::matmul(dnnl::matmul::primitive_desc(d, dnnl_engine()));
+      pd.emplace(dnnl::matmul::desc(e->a_md, e->b_md, e->out_md), dnnl_engine());
     }
+    // bf16: only oneDNN's JIT kernels (bf16 instructions, f32 accumulation). Its
+    // reference implementation, which takes any layout, is far slower than the f32
+    // emulation the caller falls back to.
+    if (dt == DType::BF16 && std::string(pd->impl_info_str()).rfind("ref", 0) == 0) e->ok = false;
+    else e->prim = dnnl::matmul(*pd);
   } catch (const dnnl::error&) {
     e->ok = false;
   }
@@ -239,11 +255,19 @@ TensorRef materialize(const TensorRef& t, std::optional<ScratchTensor>* keep) {
   return **keep;
 }
 
-void matmul_f32(TensorRef a, TensorRef b, TensorRef bias, const TensorRef& out) {
-  if (out.dim() - 2 > DNNL_MAX_NDIMS - 2) return matmul_loop<float>(a, b, bias, out);
+// out = a @ b + bias on a oneDNN primitive of out's dtype (f32, or bf16 with f32
+// accumulation inside oneDNN and one rounding of the result). The bias is given to
+// oneDNN as a dense f32 row (a bf16 bias converts exactly). Returns false, having
+// written nothing, when oneDNN cannot take the operands: the caller falls back.
+bool matmul_onednn(TensorRef a, TensorRef b, TensorRef bias, const TensorRef& out) {
+  if (out.dim() - 2 > DNNL_MAX_NDIMS - 2) return false;
   std::optional<ScratchTensor> a_dense, b_dense, bias_dense;
   // oneDNN's bias post-processing reads the bias as a dense row.
-  if (bias.defined() && bias.numel() > 1 && bias.strides()[0] != 1) bias = materialize(bias, &bias_dense);
+  if (bias.defined() && (bias.dtype() != DType::F32 || (bias.numel() > 1 && bias.strides()[0] != 1))) {
+    bias_dense.emplace(bias.shape(), DType::F32, bias.device());
+    copy(bias, *bias_dense);
+    bias = *bias_dense;
+  }
   Geometry ga, gb, go;
   bool a_ok = true, b_ok = true;
   if (!describe(a, b, out, &ga, &gb, &go, &a_ok, &b_ok)) {
@@ -251,10 +275,10 @@ void matmul_f32(TensorRef a, TensorRef b, TensorRef bias, const TensorRef& out) 
     if (!a_ok) a = materialize(a, &a_dense);
     if (!b_ok) b = materialize(b, &b_dense);
     a_ok = b_ok = true;
-    if (!describe(a, b, out, &ga, &gb, &go, &a_ok, &b_ok)) return matmul_loop<float>(a, b, bias, out);
+    if (!describe(a, b, out, &ga, &gb, &go, &a_ok, &b_ok)) return false;
   }
-  std::shared_ptr<const Entry> e = get_primitive(ga, gb, go, bias.defined());
-  if (!e->ok) return matmul_loop<float>(a, b, bias, out);
+  std::shared_ptr<const Entry> e = get_primitive(ga, gb, go, bias.defined(), out.dtype());
+  if (!e->ok) return false;
   dnnl::engine& eng = dnnl_engine();
   dnnl::memory am(e->a_md, eng, a.raw_data());
   dnnl::memory bm(e->b_md, eng, b.raw_data());
@@ -267,11 +291,17 @@ void matmul_f32(TensorRef a, TensorRef b, TensorRef bias, const TensorRef& out) 
   } catch (const dnnl::error& err) {
     fail("matmul: oneDNN failed (", err.what(), ") for ", shape_str(a.shape()), " @ ", shape_str(b.shape()));
   }
+  return true;
 }
 
-// bf16, which has no GEMM here: the operands (exact in f32) are multiplied in f32
-// and the product rounded to bf16, the GPU's numbers up to the order of accumulation.
-void matmul_bf16(const TensorRef& a, const TensorRef& b, const TensorRef& bias, const TensorRef& out) {
+void matmul_f32(const TensorRef& a, const TensorRef& b, const TensorRef& bias, const TensorRef& out) {
+  if (!matmul_onednn(a, b, bias, out)) matmul_loop<float>(a, b, bias, out);
+}
+
+// bf16 without fast bf16 instructions (or a layout oneDNN's bf16 kernels cannot take): the
+// operands (exact in f32) are multiplied in f32 and the product rounded to bf16, the
+// GPU's numbers up to the order of accumulation.
+void matmul_bf16_emulated(const TensorRef& a, const TensorRef& b, const TensorRef& bias, const TensorRef& out) {
   ScratchTensor a32(a.shape(), DType::F32, a.device()), b32(b.shape(), DType::F32, b.device());
   copy(a, a32);
   copy(b, b32);
@@ -295,11 +325,117 @@ void matmul(const TensorRef& a, const TensorRef& b, const TensorRef& bias, const
       if (K == 0) return matmul_loop<float>(a, b, bias, out);
       return matmul_f32(a, b, bias, out);
     case DType::F64: return matmul_loop<double>(a, b, bias, out);
-    case DType::BF16: return matmul_bf16(a, b, bias, out);
+    case DType::BF16:
+      if (K > 0 && bf16_matmul_native() && matmul_onednn(a, b, bias, out)) return;
+      return matmul_bf16_emulated(a, b, bias, out);
     default: fail("matmul: dtype ", dtype_name(out.dtype()), " not supported on cpu");
   }
 }
 
 size_t matmul_cache_size() { return cache().size(); }
+
+namespace {
+
+// What oneDNN will run: its effective ISA is the CPU's (cpuid) capped by
+// ONEDNN_MAX_CPU_ISA / DNNL_MAX_CPU_ISA, so the cap also selects the emulation.
+dnnl::cpu_isa effective_isa() {
+  static const dnnl::cpu_isa isa = dnnl::get_effective_cpu_isa();
+  return isa;
+}
+bool isa_includes(dnnl_cpu_isa_t want) {
+  return (unsigned(effective_isa()) & unsigned(want)) == unsigned(want);  // ISA values are feature bit sets
+}
+bool has_amx() { return isa_includes(dnnl_cpu_isa_avx512_core_amx); }
+bool has_avx512_bf16() { return isa_includes(dnnl_cpu_isa_avx512_core_bf16); }
+
+// FLOP rate of AVX512_BF16's dot product (vdpbf16ps: 32 multiply-adds) over that of
+// f32 FMA (vfmadd: 16), both on independent accumulators, best of a few alternations
+// (a preempted one only reads slower). Where the dot product issues at a quarter of
+// the FMA's rate it is 0.5 (measured on an Emerald Rapids with AMX hidden, whose fast
+// bf16 unit is AMX), and oneDNN's bf16 GEMM ran at half its f32 GEMM's speed there
+// (82 against 163 GFLOP/s on one core); where it issues as fast as FMA, 2.
+#if defined(__x86_64__)
+__attribute__((target("avx512f,avx512bf16"))) double bf16_dot_rate_over_fma() {
+  constexpr int64_t kIters = 20000;
+  using Clock = std::chrono::steady_clock;
+#define BET_R12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define BET_DECL(i) __m512 acc##i = _mm512_set1_ps(float(i));
+#define BET_FMA(i) acc##i = _mm512_fmadd_ps(acc##i, x, y);
+#define BET_DOT(i) acc##i = _mm512_dpbf16_ps(acc##i, xb, yb);
+#define BET_SUM(i) sum = _mm512_add_ps(sum, acc##i);
+  BET_R12(BET_DECL)
+  const __m512 x = _mm512_set1_ps(0.5f), y = _mm512_set1_ps(0.25f);
+  const __m512bh xb = (__m512bh)_mm512_set1_epi16(0x3f00), yb = (__m512bh)_mm512_set1_epi16(0x3e80);
+  double fma_s = 1e30, dot_s = 1e30;
+  for (int rep = 0; rep < 7; ++rep) {
+    auto t0 = Clock::now();
+    for (int64_t i = 0; i < kIters; ++i) {
+      BET_R12(BET_FMA)
+      asm volatile("" ::"v"(x));
+    }
+    auto t1 = Clock::now();
+    for (int64_t i = 0; i < kIters; ++i) {
+      BET_R12(BET_DOT)
+      asm volatile("" ::"v"(xb));
+    }
+    auto t2 = Clock::now();
+    fma_s = std::min(fma_s, std::chrono::duration<double>(t1 - t0).count());
+    dot_s = std::min(dot_s, std::chrono::duration<double>(t2 - t1).count());
+  }
+  __m512 sum = _mm512_setzero_ps();
+  BET_R12(BET_SUM)
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, sum);
+  volatile float sink = lanes[0];  // keeps the loops
+  (void)sink;
+#undef BET_R12
+#undef BET_DECL
+#undef BET_FMA
+#undef BET_DOT
+#undef BET_SUM
+  return (32.0 / dot_s) / (16.0 / fma_s);
+}
+#else
+double bf16_dot_rate_over_fma() { return 0; }  // oneDNN reports no x86 ISA here
+#endif
+
+// oneDNN's bf16 GEMM beats multiplying f32 copies where the dot product is clearly
+// faster than f32 FMA (the conversions around it cost a little), or with AMX.
+bool bf16_fast_here() {
+  static const bool fast = has_amx() || (has_avx512_bf16() && bf16_dot_rate_over_fma() >= 1.25);
+  return fast;
+}
+
+Bf16MatmulMode initial_mode() {
+  const char* v = std::getenv("BET_CPU_BF16_MATMUL");
+  if (v && std::strcmp(v, "onednn") == 0) return Bf16MatmulMode::OneDNN;
+  if (v && std::strcmp(v, "emulate") == 0) return Bf16MatmulMode::Emulate;
+  return Bf16MatmulMode::Auto;
+}
+
+std::atomic<Bf16MatmulMode>& mode() {
+  static std::atomic<Bf16MatmulMode> m{initial_mode()};
+  return m;
+}
+
+}  // namespace
+
+void set_bf16_matmul_mode(Bf16MatmulMode m) { mode().store(m); }
+
+bool bf16_matmul_native() {
+  if (!has_avx512_bf16()) return false;
+  switch (mode().load(std::memory_order_relaxed)) {
+    case Bf16MatmulMode::OneDNN: return true;
+    case Bf16MatmulMode::Emulate: return false;
+    default: return bf16_fast_here();
+  }
+}
+
+const char* bf16_matmul_path() {
+  if (bf16_matmul_native()) return has_amx() ? "onednn-bf16 (amx)" : "onednn-bf16 (avx512_bf16)";
+  if (!has_avx512_bf16()) return "f32 emulation (no bf16 instructions)";
+  if (mode().load() == Bf16MatmulMode::Emulate) return "f32 emulation (BET_CPU_BF16_MATMUL=emulate)";
+  return "f32 emulation (avx512_bf16 without AMX, slower than f32 FMA here)";
+}
 
 }  // namespace bet::kernels::cpu

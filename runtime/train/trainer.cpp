@@ -10,6 +10,7 @@
 #include <set>
 
 #include "engine/autocast.h"
+#include "kernels/cpu/matmul.h"
 #include "platform/threads.h"
 #include "model/bet_model.h"
 #include "runtime/checkpoint/checkpoint_manager.h"
@@ -182,6 +183,8 @@ TrainResult train(TrainConfig cfg) {
             " micro-batches (it is the global batch: at least ranks x micro-batches)");
   const std::string log_dir = cfg.log_dir.empty() ? cfg.out + "/logs" : cfg.log_dir;
   RunLog log(log_dir, cfg.quiet, writer);
+  if (compute == DType::BF16 && !device.is_cuda())
+    log.message(std::string("bf16 matmuls on the cpu: ") + kernels::cpu::bf16_matmul_path());
   CheckpointManager manager(cfg.out, cfg.keep);
 
   // ---- resume: the checkpoint's config and tokenizer win over the flags ----
