@@ -1,7 +1,9 @@
 // Matrix products. CPU: f32 through oneDNN's matmul primitive, f64 (gradient checks)
-// and shapes oneDNN cannot describe through a plain loop of our own, bf16 as f32 on
-// f32 copies of the operands, rounded (the same numbers up to the order of
-// accumulation). CUDA: cuBLAS for f32, f64 and bf16 (f32 accumulation); f32 is full
+// and shapes oneDNN cannot describe through a plain loop of our own; bf16 through
+// oneDNN's bf16 primitive (f32 accumulation) where the CPU makes it pay (AMX, or
+// AVX512_BF16 measured faster than f32 FMA), else as f32 on f32 copies of the
+// operands, rounded: the same numbers up to the order of accumulation
+// (kernels/cpu/matmul.h: bf16_matmul_path, BET_CPU_BF16_MATMUL). CUDA: cuBLAS for f32, f64 and bf16 (f32 accumulation); f32 is full
 // FP32 unless BET_CUDA_TF32=1 is set. Implemented by kernels/cpu/matmul.cpp and
 // kernels/cuda/matmul.cu.
 #pragma once
