@@ -195,18 +195,7 @@ std::string fairness_note(int nproc, int per_rank, int total, int cores) {
 }  // namespace
 
 int run_train_data_parallel(const BenchOptions& opts, const TrainBenchOptions& t, const DataParallelOptions& dp) {
-  if (!valid_format(opts.format)) {
-    std::cerr << "bench train: unknown format '" << opts.format << "' (md, csv or json)\n";
-    return 2;
-  }
-  if (t.layer != "bet" && t.layer != "standard" && t.layer != "both") {
-    std::cerr << "bench train: --layer must be bet, standard or both\n";
-    return 2;
-  }
-  if (t.steps < 1 || t.warmup < 0 || t.batch_size < 1 || t.seq_len < 1) {
-    std::cerr << "bench train: --steps, --batch-size and --seq-len must be >= 1\n";
-    return 2;
-  }
+  if (!train_options_valid(opts, t)) return 2;
   if (!t.data.empty() || t.peer || t.profile) {
     std::cerr << "bench train: --nproc times the step on a fixed batch: not with --data, --peer or --profile\n";
     return 2;

@@ -269,19 +269,24 @@ Table flops_table(const std::vector<LayerRun>& runs, const TrainBenchOptions& t)
 
 }  // namespace
 
-int run_train(const BenchOptions& opts, const TrainBenchOptions& t) {
+bool train_options_valid(const BenchOptions& opts, const TrainBenchOptions& t) {
   if (!valid_format(opts.format)) {
     std::cerr << "bench train: unknown format '" << opts.format << "' (md, csv or json)\n";
-    return 2;
+    return false;
   }
   if (t.layer != "bet" && t.layer != "standard" && t.layer != "both") {
     std::cerr << "bench train: --layer must be bet, standard or both\n";
-    return 2;
+    return false;
   }
   if (t.steps < 1 || t.warmup < 0 || t.batch_size < 1 || t.seq_len < 1) {
     std::cerr << "bench train: --steps, --batch-size and --seq-len must be >= 1\n";
-    return 2;
+    return false;
   }
+  return true;
+}
+
+int run_train(const BenchOptions& opts, const TrainBenchOptions& t) {
+  if (!train_options_valid(opts, t)) return 2;
   TrainPlacement place;
   try {
     place = train_placement(opts, t);

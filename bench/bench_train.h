@@ -43,6 +43,10 @@ struct TrainPlacement {
 };
 TrainPlacement train_placement(const BenchOptions& opts, const TrainBenchOptions& t);
 
+// The checks of bench train's own options (format, layer, steps and sizes): false,
+// with the reason on stderr, when one is bad (the caller exits 2).
+bool train_options_valid(const BenchOptions& opts, const TrainBenchOptions& t);
+
 // The model of a bench run (the peer's defaults for everything the flags do not set).
 model::ModelConfig train_bench_config(const TrainBenchOptions& t, model::LayerKind layer);
 

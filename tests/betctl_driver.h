@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -24,6 +25,15 @@ namespace bet::test {
 inline std::string g_betctl;  // path to the betctl binary, from argv[1]
 
 // The first executable `tool` on $PATH.
+// The whole file as bytes; "" when it cannot be read (a log not written yet, a /proc
+// entry of a process that just ended).
+inline std::string read_text(const std::filesystem::path& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
 inline std::optional<std::string> find_in_path(const std::string& tool) {
   const char* path = std::getenv("PATH");
   if (!path) return std::nullopt;

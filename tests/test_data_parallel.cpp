@@ -25,6 +25,7 @@ namespace fs = std::filesystem;
 using namespace bet;
 using namespace bet::runtime;
 using bet::test::g_betctl;
+using bet::test::read_text;
 using bet::test::run_process;
 using bet::test::spawn_process;
 using bet::test::wait_process;
@@ -32,13 +33,6 @@ using bet::test::wait_process;
 namespace {
 
 bet::test::ScratchDir g_scratch("betctl_dp");
-
-std::string read_text(const fs::path& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 // A small two-class text task: label 1 when the text mentions "win".
 fs::path classify_data() {

@@ -31,12 +31,7 @@ using namespace bet::diagnose;
 
 namespace {
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using bet::test::read_text;
 
 // Parses an HTML page with libxml2, collecting every error it reports.
 struct ParsedHtml {

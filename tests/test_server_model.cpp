@@ -159,13 +159,6 @@ int run(const std::vector<std::string>& args, const std::string& out_file) {
   return bet::test::run_process(args, out_file, out_file + ".err");
 }
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 std::string write(const std::string& name, const std::string& text) {
   const std::string path = (scratch() / name).string();
   std::ofstream(path) << text;
@@ -207,7 +200,7 @@ std::pair<int, std::string> validate(const Validator& v, const std::string& doc,
     args.push_back(schema + "=" + write("sample_" + std::to_string(n++) + ".json", body.dump()));
   const std::string out = (scratch() / "validator.out").string();
   int rc = run(args, out);
-  return {rc, slurp(out) + slurp(out + ".err")};
+  return {rc, bet::test::read_text(out) + bet::test::read_text(out + ".err")};
 }
 
 // Largest difference between two JSON values of the same structure (relative above 1);
@@ -254,7 +247,7 @@ const std::string& calibrated_path() {
     const int rc = run({g_betctl, "calibrate", "--model", classifier_path(), "--data", labelled_data("calib.jsonl", 24),
                         "--out", out, "--uncertainty", "auto", "--signals", "2", "--json"},
                        out + ".json");
-    INFO(slurp(out + ".json.err"));
+    INFO(bet::test::read_text(out + ".json.err"));
     REQUIRE(rc == 0);
     return out;
   }();
@@ -452,10 +445,10 @@ TEST_CASE("the server's predictions equal `betctl predict`'s for the same model,
     }
     const std::string out = (scratch() / "predict.jsonl").string();
     const int rc = run(args, out);
-    INFO(slurp(out + ".err"));
+    INFO(bet::test::read_text(out + ".err"));
     REQUIRE(rc == 0);
     std::vector<json> cli;
-    std::istringstream lines(slurp(out));
+    std::istringstream lines(bet::test::read_text(out));
     for (std::string line; std::getline(lines, line);) cli.push_back(json::parse(line));
     REQUIRE(cli.size() == inputs.size());
 
@@ -492,35 +485,35 @@ TEST_CASE("`betctl predict`: --text more than once, and out-of-range options ref
   const std::string out = (scratch() / "predict_texts.jsonl").string();
   // Two texts, one JSON line each, in order; a text that starts with '{' is a text.
   int rc = run({g_betctl, "predict", "--model", classifier_path(), "--text", "the first", "--text", "{not json"}, out);
-  INFO(slurp(out + ".err"));
+  INFO(bet::test::read_text(out + ".err"));
   REQUIRE(rc == 0);
   std::vector<json> got;
-  std::istringstream lines(slurp(out));
+  std::istringstream lines(bet::test::read_text(out));
   for (std::string line; std::getline(lines, line);) got.push_back(json::parse(line));
   REQUIRE(got.size() == 2);
   rc = run({g_betctl, "predict", "--model", classifier_path(), "--text", "{not json"}, out);
   REQUIRE(rc == 0);
-  CHECK(json::parse(slurp(out)).dump() == got[1].dump());
+  CHECK(json::parse(bet::test::read_text(out)).dump() == got[1].dump());
 
   // Regression: --temperature 1e-310 printed null probabilities. Now a usage error.
   for (const char* t : {"1e-310", "0.001", "101", "nan", "-1"}) {
     CAPTURE(t);
     rc = run({g_betctl, "predict", "--model", classifier_path(), "--text", "x", "--temperature", t}, out);
     CHECK(rc == 2);
-    CHECK(slurp(out + ".err").find("--temperature") != std::string::npos);
+    CHECK(bet::test::read_text(out + ".err").find("--temperature") != std::string::npos);
   }
   rc = run({g_betctl, "generate", "--model", lm_path(), "--prompt", "x", "--temperature", "1e-310"}, out);
   CHECK(rc == 2);
   // In range: the answer is finite.
   rc = run({g_betctl, "predict", "--model", classifier_path(), "--text", "x", "--temperature", "0.01"}, out);
   REQUIRE(rc == 0);
-  const json low = json::parse(slurp(out));
+  const json low = json::parse(bet::test::read_text(out));
   for (const auto& [label, p] : low["probabilities"].items()) CHECK(std::isfinite(p.get<double>()));
   // A JSONL line is decoded as the server decodes a body, with the same messages.
   const std::string bad = write("bad_line.jsonl", "{\"text\": \"a\", \"permutations\": 2.5}\n");
   rc = run({g_betctl, "predict", "--model", classifier_path(), "--input", bad}, out);
   CHECK(rc == 1);
-  CHECK(slurp(out + ".err").find("bad_line.jsonl:1: field 'permutations' must be an integer") != std::string::npos);
+  CHECK(bet::test::read_text(out + ".err").find("bad_line.jsonl:1: field 'permutations' must be an integer") != std::string::npos);
 }
 
 TEST_CASE("SIGHUP with a checkpoint past the config bounds: the old model keeps serving, the log says why") {
@@ -577,9 +570,9 @@ TEST_CASE("`betctl eval`: uncertainty signals ranked (--signals), and a deep ens
   const std::string out = (scratch() / "eval.json").string();
 
   int rc = run({g_betctl, "eval", "--model", classifier_path(), "--data", data, "--signals", "3", "--json"}, out);
-  INFO(slurp(out + ".err"));
+  INFO(bet::test::read_text(out + ".err"));
   REQUIRE(rc == 0);
-  json r = json::parse(slurp(out));
+  json r = json::parse(bet::test::read_text(out));
   std::set<std::string> settings;
   for (const auto& row : r["signals"]) {
     settings.insert(row["setting"].get<std::string>());
@@ -599,7 +592,7 @@ TEST_CASE("`betctl eval`: uncertainty signals ranked (--signals), and a deep ens
   rc = run({g_betctl, "eval", "--model", classifier_path(), "--model", classifier_path(), "--data", data, "--json"},
            out);
   REQUIRE(rc == 0);
-  r = json::parse(slurp(out));
+  r = json::parse(bet::test::read_text(out));
   CHECK(r["members"].size() == 2);
   bool saw = false;
   for (const auto& row : r["signals"]) {
@@ -614,7 +607,7 @@ TEST_CASE("`betctl eval`: uncertainty signals ranked (--signals), and a deep ens
   // Two different models: a real ensemble, with its own accuracy and NLL.
   rc = run({g_betctl, "eval", "--model", classifier_path(), "--model", other, "--data", data, "--json"}, out);
   REQUIRE(rc == 0);
-  r = json::parse(slurp(out));
+  r = json::parse(bet::test::read_text(out));
   CHECK(r["examples"] == 24);
   CHECK(r["nll"].get<double>() > 0.0);
   // Members must share their labels.
@@ -639,9 +632,9 @@ TEST_CASE("`betctl eval --adapt-prior`: calibrate stores the training prior; eva
   const std::string data = write("shifted.jsonl", lines);
   const std::string out = (scratch() / "adapted.json").string();
   int rc = run({g_betctl, "eval", "--model", calibrated_path(), "--data", data, "--adapt-prior", "--json"}, out);
-  INFO(slurp(out + ".err"));
+  INFO(bet::test::read_text(out + ".err"));
   REQUIRE(rc == 0);
-  json r = json::parse(slurp(out));
+  json r = json::parse(bet::test::read_text(out));
   REQUIRE(r.contains("prior_shift"));
   const json& shift = r["prior_shift"];
   CHECK(shift["training_prior"].size() == 3);
@@ -666,12 +659,12 @@ TEST_CASE("`betctl eval --adapt-prior`: calibrate stores the training prior; eva
   // uncalibrated one), several models, and --signals.
   rc = run({g_betctl, "eval", "--model", classifier_path(), "--data", data, "--adapt-prior"}, out);
   CHECK(rc == 1);
-  CHECK(slurp(out + ".err").find("calibrate this model first") != std::string::npos);
+  CHECK(bet::test::read_text(out + ".err").find("calibrate this model first") != std::string::npos);
   rc = run({g_betctl, "eval", "--model", calibrated_path(), "--model", calibrated_path(), "--data", data,
             "--adapt-prior"},
            out);
   CHECK(rc == 2);
-  CHECK(slurp(out + ".err").find("--adapt-prior") != std::string::npos);
+  CHECK(bet::test::read_text(out + ".err").find("--adapt-prior") != std::string::npos);
   rc = run({g_betctl, "eval", "--model", calibrated_path(), "--data", data, "--adapt-prior", "--signals", "2"}, out);
   CHECK(rc == 2);
 }
@@ -708,24 +701,24 @@ TEST_CASE("--device on the command line: one clear error without a GPU; an emula
     return args;
   };
   REQUIRE(run(with(predict, {"--device", "cpu"}), out) == 0);
-  const std::string on_cpu = slurp(out);
+  const std::string on_cpu = bet::test::read_text(out);
   if (!bet::cuda_available()) {  // a real GPU would accept the flag
     CHECK(run(with(predict, {"--device", "cuda"}), out) == 2);
-    CHECK(slurp(out + ".err").find("no CUDA device available") != std::string::npos);
+    CHECK(bet::test::read_text(out + ".err").find("no CUDA device available") != std::string::npos);
   }
   CHECK(run(with(predict, {"--device", "gpu"}), out) == 2);
-  CHECK(slurp(out + ".err").find("expected cpu, cuda or cuda:N") != std::string::npos);
+  CHECK(bet::test::read_text(out + ".err").find("expected cpu, cuda or cuda:N") != std::string::npos);
 
   // Children see BET_EMULATE_CUDA; this process never asks for a device, so it is unaffected.
   ::setenv("BET_EMULATE_CUDA", "1", 1);
   const int rc_predict = run(with(predict, {"--device", "cuda:0"}), out);
-  const std::string on_gpu = slurp(out), predict_err = slurp(out + ".err");
+  const std::string on_gpu = bet::test::read_text(out), predict_err = bet::test::read_text(out + ".err");
   const std::string dir = (scratch() / "device_train").string();
   const int rc_train = run({g_betctl, "train", "--device", "cuda", "--precision", "bf16", "--steps", "4", "--d-model",
                             "16", "--heads", "2", "--layers", "1", "--seq-len", "12", "--max-len", "16",
                             "--batch-size", "4", "--threads", "1", "--out", dir, "--quiet"},
                            out);
-  const std::string train_err = slurp(out + ".err");
+  const std::string train_err = bet::test::read_text(out + ".err");
   ::unsetenv("BET_EMULATE_CUDA");
   INFO(predict_err);
   CHECK(rc_predict == 0);
@@ -735,7 +728,7 @@ TEST_CASE("--device on the command line: one clear error without a GPU; an emula
   // The device-trained checkpoint serves on the CPU.
   const std::string ckpt = dir + "/checkpoints/training/step-00000004.bet";
   CHECK(run({g_betctl, "predict", "--model", ckpt, "--text", "0101", "--device", "cpu"}, out) == 0);
-  CHECK(json::parse(slurp(out)).contains("top_tokens"));
+  CHECK(json::parse(bet::test::read_text(out)).contains("top_tokens"));
 }
 
 TEST_CASE("--uncertainty: calibrate stores a signal; serve and predict report it and its score; overrides win") {
@@ -745,7 +738,7 @@ TEST_CASE("--uncertainty: calibrate stores a signal; serve and predict report it
   const std::string threads = std::to_string(platform::num_threads());
   auto lines_of = [&](const std::string& file) {
     std::vector<json> got;
-    std::istringstream lines(slurp(file));
+    std::istringstream lines(bet::test::read_text(file));
     for (std::string line; std::getline(lines, line);) got.push_back(json::parse(line));
     return got;
   };
@@ -775,14 +768,14 @@ TEST_CASE("--uncertainty: calibrate stores a signal; serve and predict report it
   CHECK(chosen.members == (chosen.setting == inference::EnsembleSetting::kSingle ? 1 : 2));  // --signals 2
   CHECK(ck.metrics["calibration"]["temperature"].is_number());
   {
-    const std::string json_out = slurp(calibrated_path() + ".json");
+    const std::string json_out = bet::test::read_text(calibrated_path() + ".json");
     CHECK(json::parse(json_out)["uncertainty"] == stored);
   }
 
   // predict reports it, running its members for inputs that name none.
   const std::string input = write("signal_inputs.jsonl", "plain text line\n{\"text\": \"a json line\"}\n");
   int rc = run({g_betctl, "predict", "--model", calibrated_path(), "--input", input, "--threads", threads}, out);
-  INFO(slurp(out + ".err"));
+  INFO(bet::test::read_text(out + ".err"));
   REQUIRE(rc == 0);
   const std::vector<json> cli = lines_of(out);
   REQUIRE(cli.size() == 2);
@@ -809,14 +802,14 @@ TEST_CASE("--uncertainty: calibrate stores a signal; serve and predict report it
             "orderings:order_dispersion@3"},
            out);
   REQUIRE(rc == 0);
-  check_score(json::parse(slurp(out)), "orderings:order_dispersion@3");
+  check_score(json::parse(bet::test::read_text(out)), "orderings:order_dispersion@3");
   // Members given on the command line win over the signal's; the score is null when
   // they cannot give it.
   rc = run({g_betctl, "predict", "--model", calibrated_path(), "--text", "plain text line", "--uncertainty",
             "mc_dropout:epistemic@3", "--mc-dropout", "0"},
            out);
   REQUIRE(rc == 0);
-  json a = json::parse(slurp(out));
+  json a = json::parse(bet::test::read_text(out));
   CHECK(a["uncertainty"]["members"] == 1);
   CHECK(a["uncertainty"]["signal"] == "mc_dropout:epistemic@3");
   CHECK(a["uncertainty"]["score"].is_null());
@@ -824,7 +817,7 @@ TEST_CASE("--uncertainty: calibrate stores a signal; serve and predict report it
   // A model whose checkpoint stores no choice reports single:1-confidence.
   rc = run({g_betctl, "predict", "--model", classifier_path(), "--text", "plain text line"}, out);
   REQUIRE(rc == 0);
-  check_score(json::parse(slurp(out)), "single:1-confidence");
+  check_score(json::parse(bet::test::read_text(out)), "single:1-confidence");
   {
     ModelServer srv(classifier_path());
     HttpClient c("127.0.0.1", srv.port());
@@ -839,9 +832,9 @@ TEST_CASE("--uncertainty: calibrate stores a signal; serve and predict report it
   rc = run({g_betctl, "calibrate", "--model", classifier_path(), "--data", data, "--out", named, "--uncertainty",
             "both:total@2"},
            out);
-  INFO(slurp(out + ".err"));
+  INFO(bet::test::read_text(out + ".err"));
   REQUIRE(rc == 0);
-  CHECK(slurp(out).find("uncertainty signal both:total@2") != std::string::npos);
+  CHECK(bet::test::read_text(out).find("uncertainty signal both:total@2") != std::string::npos);
   json again = runtime::load_checkpoint(named).metrics["calibration"]["uncertainty"];
   CHECK(again["signal"] == "both:total@2");
   CHECK(again["chosen"] == "given");
@@ -877,7 +870,7 @@ TEST_CASE("--uncertainty: calibrate stores a signal; serve and predict report it
     CAPTURE(args[0]);
     CAPTURE(why);
     rc = bet::test::run_process(argv, out, out + ".err", std::chrono::seconds(60));
-    const std::string err = slurp(out + ".err");
+    const std::string err = bet::test::read_text(out + ".err");
     CAPTURE(err);
     CHECK(rc == 2);
     CHECK(err.find("--uncertainty") != std::string::npos);
@@ -886,7 +879,7 @@ TEST_CASE("--uncertainty: calibrate stores a signal; serve and predict report it
   rc = run({g_betctl, "calibrate", "--model", classifier_path(), "--data", data, "--out", port_file, "--signals", "4"},
            out);
   CHECK(rc == 2);
-  CHECK(slurp(out + ".err").find("--signals: only with --uncertainty auto") != std::string::npos);
+  CHECK(bet::test::read_text(out + ".err").find("--signals: only with --uncertainty auto") != std::string::npos);
   CHECK(!fs::exists(port_file));
 }
 

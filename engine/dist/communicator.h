@@ -68,6 +68,14 @@ class Communicator {
   void set_timeout(double seconds) { timeout_s_ = seconds; }
 
  protected:
+  // The contracts above, checked the same way by every backend (errors name the
+  // backend and the op): a defined, contiguous f32/f64 tensor on device(); for
+  // reduce-scatter (gather false) and all-gather (true), one dtype and the whole side
+  // holding size() chunks; a root that is a rank.
+  void check_operand(const Tensor& t, const char* op) const;
+  void check_pair(const Tensor& in, const Tensor& out, const char* op, bool gather) const;
+  void check_root(int root, const char* op) const;
+
   double timeout_s_ = 0;
 };
 

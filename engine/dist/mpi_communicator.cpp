@@ -70,14 +70,6 @@ MPI_Datatype mpi_type(DType t, const char* what) {
   fail(what, ": MPI collectives take f32 or f64 tensors, got ", dtype_name(t));
 }
 
-void check_cpu_tensor(const Tensor& t, const char* what) {
-  BET_CHECK(t.defined(), what, ": undefined tensor");
-  BET_CHECK(t.device().is_cpu(), what, ": the MPI backend takes CPU tensors, got one on ", t.device().str(),
-            " (GPU ranks use NCCL)");
-  BET_CHECK(t.is_contiguous(), what, ": tensor must be contiguous");
-  mpi_type(t.dtype(), what);
-}
-
 class MpiCommunicator;
 
 struct MpiWork final : Work {
@@ -118,13 +110,13 @@ class MpiCommunicator final : public Communicator {
   Device device() const override { return Device::cpu(); }
 
   void all_reduce_sum(Tensor& t) override {
-    check_cpu_tensor(t, "all_reduce");
+    check_operand(t, "all_reduce");
     drain();
     reduce_in_place(t.raw_data(), t.numel(), mpi_type(t.dtype(), "all_reduce"), MPI_SUM, "all_reduce");
   }
 
   std::unique_ptr<Work> all_reduce_sum_async(Tensor t) override {
-    check_cpu_tensor(t, "all_reduce_async");
+    check_operand(t, "all_reduce_async");
     auto work = std::make_shared<MpiWork>();
     work->keep = t;
     {
@@ -144,10 +136,7 @@ class MpiCommunicator final : public Communicator {
   }
 
   void reduce_scatter_sum(const Tensor& in, Tensor& out) override {
-    check_cpu_tensor(in, "reduce_scatter");
-    check_cpu_tensor(out, "reduce_scatter");
-    BET_CHECK(in.dtype() == out.dtype() && in.numel() == out.numel() * size_, "reduce_scatter: in has ",
-              in.numel(), " elements, out ", out.numel(), " (must be size x out = ", out.numel() * size_, ")");
+    check_pair(in, out, "reduce_scatter", false);
     drain();
     MPI_Request req;
     check(MPI_Ireduce_scatter_block(in.raw_data(), out.raw_data(), int(out.numel()), mpi_type(in.dtype(), ""),
@@ -157,10 +146,7 @@ class MpiCommunicator final : public Communicator {
   }
 
   void all_gather(const Tensor& in, Tensor& out) override {
-    check_cpu_tensor(in, "all_gather");
-    check_cpu_tensor(out, "all_gather");
-    BET_CHECK(in.dtype() == out.dtype() && out.numel() == in.numel() * size_, "all_gather: out has ",
-              out.numel(), " elements, in ", in.numel(), " (must be size x in)");
+    check_pair(in, out, "all_gather", true);
     drain();
     MPI_Request req;
     const MPI_Datatype ty = mpi_type(in.dtype(), "");
@@ -171,8 +157,8 @@ class MpiCommunicator final : public Communicator {
   }
 
   void broadcast(Tensor& t, int root) override {
-    check_cpu_tensor(t, "broadcast");
-    BET_CHECK(root >= 0 && root < size_, "broadcast: root ", root, " out of range for ", size_, " ranks");
+    check_operand(t, "broadcast");
+    check_root(root, "broadcast");
     drain();
     MPI_Request req;
     check(MPI_Ibcast(t.raw_data(), int(t.numel()), mpi_type(t.dtype(), ""), root, MPI_COMM_WORLD, &req), "broadcast");

@@ -267,14 +267,14 @@ class NcclCommunicator final : public Communicator {
   Device device() const override { return device_; }
 
   void all_reduce_sum(Tensor& t) override {
-    check(t, "all_reduce_sum");
+    check_operand(t, "all_reduce_sum");
     run("all_reduce_sum", [&](ncclComm_t c, cudaStream_t s) {
       return ncclAllReduce(t.raw_data(), t.raw_data(), size_t(t.numel()), nccl_type(t.dtype()), ncclSum, c, s);
     });
   }
 
   std::unique_ptr<Work> all_reduce_sum_async(Tensor t) override {
-    check(t, "all_reduce_sum_async");
+    check_operand(t, "all_reduce_sum_async");
     cudaEvent_t done = core_->enqueue("all_reduce_sum_async", [&](ncclComm_t c, cudaStream_t s) {
       return ncclAllReduce(t.raw_data(), t.raw_data(), size_t(t.numel()), nccl_type(t.dtype()), ncclSum, c, s);
     });
@@ -282,12 +282,7 @@ class NcclCommunicator final : public Communicator {
   }
 
   void reduce_scatter_sum(const Tensor& in, Tensor& out) override {
-    check(in, "reduce_scatter_sum (in)");
-    check(out, "reduce_scatter_sum (out)");
-    BET_CHECK(in.dtype() == out.dtype(), "nccl reduce_scatter_sum: in is ", dtype_name(in.dtype()), ", out is ",
-              dtype_name(out.dtype()));
-    BET_CHECK(in.numel() == out.numel() * size(), "nccl reduce_scatter_sum: in has ", in.numel(),
-              " elements, expected size() * out.numel() = ", size(), " * ", out.numel());
+    check_pair(in, out, "reduce_scatter_sum", false);
     run("reduce_scatter_sum", [&](ncclComm_t c, cudaStream_t s) {
       return ncclReduceScatter(in.raw_data(), out.raw_data(), size_t(out.numel()), nccl_type(in.dtype()), ncclSum, c,
                                s);
@@ -295,20 +290,15 @@ class NcclCommunicator final : public Communicator {
   }
 
   void all_gather(const Tensor& in, Tensor& out) override {
-    check(in, "all_gather (in)");
-    check(out, "all_gather (out)");
-    BET_CHECK(in.dtype() == out.dtype(), "nccl all_gather: in is ", dtype_name(in.dtype()), ", out is ",
-              dtype_name(out.dtype()));
-    BET_CHECK(out.numel() == in.numel() * size(), "nccl all_gather: out has ", out.numel(),
-              " elements, expected size() * in.numel() = ", size(), " * ", in.numel());
+    check_pair(in, out, "all_gather", true);
     run("all_gather", [&](ncclComm_t c, cudaStream_t s) {
       return ncclAllGather(in.raw_data(), out.raw_data(), size_t(in.numel()), nccl_type(in.dtype()), c, s);
     });
   }
 
   void broadcast(Tensor& t, int root) override {
-    check(t, "broadcast");
-    BET_CHECK(root >= 0 && root < size(), "nccl broadcast: root ", root, " is not a rank (0..", size() - 1, ")");
+    check_operand(t, "broadcast");
+    check_root(root, "broadcast");
     run("broadcast", [&](ncclComm_t c, cudaStream_t s) {
       return ncclBroadcast(t.raw_data(), t.raw_data(), size_t(t.numel()), nccl_type(t.dtype()), root, c, s);
     });
@@ -322,15 +312,6 @@ class NcclCommunicator final : public Communicator {
   void barrier() override { host_->barrier(); }
 
  private:
-  void check(const Tensor& t, const char* op) const {
-    BET_CHECK(t.defined(), "nccl ", op, ": undefined tensor");
-    BET_CHECK(t.device() == device_, "nccl ", op, ": the tensor is on ", t.device().str(),
-              ", the communicator's device is ", device_.str());
-    BET_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::F64, "nccl ", op, ": the tensor is ",
-              dtype_name(t.dtype()), "; collectives take f32 or f64 (reduce bf16 gradients as f32)");
-    BET_CHECK(t.is_contiguous(), "nccl ", op, ": the tensor is not contiguous (call .contiguous() first)");
-  }
-
   // A blocking collective: enqueued, then the compute stream ordered after it.
   template <typename F>
   void run(const char* what, F launch) {

@@ -96,7 +96,7 @@ StepMetrics TrainStep::step(const Batch& b, int64_t step, StepObserver* observer
   const int64_t rows = b.ids.size(0);
   const int64_t A = cfg_.grad_accum;
   if (buckets_) buckets_->bind();
-  double ce_sum = 0;
+  std::vector<Tensor> ce_parts;  // read once all micro-batches are queued (one wait on a GPU)
   std::vector<int64_t> counts;
   for (int64_t a = 0; a < A; ++a) {
     const auto [r0, r1] = micro_rows(rows, a);
@@ -131,8 +131,10 @@ StepMetrics TrainStep::step(const Batch& b, int64_t step, StepObserver* observer
       if (buckets_) scope = buckets_->backward_scope(!sharded_ && a == A - 1);
       ce.backward();
     }
-    ce_sum += ce.item();
+    ce_parts.push_back(ce.detach());
   }
+  double ce_sum = 0;
+  for (const Tensor& c : ce_parts) ce_sum += c.item();
   reduce_gradients();
   // The global batch's loss terms: CE sum and label counts over every rank (and, with
   // buckets, which parameters any rank gave a gradient).

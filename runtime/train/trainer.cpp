@@ -200,7 +200,8 @@ TrainResult train(TrainConfig cfg) {
   if (!data_log.empty()) log.message(data_log.substr(0, data_log.size() - 1));
   const model::ModelConfig& model_cfg = cfg.model;
   model_cfg.validate();
-  check_ranks_agree(*comm, run_fingerprint(cfg, data));
+  // Hashing the data is only worth it when there are ranks to compare.
+  if (comm->size() > 1) check_ranks_agree(*comm, run_fingerprint(cfg, data));
   if (comm->size() > 1)
     log.message("data parallel: " + std::to_string(comm->size()) + " ranks over " + comm->backend() +
                 ", global batch " + std::to_string(cfg.batch_size) + " (" +
