@@ -92,6 +92,24 @@ void init_xavier_uniform(Tensor& weight, Generator& g) {
   init_uniform(weight, g, -a, a);
 }
 
+Tensor fused_linear(const std::vector<const Linear*>& layers, const Tensor& x) {
+  BET_CHECK(!layers.empty(), "fused_linear: no layers");
+  if (layers.size() == 1) return layers[0]->forward(x);
+  std::vector<Tensor> w, b;
+  bool any_bias = false;
+  for (const Linear* l : layers) {
+    BET_CHECK(l->in_features == layers[0]->in_features, "fused_linear: input widths differ (",
+              l->in_features, " vs ", layers[0]->in_features, ")");
+    w.push_back(l->weight);
+    any_bias = any_bias || l->bias.defined();
+  }
+  if (any_bias)
+    for (const Linear* l : layers)
+      b.push_back(l->bias.defined() ? l->bias
+                                    : Tensor::zeros({l->out_features}, l->weight.dtype(), l->weight.device()));
+  return linear(x, concat(w, 0), any_bias ? concat(b, 0) : Tensor());
+}
+
 Linear::Linear(int64_t in, int64_t out, Generator& g, bool with_bias, Init init, DType dtype)
     : in_features(in), out_features(out) {
   weight = Tensor::empty({out, in}, dtype);

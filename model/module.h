@@ -73,6 +73,13 @@ class Linear : public Module {
   int64_t in_features, out_features;
 };
 
+// The linears `layers` (all reading the same input width) applied to one input x as a
+// single GEMM over their stacked weights: the outputs side by side along the last
+// dimension, in the order given. Layers that share an input pay one pass over x and
+// one larger GEMM (forward and both backward products) instead of several small ones.
+// A layer without a bias contributes zeros to the stacked bias.
+Tensor fused_linear(const std::vector<const Linear*>& layers, const Tensor& x);
+
 class LayerNorm : public Module {
  public:
   LayerNorm(int64_t d, double eps = 1e-5, DType dtype = DType::F32);

@@ -73,18 +73,16 @@ StatsOutput SufficientStatsEncoder::forward(const Tensor& x, const SeqContext& c
 
   // Every per-token quantity that reads x (the m moment hidden layers, the m count
   // logits, the Beta logit) comes from one GEMM over a stacked weight.
-  std::vector<Tensor> w_rows, b_rows, w2, b2;
+  std::vector<const Linear*> first;
+  std::vector<Tensor> w2, b2;
   for (const auto& f : moment) {
-    w_rows.push_back(f->fc1->weight);
-    b_rows.push_back(f->fc1->bias);
+    first.push_back(f->fc1.get());
     w2.push_back(f->fc2->weight);  // [1, h]
     b2.push_back(f->fc2->bias);    // [1]
   }
-  w_rows.push_back(count->weight);
-  b_rows.push_back(count->bias);
-  w_rows.push_back(beta_head->weight);
-  b_rows.push_back(beta_head->bias);
-  Tensor z = linear(x, concat(w_rows, 0), concat(b_rows, 0));  // [B, S, m*h + m + 1]
+  first.push_back(count.get());
+  first.push_back(beta_head.get());
+  Tensor z = fused_linear(first, x);  // [B, S, m*h + m + 1]
   auto parts = split(z, {m * h, m, 1}, 2);
 
   Tensor hidden = reshape(relu(parts[0]), {B, S, m, h});
