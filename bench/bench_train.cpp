@@ -84,8 +84,14 @@ std::vector<std::pair<std::string, double>> matmul_flops_forward(const model::Mo
   // QK^T and PV per path: B*H products of [S, hd] x [hd, S] and [S, S] x [S, hd].
   f.emplace_back(rope_paths ? "attn: QK^T + PV, " + std::to_string(int64_t(P)) + " paths" : "attn: QK^T + PV",
                  L * P * 2 * (2.0 * double(B) * S * S * D));
-  // The output projection runs per path (model.md: each O is after it).
-  f.emplace_back(rope_paths ? "attn: o, per path" : "attn: o", L * P * lin(T, D, D));
+  // The output projection is linear, so the paths' combination is projected once
+  // (MartingaleAwareAttention::forward); the order-dispersion diagnostic projects the k
+  // paths' deviations, forward only: k/3 of a projection in this "3 x forward" count.
+  if (rope_paths)
+    f.emplace_back("attn: o (1 + spread of " + std::to_string(int64_t(P) - 1) + " paths, forward only)",
+                   L * (1.0 + (P - 1.0) / 3.0) * lin(T, D, D));
+  else
+    f.emplace_back("attn: o", L * lin(T, D, D));
   if (cfg.layer == model::LayerKind::Bet) {
     f.emplace_back("cot: entropy + ratio MLPs", L * 2 * (lin(R, D, h) + lin(R, h, 1)));
     f.emplace_back("cot_gate + stats_gate", L * (lin(T, D + 2, D) + lin(T, D, 1)));

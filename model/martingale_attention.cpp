@@ -78,9 +78,11 @@ AttentionOutput MartingaleAwareAttention::forward(const Tensor& x, const SeqCont
 
   auto split_heads = [&](const Tensor& t) { return transpose(reshape(t, {B, S, H, hd}), 1, 2); };
   // Scaling q (S*hd values) is cheaper than scaling the scores (S*S values).
-  Tensor qh = mul(split_heads(q->forward(x)), 1.0 / std::sqrt(double(hd)));
-  Tensor kh = split_heads(k->forward(x));
-  Tensor vh = split_heads(v->forward(x));
+  // q, k and v read the same x: one GEMM over their stacked weights (forward and backward).
+  auto qkv = split(fused_linear({q.get(), k.get(), v.get()}, x), {D, D, D}, 2);
+  Tensor qh = mul(split_heads(qkv[0]), 1.0 / std::sqrt(double(hd)));
+  Tensor kh = split_heads(qkv[1]);
+  Tensor vh = split_heads(qkv[2]);
 
   // Only RoPE lets position ids reach attention, so only then do the permutation paths
   // differ from the standard path; they are folded into the batch dimension (path 0 is
@@ -134,30 +136,39 @@ AttentionOutput MartingaleAwareAttention::forward(const Tensor& x, const SeqCont
     heads_out = P == 1 ? paths[0] : concat(paths, 0);
   }
   Tensor merged = reshape(permute(heads_out, {0, 1, 3, 2, 4}), {P, B, S, D});
-  Tensor O = o->forward(merged);                    // [P, B, S, D], bias included per path
-  Tensor o_std = select(O, 0, 0);
 
   AttentionOutput res;
   if (k_paths == 0) {
-    res.out = o_std;
+    res.out = o->forward(select(merged, 0, 0));
     res.order_dispersion = Tensor::zeros({B}, x.dtype(), x.device());
     return res;
   }
+  // The output O_p = W m_p + b is linear in the merged heads m_p, and the combination
+  // (1 - w) O_std + w gamma mean_i O_pi_i weighs each position by a scalar, so it equals
+  //   W ((1 - w) m_std + w gamma mean_i m_pi_i) + (1 - w + w gamma) b:
+  // one projection of [B, S, D] instead of one per path (model.md's value, reassociated).
   Tensor w = unsqueeze(path_weight(ctx), 2);  // [B, S, 1]
+  Tensor w_shift = mul(w, add(gamma, -1.0));  // (1 - w + w gamma) - 1
   if (!fold) {
     // pe is none, sinusoidal or learned: positions never enter attention, so every
-    // permutation path computes exactly O_std and (1 - w) O_std + w gamma mean_i O_pi_i
-    // = (1 - w + w gamma) O_std. One path is computed instead of k + 1 equal ones.
-    res.out = mul(o_std, add(mul(w, add(gamma, -1.0)), 1.0));
+    // permutation path computes exactly O_std and the combination is
+    // (1 - w + w gamma) O_std. One path is computed instead of k + 1 equal ones.
+    res.out = mul(o->forward(select(merged, 0, 0)), add(w_shift, 1.0));
     res.order_dispersion = Tensor::zeros({B}, x.dtype(), x.device());
     return res;
   }
-  Tensor perm = slice(O, 0, 1, P);  // [k, B, S, D]
-  Tensor perm_mean = mean(perm, {0});
-  res.out = add(mul(o_std, rsub(1.0, w)), mul(perm_mean, mul(w, gamma)));
+  Tensor m_std = select(merged, 0, 0);
+  Tensor m_perm = slice(merged, 0, 1, P);  // [k, B, S, D]
+  Tensor m_mean = mean(m_perm, {0});
+  Tensor mixed = add(mul(m_std, rsub(1.0, w)), mul(m_mean, mul(w, gamma)));
+  res.out = o->forward(mixed);  // adds b once; the rest of (1 - w + w gamma) b below
+  if (o->bias.defined()) res.out = add(res.out, mul(w_shift, o->bias));
   {
+    // The paths' spread: O_pi_i - mean_i O_pi_i = W (m_pi_i - mean_i m_pi_i), the bias
+    // cancels. A diagnostic, so a forward product only.
     autograd::NoGradGuard ng;
-    Tensor dev = sub(perm.detach(), unsqueeze(perm_mean.detach(), 0));
+    Tensor dev = o->forward(sub(m_perm.detach(), unsqueeze(m_mean.detach(), 0)));
+    if (o->bias.defined()) dev = sub(dev, o->bias.detach());
     Tensor sd = mean(sqrt(mean(mul(dev, dev), {0})), {2});  // [B, S]
     res.order_dispersion = div(sum(mul(sd, ctx.mask), {1}), ctx.lengths.to(sd.dtype()));
   }

@@ -21,8 +21,10 @@ CoTOutput OptimalCoTLayer::forward(const Tensor& x, const SeqContext& ctx) const
   const int64_t B = x.size(0), S = x.size(1);
   // Bidirectional: [B, 1, D], so the MLPs run once per sequence.
   Tensor z = div(context_sum(x, ctx), context_count(ctx, x.dtype()));
-  Tensor H = add(softplus(squeeze(entropy->forward(z), 2)), 1e-6);
-  Tensor R = add(softplus(squeeze(ratio->forward(z), 2)), 1e-6);
+  // Both MLPs read z: their hidden layers are one GEMM over the stacked weights.
+  auto hid = split(relu(fused_linear({entropy->fc1.get(), ratio->fc1.get()}, z)), {d_model / 2, d_model / 2}, 2);
+  Tensor H = add(softplus(squeeze(entropy->fc2->forward(hid[0]), 2)), 1e-6);
+  Tensor R = add(softplus(squeeze(ratio->fc2->forward(hid[1]), 2)), 1e-6);
 
   Tensor n = ctx.n_ctx.dtype() == x.dtype() ? ctx.n_ctx : ctx.n_ctx.to(x.dtype());
   if (!ctx.causal) n = slice(n, 1, 0, 1);

@@ -65,10 +65,12 @@ DebiasOutput PositionalDebiasing::forward(const Tensor& x, const SeqContext& ctx
   pair_shape.back() = nh;
   pair_shape.push_back(2);
 
-  Tensor a = mul(sigmoid(detector->forward(x)), harmonic_weights);  // [B, S, nh]
+  // The detector's hidden layer and the gate both read x: one GEMM over both weights.
+  auto first = split(fused_linear({detector->fc1.get(), gate.get()}, x), {d_model / 2, d_model}, 2);
+  Tensor a = mul(sigmoid(detector->fc2->forward(relu(first[0]))), harmonic_weights);  // [B, S, nh]
   // psi = (a_0 sin_0, a_0 cos_0, a_1 sin_1, ...): each score scales its (sin, cos) pair.
   Tensor psi = reshape(mul(unsqueeze(a, 3), reshape(phi, pair_shape)), {B, S, 2 * nh});
-  Tensor correction = mul(sigmoid(gate->forward(x)), basis->forward(psi));
+  Tensor correction = mul(sigmoid(first[1]), basis->forward(psi));
   out.out = sub(x, correction);
   out.artifact_scores = a;
 
