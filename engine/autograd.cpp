@@ -4,6 +4,7 @@
 #include <unordered_set>
 
 #include "engine/ops.h"
+#include "engine/ops/slice_backward.h"
 
 namespace bet::autograd {
 
@@ -102,8 +103,11 @@ void run_backward(const Tensor& root, const Tensor& seed) {
     for (size_t i = 0; i < w.size(); ++i) watched_index.emplace(w[i].impl_ptr(), i);
   }
 
-  // Pending gradients keyed by the tensor that produced them.
+  // Pending gradients keyed by the tensor that produced them. `owned` holds those that
+  // backprop made itself (nothing else references them), which a slice's gradient may
+  // be added into in place.
   std::unordered_map<TensorImpl*, Tensor> pending;
+  std::unordered_set<TensorImpl*> owned;
   auto add_grad = [&](const Tensor& t, const Tensor& g) {
     if (!g.defined() || !t.requires_grad()) return;
     if (scope && t.is_leaf()) {
@@ -116,11 +120,36 @@ void run_backward(const Tensor& root, const Tensor& seed) {
     if (t.is_leaf() || impl->retains_grad) accumulate(impl->grad, g);
     if (!t.is_leaf()) {
       auto it = pending.find(impl);
-      if (it == pending.end())
+      if (it == pending.end()) {
         pending.emplace(impl, g);
-      else
+      } else {
+        owned.erase(it->second.impl_ptr());
         it->second = add(it->second, g);
+        owned.insert(it->second.impl_ptr());
+      }
     }
+  };
+  // A slice's gradient, added into its region of the gradient pending for the sliced
+  // tensor (see engine/ops/slice_backward.h). Only for a non-leaf that does not retain
+  // its gradient: leaves take the dense path (their accumulation and readiness).
+  auto add_slice_grad = [&](const ops_detail::SliceBackward& sb, const Tensor& in, Tensor g) -> bool {
+    if (!in.defined() || !in.requires_grad() || in.is_leaf() || in.impl_ptr()->retains_grad) return false;
+    if (g.dtype() != in.dtype()) g = g.to(in.dtype());
+    auto it = pending.find(in.impl_ptr());
+    if (it == pending.end()) {
+      Tensor full = Tensor::zeros(sb.in_shape, g.dtype(), g.device());
+      sb.region(full).copy_(g);
+      owned.insert(full.impl_ptr());
+      pending.emplace(in.impl_ptr(), std::move(full));
+      return true;
+    }
+    if (!owned.count(it->second.impl_ptr())) {
+      it->second = it->second.clone();
+      owned.insert(it->second.impl_ptr());
+    }
+    Tensor r = sb.region(it->second);
+    r.copy_(add(r, g));
+    return true;
   };
 
   add_grad(root, seed);
@@ -161,7 +190,13 @@ void run_backward(const Tensor& root, const Tensor& seed) {
       continue;
     }
     Tensor g = std::move(p->second);
+    owned.erase(g.impl_ptr());
     pending.erase(p);
+    if (const auto* sb = node->backward.target<ops_detail::SliceBackward>();
+        sb && add_slice_grad(*sb, node->inputs[0], g)) {
+      node_done(node);
+      continue;
+    }
     std::vector<Tensor> grads = node->backward(g);
     BET_CHECK(grads.size() == node->inputs.size(), "backward of ", node->name, ": returned ",
               grads.size(), " gradients for ", node->inputs.size(), " inputs");

@@ -91,3 +91,74 @@ TEST_CASE("GradReadyScope: each leaf is ready once, after its last reader, sayin
   sum(a).backward();
   CHECK(order.empty());
 }
+
+// Slices of a non-leaf add their gradients straight into the pending gradient of the
+// sliced tensor (engine/ops/slice_backward.h). Each case has a closed-form gradient, so
+// a slice gradient copied instead of added, written into the wrong region, or added in
+// place into a gradient another tensor shares would all show.
+TEST_CASE("slice gradients: split parts, overlaps, steps, and a gradient shared with another input") {
+  SUBCASE("split into parts, each used, plus overlapping and strided slices") {
+    Tensor x = leaf(rand64({3, 7}, 11));
+    Tensor h = mul(x, 2.0);  // non-leaf: the in-place path
+    auto parts = split(h, {2, 4, 1}, 1);
+    Tensor c0 = rand64({3, 2}, 12), c1 = rand64({3, 4}, 13), c2 = rand64({3, 1}, 14);
+    Tensor over = slice(h, 1, 1, 4);          // overlaps parts 0 and 1
+    Tensor stepped = slice(h, 1, 0, 7, 3);    // columns 0, 3, 6
+    Tensor c3 = rand64({3, 3}, 15), c4 = rand64({3, 3}, 16);
+    Tensor y = add(add(add(sum(mul(parts[0], c0)), sum(mul(parts[1], c1))), add(sum(mul(parts[2], c2)),
+                                                                                   sum(mul(over, c3)))),
+                   sum(mul(stepped, c4)));
+    y.backward();
+    // d y / d h, assembled column by column, times dh/dx = 2.
+    std::vector<double> want(21, 0.0);
+    auto put = [&](const Tensor& c, int64_t col0, int64_t step) {
+      auto v = c.to_vector<double>();
+      const int64_t w = c.size(1);
+      for (int64_t r = 0; r < 3; ++r)
+        for (int64_t j = 0; j < w; ++j) want[size_t(r * 7 + col0 + j * step)] += 2.0 * v[size_t(r * w + j)];
+    };
+    put(c0, 0, 1);
+    put(c1, 2, 1);
+    put(c2, 6, 1);
+    put(c3, 1, 1);
+    put(c4, 0, 3);
+    auto got = x.grad().to_vector<double>();
+    for (size_t i = 0; i < want.size(); ++i) CHECK(got[i] == doctest::Approx(want[i]).epsilon(1e-12));
+  }
+  SUBCASE("a pending gradient shared with another input is not written through") {
+    // add's backward hands the same gradient to both inputs; a slice of u must not add
+    // into it in place, or v's gradient would change too.
+    // Both orders of the two terms, so the slice's gradient arrives both before and
+    // after the shared one.
+    for (bool slice_first : {false, true}) {
+      CAPTURE(slice_first);
+      Tensor x = leaf(rand64({4, 5}, 21));
+      Tensor u = mul(x, 2.0), v = mul(x, 3.0);
+      Tensor c = rand64({4, 5}, 22), d = rand64({4, 2}, 23), e = rand64({4, 1}, 24);
+      // Both u and v are also sliced, so whichever slice runs first finds the shared one.
+      Tensor shared = sum(mul(add(u, v), c));
+      Tensor sliced = add(sum(mul(slice(u, 1, 1, 3), d)), sum(mul(slice(v, 1, 4, 5), e)));
+      Tensor y = slice_first ? add(sliced, shared) : add(shared, sliced);
+      y.backward();
+      auto cv = c.to_vector<double>(), dv = d.to_vector<double>(), ev = e.to_vector<double>();
+      auto got = x.grad().to_vector<double>();
+      for (int64_t r = 0; r < 4; ++r)
+        for (int64_t j = 0; j < 5; ++j) {
+          double want = 5.0 * cv[size_t(r * 5 + j)];
+          if (j >= 1 && j < 3) want += 2.0 * dv[size_t(r * 2 + j - 1)];
+          if (j == 4) want += 3.0 * ev[size_t(r)];
+          CHECK(got[size_t(r * 5 + j)] == doctest::Approx(want).epsilon(1e-12));
+        }
+    }
+  }
+  SUBCASE("finite differences through split, slice of a slice, and a leaf's slices") {
+    Tensor x = leaf(rand64({2, 6, 4}, 31));
+    CHECK_GRAD([](const std::vector<Tensor>& in) {
+      Tensor h = exp(in[0]);
+      auto p = split(h, {1, 3, 2}, 1);
+      Tensor inner = slice(slice(h, 1, 1, 6), 2, 1, 4, 2);
+      Tensor leafy = slice(in[0], 2, 0, 2);  // a leaf's slice: the dense path
+      return add(add(sum(mul(p[1], p[1])), sum(mul(p[0], p[2]))), add(sum(inner), sum(mul(leafy, leafy))));
+    }, {x});
+  }
+}

@@ -3,6 +3,7 @@
 #include <numeric>
 
 #include "engine/ops.h"
+#include "engine/ops/slice_backward.h"
 
 namespace bet {
 
@@ -123,13 +124,17 @@ Tensor slice(const Tensor& a, int64_t dim, int64_t start, int64_t end, int64_t s
   shape[d] = (end - start + step - 1) / step;
   st[d] *= step;
   Tensor out = make_view(a, shape, st, a.offset() + start * a.strides()[d]);
-  Shape in_shape = a.shape();
-  return autograd::record("slice", out, {a}, [in_shape, d, start, end, step](const Tensor& g) {
-    Tensor gi = Tensor::zeros(in_shape, g.dtype(), g.device());
-    slice(gi, d, start, end, step).copy_(g);
-    return std::vector<Tensor>{gi};
-  });
+  return autograd::record("slice", out, {a}, ops_detail::SliceBackward{a.shape(), d, start, end, step});
 }
+
+namespace ops_detail {
+Tensor SliceBackward::region(const Tensor& full) const { return slice(full, dim, start, end, step); }
+std::vector<Tensor> SliceBackward::operator()(const Tensor& g) const {
+  Tensor gi = Tensor::zeros(in_shape, g.dtype(), g.device());
+  region(gi).copy_(g);
+  return {gi};
+}
+}  // namespace ops_detail
 
 Tensor select(const Tensor& a, int64_t dim, int64_t index) {
   int64_t d = normalize_dim(dim, a.dim(), "select");

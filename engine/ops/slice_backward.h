@@ -1,0 +1,24 @@
+// The backward of `slice`, as a named type rather than a lambda, so that backprop can
+// recognise it (std::function::target) and add a slice's gradient straight into the
+// region it covers of the gradient pending for the sliced tensor: no zero-filled
+// full-size tensor per slice, and no full-size sum of them. split() of a fused GEMM's
+// output (q/k/v, the stats encoder's heads) is then as cheap backward as separate GEMMs.
+// Called as a function (leaves, tensors that retain their gradient) it returns the dense
+// gradient: zeros with g in the sliced region.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace bet::ops_detail {
+
+struct SliceBackward {
+  Shape in_shape;
+  int64_t dim, start, end, step;
+  std::vector<Tensor> operator()(const Tensor& g) const;
+  // The region of `full` (shaped in_shape) that the slice covers.
+  Tensor region(const Tensor& full) const;
+};
+
+}  // namespace bet::ops_detail
