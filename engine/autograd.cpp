@@ -1,5 +1,6 @@
 #include "engine/autograd.h"
 
+#include <algorithm>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -103,11 +104,8 @@ void run_backward(const Tensor& root, const Tensor& seed) {
     for (size_t i = 0; i < w.size(); ++i) watched_index.emplace(w[i].impl_ptr(), i);
   }
 
-  // Pending gradients keyed by the tensor that produced them. `owned` holds those that
-  // backprop made itself (nothing else references them), which a slice's gradient may
-  // be added into in place.
+  // Pending gradients keyed by the tensor that produced them.
   std::unordered_map<TensorImpl*, Tensor> pending;
-  std::unordered_set<TensorImpl*> owned;
   auto add_grad = [&](const Tensor& t, const Tensor& g) {
     if (!g.defined() || !t.requires_grad()) return;
     if (scope && t.is_leaf()) {
@@ -120,36 +118,59 @@ void run_backward(const Tensor& root, const Tensor& seed) {
     if (t.is_leaf() || impl->retains_grad) accumulate(impl->grad, g);
     if (!t.is_leaf()) {
       auto it = pending.find(impl);
-      if (it == pending.end()) {
+      if (it == pending.end())
         pending.emplace(impl, g);
-      } else {
-        owned.erase(it->second.impl_ptr());
+      else
         it->second = add(it->second, g);
-        owned.insert(it->second.impl_ptr());
-      }
     }
   };
-  // A slice's gradient, added into its region of the gradient pending for the sliced
-  // tensor (see engine/ops/slice_backward.h). Only for a non-leaf that does not retain
-  // its gradient: leaves take the dense path (their accumulation and readiness).
+  // Slices' gradients of a non-leaf (one that does not retain its gradient; leaves take
+  // the dense path, for their accumulation and readiness), kept as pieces until the
+  // sliced tensor's own node runs: then they are written once into one full-size
+  // gradient (engine/ops/slice_backward.h).
+  std::unordered_map<TensorImpl*, std::vector<std::pair<ops_detail::SliceBackward, Tensor>>> pieces;
   auto add_slice_grad = [&](const ops_detail::SliceBackward& sb, const Tensor& in, Tensor g) -> bool {
     if (!in.defined() || !in.requires_grad() || in.is_leaf() || in.impl_ptr()->retains_grad) return false;
     if (g.dtype() != in.dtype()) g = g.to(in.dtype());
-    auto it = pending.find(in.impl_ptr());
-    if (it == pending.end()) {
-      Tensor full = Tensor::zeros(sb.in_shape, g.dtype(), g.device());
-      sb.region(full).copy_(g);
-      owned.insert(full.impl_ptr());
-      pending.emplace(in.impl_ptr(), std::move(full));
-      return true;
-    }
-    if (!owned.count(it->second.impl_ptr())) {
-      it->second = it->second.clone();
-      owned.insert(it->second.impl_ptr());
-    }
-    Tensor r = sb.region(it->second);
-    r.copy_(add(r, g));
+    pieces[in.impl_ptr()].emplace_back(sb, std::move(g));
     return true;
+  };
+  auto assemble = [&](TensorImpl* impl) {
+    auto f = pieces.find(impl);
+    if (f == pieces.end()) return;
+    auto ps = std::move(f->second);
+    pieces.erase(f);
+    const ops_detail::SliceBackward& s0 = ps[0].first;
+    const Tensor& g0 = ps[0].second;
+    // Disjoint unit-step pieces along one dim (split's parts): each region written once,
+    // only the gaps zeroed. Anything else: zeros, each piece added into its region.
+    std::sort(ps.begin(), ps.end(), [](const auto& a, const auto& b) { return a.first.start < b.first.start; });
+    bool disjoint = true;
+    for (size_t i = 0; i < ps.size() && disjoint; ++i)
+      disjoint = ps[i].first.dim == s0.dim && ps[i].first.step == 1 &&
+                 (i == 0 || ps[i].first.start >= ps[i - 1].first.end);
+    Tensor full;
+    if (disjoint) {
+      full = Tensor::empty(s0.in_shape, g0.dtype(), g0.device());
+      int64_t covered = 0;
+      for (auto& [sb, g] : ps) {
+        if (sb.start > covered) slice(full, s0.dim, covered, sb.start).fill_(0.0);
+        sb.region(full).copy_(g);
+        covered = sb.end;
+      }
+      if (covered < s0.in_shape[size_t(s0.dim)]) slice(full, s0.dim, covered, s0.in_shape[size_t(s0.dim)]).fill_(0.0);
+    } else {
+      full = Tensor::zeros(s0.in_shape, g0.dtype(), g0.device());
+      for (auto& [sb, g] : ps) {
+        Tensor r = sb.region(full);
+        r.copy_(add(r, g));
+      }
+    }
+    auto it = pending.find(impl);
+    if (it == pending.end())
+      pending.emplace(impl, std::move(full));
+    else
+      it->second = add(it->second, full);
   };
 
   add_grad(root, seed);
@@ -184,13 +205,13 @@ void run_backward(const Tensor& root, const Tensor& seed) {
 
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     Node* node = *it;
+    assemble(owner[node]);
     auto p = pending.find(owner[node]);
     if (p == pending.end()) {  // no gradient flowed here
       node_done(node);
       continue;
     }
     Tensor g = std::move(p->second);
-    owned.erase(g.impl_ptr());
     pending.erase(p);
     if (const auto* sb = node->backward.target<ops_detail::SliceBackward>();
         sb && add_slice_grad(*sb, node->inputs[0], g)) {

@@ -92,10 +92,10 @@ TEST_CASE("GradReadyScope: each leaf is ready once, after its last reader, sayin
   CHECK(order.empty());
 }
 
-// Slices of a non-leaf add their gradients straight into the pending gradient of the
-// sliced tensor (engine/ops/slice_backward.h). Each case has a closed-form gradient, so
-// a slice gradient copied instead of added, written into the wrong region, or added in
-// place into a gradient another tensor shares would all show.
+// Slices of a non-leaf hand their gradients to backprop as pieces, written once into the
+// sliced tensor's gradient (engine/ops/slice_backward.h). Each case has a closed-form
+// gradient, so a piece copied instead of added, written into the wrong region, a gap
+// left unzeroed, or a gradient another tensor shares written through would all show.
 TEST_CASE("slice gradients: split parts, overlaps, steps, and a gradient shared with another input") {
   SUBCASE("split into parts, each used, plus overlapping and strided slices") {
     Tensor x = leaf(rand64({3, 7}, 11));
@@ -126,8 +126,8 @@ TEST_CASE("slice gradients: split parts, overlaps, steps, and a gradient shared 
     for (size_t i = 0; i < want.size(); ++i) CHECK(got[i] == doctest::Approx(want[i]).epsilon(1e-12));
   }
   SUBCASE("a pending gradient shared with another input is not written through") {
-    // add's backward hands the same gradient to both inputs; a slice of u must not add
-    // into it in place, or v's gradient would change too.
+    // add's backward hands the same gradient to both inputs; adding u's slices into it
+    // in place would change v's gradient too.
     // Both orders of the two terms, so the slice's gradient arrives both before and
     // after the shared one.
     for (bool slice_first : {false, true}) {
@@ -149,6 +149,30 @@ TEST_CASE("slice gradients: split parts, overlaps, steps, and a gradient shared 
           if (j == 4) want += 3.0 * ev[size_t(r)];
           CHECK(got[size_t(r * 5 + j)] == doctest::Approx(want).epsilon(1e-12));
         }
+    }
+  }
+  SUBCASE("disjoint slices with gaps: the gaps get zero, a dense gradient adds on top") {
+    for (bool dense : {false, true}) {
+      CAPTURE(dense);
+      Tensor x = leaf(rand64({3, 7}, 41));
+      Tensor h = mul(x, 2.0);
+      Tensor c0 = rand64({3, 2}, 42), c1 = rand64({3, 2}, 43), c2 = rand64({3, 7}, 44);
+      Tensor y = add(sum(mul(slice(h, 1, 5, 7), c1)), sum(mul(slice(h, 1, 1, 3), c0)));  // gaps 0, 3-4
+      if (dense) y = add(y, sum(mul(h, c2)));
+      { Tensor junk = Tensor::full({3, 7}, 7.0, DType::F64); }  // a reused block is not zero
+      y.backward();
+      std::vector<double> want(21, 0.0);
+      auto v0 = c0.to_vector<double>(), v1 = c1.to_vector<double>(), v2 = c2.to_vector<double>();
+      for (int64_t r = 0; r < 3; ++r) {
+        for (int64_t j = 0; j < 2; ++j) {
+          want[size_t(r * 7 + 1 + j)] += 2.0 * v0[size_t(r * 2 + j)];
+          want[size_t(r * 7 + 5 + j)] += 2.0 * v1[size_t(r * 2 + j)];
+        }
+        if (dense)
+          for (int64_t j = 0; j < 7; ++j) want[size_t(r * 7 + j)] += 2.0 * v2[size_t(r * 7 + j)];
+      }
+      auto got = x.grad().to_vector<double>();
+      for (size_t i = 0; i < want.size(); ++i) CHECK(got[i] == doctest::Approx(want[i]).epsilon(1e-12));
     }
   }
   SUBCASE("finite differences through split, slice of a slice, and a leaf's slices") {

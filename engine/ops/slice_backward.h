@@ -1,8 +1,9 @@
 // The backward of `slice`, as a named type rather than a lambda, so that backprop can
-// recognise it (std::function::target) and add a slice's gradient straight into the
-// region it covers of the gradient pending for the sliced tensor: no zero-filled
-// full-size tensor per slice, and no full-size sum of them. split() of a fused GEMM's
-// output (q/k/v, the stats encoder's heads) is then as cheap backward as separate GEMMs.
+// recognise it (std::function::target). Backprop keeps the slices' gradients of a tensor
+// as pieces and writes them once into one full-size gradient when that tensor's own node
+// runs (disjoint parts: each region copied, only the gaps zeroed), instead of a
+// zero-filled full-size tensor per slice summed afterwards. split() of a fused GEMM's
+// output (q/k/v, the stats encoder's heads) then costs its parts' size backward.
 // Called as a function (leaves, tensors that retain their gradient) it returns the dense
 // gradient: zeros with g in the sliced region.
 #pragma once
