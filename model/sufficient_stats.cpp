@@ -85,8 +85,14 @@ StatsOutput SufficientStatsEncoder::forward(const Tensor& x, const SeqContext& c
   Tensor z = fused_linear(first, x);  // [B, S, m*h + m + 1]
   auto parts = split(z, {m * h, m, 1}, 2);
 
-  Tensor hidden = reshape(relu(parts[0]), {B, S, m, h});
-  Tensor f = add(sum(mul(hidden, concat(w2, 0)), {3}), concat(b2, 0));  // [B, S, m]
+  // Moment j's output layer reads only its own h hidden units: one GEMM against the
+  // block-diagonal [m, m*h] weight (row j holds w2_j in columns j*h..(j+1)*h) reads the
+  // hidden layer once, where a broadcast product and a sum over h would write and reread
+  // an m*h-wide temporary per token, forward and backward.
+  Tensor block = Tensor::zeros({m, m, 1}, x.dtype(), x.device());
+  for (int64_t j = 0; j < m; ++j) select(select(block, 0, j), 0, j).fill_(1.0);
+  Tensor w2_block = reshape(mul(block, unsqueeze(concat(w2, 0), 0)), {m, m * h});  // [m, m*h]
+  Tensor f = linear(relu(parts[0]), w2_block, concat(b2, 0));                     // [B, S, m]
   Tensor c = sigmoid(parts[1]);                                          // [B, S, m]
   Tensor p = sigmoid(parts[2]);                                          // [B, S, 1]
 
