@@ -325,7 +325,7 @@ int run_train_data_parallel(const BenchOptions& opts, const TrainBenchOptions& t
       .add_meta("isa", cpu_has_avx512f() ? "avx512" : "avx2")
       .add_meta("fma peak GFLOP/s", peak)
       .add_meta("device", place.device.str())
-      .add_meta("precision", place.compute == DType::BF16 ? "bf16 autocast (matmuls), f32 master weights" : "f32")
+      .add_meta("precision", precision_text(place.compute, place.device.is_cuda()))
       .add_meta("shape", shape_text(t))
       .add_meta("comparison", fairness_note(dp.nproc, per_rank, total, cores))
       .add_meta("ranks", "mpirun -np " + std::to_string(dp.nproc) + " (OpenMPI, --bind-to none), each rank the "

@@ -111,6 +111,12 @@ std::vector<std::pair<std::string, double>> matmul_flops_forward(const model::Mo
   return f;
 }
 
+std::string precision_text(DType compute, bool gpu) {
+  if (compute != DType::BF16) return "f32";
+  return std::string("bf16 autocast (matmuls), f32 master weights") +
+         (gpu ? "" : std::string("; cpu bf16 matmul: ") + kernels::cpu::bf16_matmul_path());
+}
+
 double matmul_flops_per_step(const model::ModelConfig& cfg, int64_t B, int64_t S) {
   double fwd = 0;
   for (auto& [name, v] : matmul_flops_forward(cfg, B, S)) fwd += v;
@@ -384,10 +390,7 @@ int run_train(const BenchOptions& opts, const TrainBenchOptions& t) {
   main.title = "bench train";
   main.add_meta(gpu ? "gpu" : "cpu", device_text)
       .add_meta("device", dev.str() + (dev.is_cuda() && !gpu ? " (emulated: host memory, cpu kernels)" : ""))
-      .add_meta("precision", compute == DType::BF16
-                                 ? std::string("bf16 autocast (matmuls), f32 master weights") +
-                                       (gpu ? "" : std::string("; cpu bf16 matmul: ") + kernels::cpu::bf16_matmul_path())
-                                 : std::string("f32"))
+      .add_meta("precision", precision_text(compute, gpu))
       .add_meta("threads", int64_t(threads));
   if (gpu) main.add_meta("bf16 peak GFLOP/s", peak);
   else

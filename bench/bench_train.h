@@ -42,6 +42,9 @@ struct TrainPlacement {
   bool gpu = false;  // a real GPU (not the emulated device)
 };
 TrainPlacement train_placement(const BenchOptions& opts, const TrainBenchOptions& t);
+// The bench headers' "precision" line: f32, or bf16 autocast and (on the CPU) which
+// path its products take (kernels/cpu/matmul.h).
+std::string precision_text(DType compute, bool gpu);
 
 // The checks of bench train's own options (format, layer, steps and sizes): false,
 // with the reason on stderr, when one is bad (the caller exits 2).

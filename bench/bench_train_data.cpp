@@ -201,7 +201,7 @@ int run_train_data(const BenchOptions& opts, const TrainBenchOptions& t, const T
     }
   tab.add_meta("cpu", cpu_model_name())
       .add_meta("device", device.str())
-      .add_meta("precision", compute == DType::BF16 ? "bf16 autocast (matmuls), f32 master weights" : "f32")
+      .add_meta("precision", precision_text(compute, device.is_cuda()))
       .add_meta("threads", int64_t(threads))
       .add_meta("data", t.data + (t.val.empty() ? " (validation: --val-split 0.1)" : ", validation " + t.val) +
                             (records.empty() ? "" : ": " + records))
