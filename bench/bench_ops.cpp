@@ -14,6 +14,7 @@
 #include "engine/ops.h"
 #include "engine/optim/optimizer.h"
 #include "engine/random.h"
+#include "kernels/cpu/isa.h"
 #include "platform/threads.h"
 #include "tests/op_table.h"
 
@@ -219,14 +220,133 @@ void optimizer_rows(Bench& b) {
   }
 }
 
+// Our own CPU kernels on their AVX-512 path against their AVX2 twin (kernels/cpu/isa.h),
+// interleaved in the same run: "ours" is the AVX-512 path, the baseline the AVX2 one,
+// both in GB/s of the bytes the op must move (read + write), so the ratio is the speedup.
+// The results are the same bits on both paths (tests/test_cpu_isa.cpp); only speed is
+// measured. Forward rows time the op alone; "fwd+bwd" rows time the op and its backward
+// (the upstream gradient given, the input's gradient cleared each call). Skipped (one
+// note row) where the CPU has no AVX-512.
+void isa_rows(Bench& b, const BenchOptions& opts) {
+  using kernels::cpu::CpuIsaMode;
+  using kernels::cpu::ScopedCpuIsa;
+  if (!kernels::cpu::cpu_has_avx512()) {
+    RowSpec s = spec("isa: skipped", "no avx512f/bw/vl/dq on this CPU", "-");
+    b.row(s, [](RowSpec&) {});
+    return;
+  }
+  const double f = sizeof(float);
+  auto isa_row = [&](const std::string& name, const std::string& shape, double bytes, const std::function<void()>& op) {
+    RowSpec s = spec("isa: " + name, shape, "GB/s");
+    s.baseline = "same kernel, avx2 twin";
+    b.row(s, [&](RowSpec& r) {
+      auto [t512, t2] = time_pair(
+          [&] {
+            ScopedCpuIsa isa(CpuIsaMode::Avx512);
+            op();
+          },
+          [&] {
+            ScopedCpuIsa isa(CpuIsaMode::Avx2);
+            op();
+          },
+          b.pol);
+      r.ms = t512.median_s * 1e3;
+      r.ours = bytes / t512.median_s * 1e-9;
+      r.baseline_value = bytes / t2.median_s * 1e-9;
+    });
+  };
+  // op(x) alone, and op(x) with its backward from a given upstream gradient.
+  auto fwd_bwd = [&](const std::string& name, const std::string& shape, double fwd_bytes, double bwd_bytes,
+                     Tensor x, const std::function<Tensor(const Tensor&)>& fn) {
+    isa_row(name, shape, fwd_bytes, [&] { Tensor y = fn(x); });
+    if (bwd_bytes <= 0) return;
+    Tensor xg = x.detach().clone();
+    xg.set_requires_grad(true);
+    Tensor g = fn(x);  // an upstream gradient of the output's shape
+    isa_row(name + " fwd+bwd", shape, fwd_bytes + bwd_bytes, [&] {
+      xg.zero_grad();
+      fn(xg).backward(g);
+    });
+  };
+  const int64_t T = 4096, S = 128;
+  for (int64_t rows : {T, 32 * 4 * S}) {  // a [4096, 128] batch; the bet layer's 32 x 4 heads x 128 scores
+    const double n = double(rows * S);
+    fwd_bwd("softmax", dims({rows, S}) + ", last dim", 2 * n * f, 3 * n * f, randn({rows, S}, 30, false),
+            [](const Tensor& x) { return softmax(x, -1); });
+  }
+  fwd_bwd("log_softmax", dims({T, S}) + ", last dim", 2.0 * double(T * S) * f, 3.0 * double(T * S) * f,
+          randn({T, S}, 31, false), [](const Tensor& x) { return log_softmax(x, -1); });
+  {
+    const int64_t C = 1024;
+    Tensor x = randn({T, C}, 32, false);
+    Tensor t = optable::ids({T}, C, 33);
+    isa_row("cross_entropy_sum", dims({T, C}) + ", " + std::to_string(T) + " targets", double(T * C) * f,
+            [&] { Tensor l = cross_entropy_sum(x, t); });
+    Tensor xg = x.detach().clone();
+    xg.set_requires_grad(true);
+    isa_row("cross_entropy_sum fwd+bwd", dims({T, C}), 3.0 * double(T * C) * f, [&] {
+      xg.zero_grad();
+      cross_entropy_sum(xg, t).backward();
+    });
+  }
+  for (int64_t D : {int64_t(256), int64_t(1024)}) {
+    const double n = double(T * D);
+    Tensor x = randn({T, D}, 43, false), w = randn({D}, 34, false), bias = randn({D}, 35, false);
+    isa_row("layer_norm", dims({T, D}), 2 * n * f, [&] { Tensor y = layer_norm(x, w, bias); });
+    Tensor xg = randn({T, D}, 36, true), wg = w.detach().clone(), bg = bias.detach().clone();
+    wg.set_requires_grad(true);
+    bg.set_requires_grad(true);
+    Tensor g = randn({T, D}, 37, false);
+    isa_row("layer_norm fwd+bwd", dims({T, D}), (2 * n + 3 * n) * f, [&] {
+      xg.zero_grad();
+      wg.zero_grad();
+      bg.zero_grad();
+      layer_norm(xg, wg, bg).backward(g);
+    });
+  }
+  {
+    const int64_t n = T * 1024;
+    fwd_bwd("gelu", dims({T, 1024}), 2.0 * double(n) * f, 3.0 * double(n) * f, randn({T, 1024}, 38, false),
+            [](const Tensor& x) { return gelu(x); });
+    Tensor x = randn({T, 1024}, 39, false);
+    isa_row("dropout p=0.1", dims({T, 1024}), 2.0 * double(n) * f, [&] { Tensor y = dropout(x, 0.1, true, 5, 0); });
+  }
+  {
+    const int64_t B = 32, H = 4, hd = 64;
+    std::vector<double> pos(size_t(B * S));
+    Generator g(16);
+    for (int64_t bi = 0; bi < B; ++bi) {
+      auto perm = g.permutation(S);
+      for (int64_t s = 0; s < S; ++s) pos[size_t(bi * S + s)] = double(perm[size_t(s)]);
+    }
+    Tensor x = randn({B, H, S, hd}, 40, false), p = Tensor::from_vector(pos, {B, S});
+    isa_row("rope, permuted positions", dims({B, H, S, hd}), 2.0 * double(B * H * S * hd) * f,
+            [&] { Tensor y = rope(x, p); });
+  }
+  {
+    const int64_t n = opts.quick ? (int64_t(1) << 18) : (int64_t(1) << 20);
+    Tensor prm = randn({n}, 41, true);
+    prm.set_grad(mul(randn({n}, 42, false), 1e-3));
+    optim::AdamW opt({prm}, optim::AdamWOptions{});
+    isa_row("adamw step", std::to_string(n) + " params, 1 tensor", 7.0 * double(n) * f, [&] { opt.step(); });
+  }
+}
+
 }  // namespace
 
-int run_ops(const BenchOptions& opts) {
+int run_ops(const BenchOptions& opts, const OpsBenchOptions& ops) {
   if (!valid_format(opts.format)) {
     std::cerr << "bench ops: unknown format '" << opts.format << "' (md, csv or json)\n";
     return 2;
   }
   if (opts.threads > 0) platform::set_num_threads(opts.threads);
+  std::string kernel_isa;
+  try {
+    kernel_isa = kernels::cpu::kernel_isa_summary();
+  } catch (const std::exception& e) {  // a bad BET_CPU_ISA
+    std::cerr << "bench ops: " << e.what() << "\n";
+    return 1;
+  }
   Bench b;
   b.pol = TimingPolicy::from_quick(opts.quick);
   b.table.title = "bench ops";
@@ -236,15 +356,19 @@ int run_ops(const BenchOptions& opts) {
       .add_meta("onednn", std::to_string(dv->major) + "." + std::to_string(dv->minor) + "." +
                               std::to_string(dv->patch) +
                               (dv->cpu_runtime == DNNL_RUNTIME_OMP ? " (OpenMP)" : ""))
+      .add_meta("kernel isa", kernel_isa)
       .add_meta("quick", opts.quick)
       .add_meta("timing", "median of " + std::to_string(b.pol.reps) + " repetitions, ~" +
                               std::to_string(int(b.pol.target_s * 1000)) + " ms per row")
       .add_meta("targets", "matmul >= 0.85 x dnnl_sgemm on the same shape; memory-bound ops "
                            ">= 0.70 x a copy of the same bytes (read + write)");
   try {
-    machine_rows(b, opts);
-    op_rows(b);
-    optimizer_rows(b);
+    if (!ops.isa_only) {
+      machine_rows(b, opts);
+      op_rows(b);
+      optimizer_rows(b);
+    }
+    isa_rows(b, opts);
   } catch (const std::exception& e) {
     // Setting up a row's inputs failed (rows themselves record their own errors).
     std::cerr << "bench ops: " << e.what() << "\n";

@@ -186,6 +186,8 @@ struct OpInfo {
   std::vector<DType> dtypes = {DType::F32, DType::F64};  // BF16: the GPU also runs it in
                                                          // bf16 (against the CPU's f32)
   bool broadcasts = false;            // needs a broadcast sample
+  bool isa_variants = false;          // its CPU kernel has AVX2 and AVX-512 forms (kernels/cpu/isa.h):
+                                      // tests/test_cpu_isa.cpp compares them on the samples
   std::vector<std::pair<unsigned, std::string>> waived;  // tags it cannot have, and why
   std::vector<Sample> samples;
   std::vector<BenchCase> bench;
@@ -1213,6 +1215,8 @@ inline std::vector<OpInfo> build_op_table() {
   // bench cases of the memory-bound rows (f32, sized past the caches)
   const int64_t T = 4096;
   for (OpInfo& op : t) {
+    for (const char* n : {"softmax", "log_softmax", "cross_entropy_sum", "layer_norm", "gelu", "rope", "dropout"})
+      if (op.name == n) op.isa_variants = true;
     using detail::dims;
     const double f = 4;
     if (op.name == "softmax")

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "kernels/cpu/isa.h"
 #include "kernels/cpu/strided.h"
 #include "kernels/cpu/vec_math.h"
 #include "platform/threads.h"
@@ -114,6 +115,83 @@ void binary_loop(const TensorRef& a, const TensorRef& b, const TensorRef& out, F
   });
 }
 
+// gelu, forward and backward, compiled twice (kernels/cpu/isa.h): the contiguous runs go
+// to the AVX2 or the AVX-512 twin of one body; other runs (strided, broadcast) use the
+// same element functions in the build's form. Lane-wise only, with the same FMA
+// contractions on both: the same bits.
+template <typename T>
+BET_VINLINE T gelu_fwd(T x) {
+  return T(0.5) * x * (T(1) + verf(x * T(M_SQRT1_2)));
+}
+template <typename T>
+BET_VINLINE T gelu_bwd(T v, T d) {
+  const T cdf = T(0.5) * (T(1) + verf(v * T(M_SQRT1_2)));
+  const T pdf = vexp(T(-0.5) * v * v) * T(0.3989422804014327);  // 1 / sqrt(2 pi)
+  return d * (cdf + v * pdf);
+}
+template <typename T>
+BET_VINLINE void gelu_fwd_body(const T* __restrict x, T* __restrict o, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) o[i] = gelu_fwd(x[i]);
+}
+template <typename T>
+BET_VINLINE void gelu_bwd_body(const T* __restrict x, const T* __restrict g, T* __restrict o, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) o[i] = gelu_bwd(x[i], g[i]);
+}
+template <typename T>
+void gelu_fwd_avx2(const T* x, T* o, int64_t n) {
+  gelu_fwd_body(x, o, n);
+}
+template <typename T>
+BET_AVX512_TARGET void gelu_fwd_avx512(const T* x, T* o, int64_t n) {
+  gelu_fwd_body(x, o, n);
+}
+template <typename T>
+void gelu_bwd_avx2(const T* x, const T* g, T* o, int64_t n) {
+  gelu_bwd_body(x, g, o, n);
+}
+template <typename T>
+BET_AVX512_TARGET void gelu_bwd_avx512(const T* x, const T* g, T* o, int64_t n) {
+  gelu_bwd_body(x, g, o, n);
+}
+bool gelu_avx512() { return kernel_isa(IsaKernel::Gelu) == CpuIsa::Avx512; }
+
+// unary_loop with the contiguous runs handed to run(x, out, n).
+template <typename T, typename F>
+void unary_run_loop(const TensorRef& a, const TensorRef& out, void (*run)(const T*, T*, int64_t), F f) {
+  const T* pa = ptr<T>(a);
+  T* po = ptr<T>(out);
+  StridedLoop loop = make_loop(out.shape(), {out.strides(), a.strides()});
+  for_each_run_tiled<2>(loop, [&](const Off2& off, int64_t n, const Off2& st) BET_FLATTEN {
+    T* __restrict o = po + off[0];
+    const T* __restrict x = pa + off[1];
+    if (st[0] == 1 && st[1] == 1) {
+      run(x, o, n);
+    } else {
+      for (int64_t i = 0; i < n; ++i) o[i * st[0]] = f(x[i * st[1]]);
+    }
+  });
+}
+
+// binary_loop with the all-contiguous runs handed to run(x, y, out, n).
+template <typename T, typename F>
+void binary_run_loop(const TensorRef& a, const TensorRef& b, const TensorRef& out,
+                     void (*run)(const T*, const T*, T*, int64_t), F f) {
+  const T* pa = ptr<T>(a);
+  const T* pb = ptr<T>(b);
+  T* po = ptr<T>(out);
+  StridedLoop loop = make_loop(out.shape(), {out.strides(), a.strides(), b.strides()});
+  for_each_run_tiled<3>(loop, [&](const Off3& off, int64_t n, const Off3& st) BET_FLATTEN {
+    T* __restrict o = po + off[0];
+    const T* __restrict x = pa + off[1];
+    const T* __restrict y = pb + off[2];
+    if (st[0] == 1 && st[1] == 1 && st[2] == 1) {
+      run(x, y, o, n);
+    } else {
+      for (int64_t i = 0; i < n; ++i) o[i * st[0]] = f(x[i * st[1]], y[i * st[2]]);
+    }
+  });
+}
+
 template <typename T>
 void binary_typed(BinaryOp op, const TensorRef& a, const TensorRef& b, const TensorRef& out) {
   switch (op) {
@@ -143,7 +221,8 @@ void unary_float(UnaryOp op, const TensorRef& a, const TensorRef& out, T p0, T p
     case UnaryOp::Sigmoid: return unary_loop<T>(a, out, [](T x) { return vsigmoid(x); });
     case UnaryOp::Relu: return unary_loop<T>(a, out, [](T x) { return x < T(0) ? T(0) : x; });
     case UnaryOp::Gelu:
-      return unary_loop<T>(a, out, [](T x) { return T(0.5) * x * (T(1) + verf(x * T(M_SQRT1_2))); });
+      return unary_run_loop<T>(a, out, gelu_avx512() ? &gelu_fwd_avx512<T> : &gelu_fwd_avx2<T>,
+                               [](T x) { return gelu_fwd(x); });
     case UnaryOp::Softplus:
       return unary_loop<T>(a, out, [](T x) { return vsoftplus(x); });
     case UnaryOp::Abs: return unary_loop<T>(a, out, [](T x) { return std::abs(x); });
@@ -211,11 +290,8 @@ void unary_backward_typed(UnaryOp op, const TensorRef& x, const TensorRef& g, co
     case UnaryOp::Sigmoid: return grad_loop<T>(x, g, out, [](T y, T d) { return d * y * (T(1) - y); });
     case UnaryOp::Relu: return grad_loop<T>(x, g, out, [](T v, T d) { return v > T(0) ? d : T(0); });
     case UnaryOp::Gelu:
-      return grad_loop<T>(x, g, out, [](T v, T d) {
-        const T cdf = T(0.5) * (T(1) + verf(v * T(M_SQRT1_2)));
-        const T pdf = vexp(T(-0.5) * v * v) * T(0.3989422804014327);  // 1 / sqrt(2 pi)
-        return d * (cdf + v * pdf);
-      });
+      return binary_run_loop<T>(x, g, out, gelu_avx512() ? &gelu_bwd_avx512<T> : &gelu_bwd_avx2<T>,
+                                [](T v, T d) { return gelu_bwd(v, d); });
     case UnaryOp::Softplus:
       // Above torch's threshold the forward is the identity; in f32 sigmoid(v) already
       // rounds to 1 there, and the branch-free form vectorises.

@@ -6,6 +6,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "kernels/cpu/isa.h"
+#include "kernels/cpu/vec_math.h"
 #include "platform/threads.h"
 
 namespace bet::kernels::cpu {
@@ -25,9 +27,11 @@ void with_bool(bool b, Fn&& fn) {
 
 // The per-chunk loops are plain functions over restrict pointers: inside a lambda the
 // captured pointers live in the closure and GCC will not vectorise across the stores.
+// Compiled twice (kernels/cpu/isa.h): the AVX2 and AVX-512 twins below. Lane-wise
+// only, the same expressions and FMA contractions on both: the same bits.
 template <typename T, bool Small>
-void adamw_range(T* __restrict p, const T* __restrict g, T* __restrict m, T* __restrict v, int64_t n,
-                 T df, T w, T one_minus_w, T b2, T c2, T bc2, T eps, T nss) {
+BET_VINLINE void adamw_body(T* __restrict p, const T* __restrict g, T* __restrict m, T* __restrict v, int64_t n,
+                            T df, T w, T one_minus_w, T b2, T c2, T bc2, T eps, T nss) {
   for (int64_t i = 0; i < n; ++i) {
     const T gi = g[i];
     const T pi = p[i] * df;
@@ -42,6 +46,17 @@ void adamw_range(T* __restrict p, const T* __restrict g, T* __restrict m, T* __r
   }
 }
 
+template <typename T, bool Small>
+void adamw_avx2(T* p, const T* g, T* m, T* v, int64_t n, T df, T w, T one_minus_w, T b2, T c2, T bc2, T eps,
+                T nss) {
+  adamw_body<T, Small>(p, g, m, v, n, df, w, one_minus_w, b2, c2, bc2, eps, nss);
+}
+template <typename T, bool Small>
+BET_AVX512_TARGET void adamw_avx512(T* p, const T* g, T* m, T* v, int64_t n, T df, T w, T one_minus_w, T b2, T c2,
+                                    T bc2, T eps, T nss) {
+  adamw_body<T, Small>(p, g, m, v, n, df, w, one_minus_w, b2, c2, bc2, eps, nss);
+}
+
 template <typename T>
 void adamw_typed(const TensorRef& pt, const TensorRef& gt, const TensorRef& mt, const TensorRef& vt,
                  const AdamWScalars& s) {
@@ -53,10 +68,12 @@ void adamw_typed(const TensorRef& pt, const TensorRef& gt, const TensorRef& mt, 
   const T b2 = T(s.beta2), c2 = T(s.one_minus_beta2), bc2 = T(s.bias2_sqrt), eps = T(s.eps);
   const T nss = T(s.neg_step_size);
   // torch's lerp switches formula at weight 0.5 for accuracy; follow it.
+  const bool avx512 = kernel_isa(IsaKernel::AdamW) == CpuIsa::Avx512;
   with_bool(w < T(0.5), [&](auto small) {
+    constexpr bool S = decltype(small)::value;
+    auto* fn = avx512 ? &adamw_avx512<T, S> : &adamw_avx2<T, S>;
     parallel_for(pt.numel(), kParallelGrain, [&](int64_t b, int64_t e) {
-      adamw_range<T, decltype(small)::value>(p + b, g + b, m + b, v + b, e - b, df, w, one_minus_w, b2, c2, bc2,
-                                             eps, nss);
+      fn(p + b, g + b, m + b, v + b, e - b, df, w, one_minus_w, b2, c2, bc2, eps, nss);
     });
   });
 }

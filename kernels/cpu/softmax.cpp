@@ -5,6 +5,7 @@
 
 #include <vector>
 
+#include "kernels/cpu/isa.h"
 #include "kernels/cpu/softmax_math.h"
 #include "platform/threads.h"
 
@@ -22,85 +23,79 @@ int64_t last_dim(const TensorRef& t) { return t.dim() == 0 ? 1 : t.shape().back(
 // Rows per parallel chunk: enough elements per chunk to pay for the fork.
 int64_t row_grain(int64_t n) { return std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(n, 1)); }
 
-template <typename T>
-T row_max(const T* x, int64_t n) {
-  T m = neg_inf<T>();
-#pragma omp simd reduction(max : m)
-  for (int64_t j = 0; j < n; ++j) m = x[j] > m ? x[j] : m;
-  return m;
+// The row kernels below are always_inline bodies, compiled twice through the twins
+// after them: AVX2 and AVX-512 (kernels/cpu/isa.h). Their sums and maxima are the
+// fixed-order ones of vr:: (kernels/cpu/vec_math.h) and everything else is lane-wise, so
+// both forms give the same bits, forward and backward (tests/test_cpu_isa.cpp).
+
+// sum of exp(x[j] - m), the exps computed a chunk at a time into a stack buffer (that
+// loop vectorises) and summed in the fixed order of vr::Acc16.
+template <typename T, int VB>
+BET_VINLINE T exp_sum(const T* x, T m, int64_t n, softmax_math::ExpClamp ec) {
+  constexpr int64_t kChunk = 256;  // a multiple of 16: chunking leaves the lanes' order
+  alignas(64) T buf[kChunk];
+  vr::Acc16<T, VB> acc(T(0));
+  for (int64_t j0 = 0; j0 < n; j0 += kChunk) {
+    const int64_t len = std::min(kChunk, n - j0);
+    const T* xj = x + j0;
+#pragma omp simd
+    for (int64_t j = 0; j < len; ++j) buf[j] = softmax_math::exp(xj[j] - m, ec);
+    acc.add(buf, len);
+  }
+  return acc.sum();
 }
 
-template <typename T>
-void softmax_row(const T* x, T* y, int64_t n, bool log) {
-  const T m = row_max(x, n);
+template <typename T, int VB>
+BET_VINLINE void softmax_row(const T* x, T* y, int64_t n, bool log) {
+  const T m = vr::max16<T, VB>(x, n);
   const auto ec = softmax_math::exp_clamp();
-  T s = 0;
   if (!log) {
-#pragma omp simd reduction(+ : s)
-    for (int64_t j = 0; j < n; ++j) {
-      T e = softmax_math::exp(x[j] - m, ec);
-      y[j] = e;
-      s += e;
-    }
-    const T inv = T(1) / s;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) y[j] = softmax_math::exp(x[j] - m, ec);
+    const T inv = T(1) / vr::sum16<T, VB>(y, n);
 #pragma omp simd
     for (int64_t j = 0; j < n; ++j) y[j] *= inv;
   } else {
-#pragma omp simd reduction(+ : s)
-    for (int64_t j = 0; j < n; ++j) s += softmax_math::exp(x[j] - m, ec);
-    const T c = m + std::log(s);
+    const T c = m + std::log(exp_sum<T, VB>(x, m, n, ec));
 #pragma omp simd
     for (int64_t j = 0; j < n; ++j) y[j] = x[j] - c;
   }
 }
 
 // `bias` is the row's mask as 0 / -inf: masked logits become -inf, never reach the
-// max, and exp gives exactly 0 for them.
-template <typename T>
-void softmax_row_masked(const T* x, const T* bias, T* y, int64_t n, bool log) {
-  T m = neg_inf<T>();
-#pragma omp simd reduction(max : m)
-  for (int64_t j = 0; j < n; ++j) {
-    T z = x[j] + bias[j];
-    m = z > m ? z : m;
-  }
+// max, and exp gives exactly 0 for them. y holds the biased logits first.
+template <typename T, int VB>
+BET_VINLINE void softmax_row_masked(const T* x, const T* bias, T* y, int64_t n, bool log) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) y[j] = x[j] + bias[j];
+  const T m = vr::max16<T, VB>(y, n);
   if (m == neg_inf<T>()) {  // nothing to normalise over: zeros, not 0/0
     for (int64_t j = 0; j < n; ++j) y[j] = T(0);
     return;
   }
   const auto ec = softmax_math::exp_clamp();
-  T s = 0;
   if (!log) {
-#pragma omp simd reduction(+ : s)
-    for (int64_t j = 0; j < n; ++j) {
-      T e = softmax_math::exp(x[j] + bias[j] - m, ec);
-      y[j] = e;
-      s += e;
-    }
-    const T inv = T(1) / s;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) y[j] = softmax_math::exp(y[j] - m, ec);
+    const T inv = T(1) / vr::sum16<T, VB>(y, n);
 #pragma omp simd
     for (int64_t j = 0; j < n; ++j) y[j] *= inv;
   } else {
-#pragma omp simd reduction(+ : s)
-    for (int64_t j = 0; j < n; ++j) s += softmax_math::exp(x[j] + bias[j] - m, ec);
-    const T c = m + std::log(s);
+    const T c = m + std::log(exp_sum<T, VB>(y, m, n, ec));
 #pragma omp simd
-    for (int64_t j = 0; j < n; ++j) y[j] = x[j] + bias[j] - c;
+    for (int64_t j = 0; j < n; ++j) y[j] = y[j] - c;
   }
 }
 
-template <typename T>
-void softmax_backward_row(const T* y, const T* g, T* dx, int64_t n, bool log) {
-  T s = 0;
+template <typename T, int VB>
+BET_VINLINE void softmax_backward_row(const T* y, const T* g, T* dx, int64_t n, bool log) {
   if (!log) {
-#pragma omp simd reduction(+ : s)
-    for (int64_t j = 0; j < n; ++j) s += g[j] * y[j];
+    const T s = vr::dot16<T, VB>(g, y, n);
 #pragma omp simd
     for (int64_t j = 0; j < n; ++j) dx[j] = y[j] * (g[j] - s);
   } else {
     const auto ec = softmax_math::exp_clamp();
-#pragma omp simd reduction(+ : s)
-    for (int64_t j = 0; j < n; ++j) s += g[j];
+    const T s = vr::sum16<T, VB>(g, n);
 #pragma omp simd
     for (int64_t j = 0; j < n; ++j) dx[j] = g[j] - softmax_math::exp(y[j], ec) * s;
   }
@@ -108,14 +103,75 @@ void softmax_backward_row(const T* y, const T* g, T* dx, int64_t n, bool log) {
 
 // Masked entries are constants of the forward (-inf, or 0 in a fully masked row): no
 // gradient, and their incoming gradient stays out of the row sum. exp(y) is 0 there.
-template <typename T>
-void log_softmax_backward_row_masked(const T* y, const T* g, const T* keep, T* dx, int64_t n) {
+template <typename T, int VB>
+BET_VINLINE void log_softmax_backward_row_masked(const T* y, const T* g, const T* keep, T* dx, int64_t n) {
   const auto ec = softmax_math::exp_clamp();
-  T s = 0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t j = 0; j < n; ++j) s += keep[j] * g[j];
+  const T s = vr::dot16<T, VB>(keep, g, n);
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j) dx[j] = keep[j] * (g[j] - softmax_math::exp(y[j], ec) * s);
+}
+
+template <typename T, int VB>
+BET_VINLINE T row_lse(const T* x, int64_t n) {
+  const T m = vr::max16<T, VB>(x, n);
+  return m + std::log(exp_sum<T, VB>(x, m, n, softmax_math::exp_clamp()));
+}
+
+// d = gs * softmax(x) from the row's logsumexp l (the target's -gs comes after).
+template <typename T>
+BET_VINLINE void cross_entropy_backward_row(const T* x, T* d, int64_t C, T l, T gs) {
+  const auto ec = softmax_math::exp_clamp();
+#pragma omp simd
+  for (int64_t j = 0; j < C; ++j) d[j] = gs * softmax_math::exp(x[j] - l, ec);
+}
+
+// The twins: each row kernel compiled for AVX2 and for AVX-512, picked per call.
+template <typename T>
+struct RowKernels {
+  void (*fwd)(const T*, T*, int64_t, bool);
+  void (*fwd_masked)(const T*, const T*, T*, int64_t, bool);
+  void (*bwd)(const T*, const T*, T*, int64_t, bool);
+  void (*bwd_log_masked)(const T*, const T*, const T*, T*, int64_t);
+  T (*lse)(const T*, int64_t);
+  void (*ce_bwd)(const T*, T*, int64_t, T, T);
+};
+
+#define BET_SOFTMAX_TWIN(ISA, ATTR, VB)                                                                      \
+  template <typename T>                                                                                   \
+  ATTR void fwd_##ISA(const T* x, T* y, int64_t n, bool log) {                                            \
+    softmax_row<T, VB>(x, y, n, log);                                                                         \
+  }                                                                                                       \
+  template <typename T>                                                                                   \
+  ATTR void fwd_masked_##ISA(const T* x, const T* b, T* y, int64_t n, bool log) {                         \
+    softmax_row_masked<T, VB>(x, b, y, n, log);                                                               \
+  }                                                                                                       \
+  template <typename T>                                                                                   \
+  ATTR void bwd_##ISA(const T* y, const T* g, T* dx, int64_t n, bool log) {                               \
+    softmax_backward_row<T, VB>(y, g, dx, n, log);                                                            \
+  }                                                                                                       \
+  template <typename T>                                                                                   \
+  ATTR void bwd_log_masked_##ISA(const T* y, const T* g, const T* k, T* dx, int64_t n) {                  \
+    log_softmax_backward_row_masked<T, VB>(y, g, k, dx, n);                                                   \
+  }                                                                                                       \
+  template <typename T>                                                                                   \
+  ATTR T lse_##ISA(const T* x, int64_t n) {                                                               \
+    return row_lse<T, VB>(x, n);                                                                              \
+  }                                                                                                       \
+  template <typename T>                                                                                   \
+  ATTR void ce_bwd_##ISA(const T* x, T* d, int64_t C, T l, T gs) {                                        \
+    cross_entropy_backward_row(x, d, C, l, gs);                                                           \
+  }                                                                                                       \
+  template <typename T>                                                                                   \
+  constexpr RowKernels<T> kRows_##ISA = {&fwd_##ISA<T>,            &fwd_masked_##ISA<T>, &bwd_##ISA<T>, \
+                                         &bwd_log_masked_##ISA<T>, &lse_##ISA<T>,        &ce_bwd_##ISA<T>};
+
+BET_SOFTMAX_TWIN(avx2, , vr::kAvx2Bytes)
+BET_SOFTMAX_TWIN(avx512, BET_AVX512_TARGET, vr::kAvx512Bytes)
+#undef BET_SOFTMAX_TWIN
+
+template <typename T>
+const RowKernels<T>& row_kernels() {
+  return kernel_isa(IsaKernel::Softmax) == CpuIsa::Avx512 ? kRows_avx512<T> : kRows_avx2<T>;
 }
 
 template <typename T>
@@ -125,9 +181,10 @@ void softmax_forward_t(const TensorRef& x, const TensorRef& mask, const TensorRe
   if (rows == 0) return;
   const T* xp = x.data<T>();
   T* yp = out.data<T>();
+  const RowKernels<T>& K = row_kernels<T>();
   if (!mask.defined()) {
     parallel_for(rows, row_grain(n), [&](int64_t b, int64_t e) {
-      for (int64_t r = b; r < e; ++r) softmax_row(xp + r * n, yp + r * n, n, log);
+      for (int64_t r = b; r < e; ++r) K.fwd(xp + r * n, yp + r * n, n, log);
     });
     return;
   }
@@ -142,7 +199,7 @@ void softmax_forward_t(const TensorRef& x, const TensorRef& mask, const TensorRe
         const int64_t off = walk.row_offset(r);
         if (off != loaded) softmax_math::load_mask_bias(mp + off, walk.inner_stride, n, bias.data());
         loaded = off;
-        softmax_row_masked(xp + r * n, bias.data(), yp + r * n, n, log);
+        K.fwd_masked(xp + r * n, bias.data(), yp + r * n, n, log);
       }
     });
   });
@@ -157,10 +214,11 @@ void softmax_backward_t(const TensorRef& y, const TensorRef& g, const TensorRef&
   const T* yp = y.data<T>();
   const T* gp = g.data<T>();
   T* dp = grad_in.data<T>();
+  const RowKernels<T>& K = row_kernels<T>();
   // Softmax needs no mask: y is 0 wherever it was masked, so y * (...) is 0 there.
   if (!mask.defined() || !log) {
     parallel_for(rows, row_grain(n), [&](int64_t b, int64_t e) {
-      for (int64_t r = b; r < e; ++r) softmax_backward_row(yp + r * n, gp + r * n, dp + r * n, n, log);
+      for (int64_t r = b; r < e; ++r) K.bwd(yp + r * n, gp + r * n, dp + r * n, n, log);
     });
     return;
   }
@@ -175,7 +233,7 @@ void softmax_backward_t(const TensorRef& y, const TensorRef& g, const TensorRef&
         const int64_t off = walk.row_offset(r);
         if (off != loaded) softmax_math::load_keep(mp + off, walk.inner_stride, n, keep.data());
         loaded = off;
-        log_softmax_backward_row_masked(yp + r * n, gp + r * n, keep.data(), dp + r * n, n);
+        K.bwd_log_masked(yp + r * n, gp + r * n, keep.data(), dp + r * n, n);
       }
     });
   });
@@ -191,16 +249,6 @@ void check_targets(const I* t, int64_t rows, int64_t classes, int64_t ignore_ind
   }
 }
 
-template <typename T>
-T row_lse(const T* x, int64_t n) {
-  const T m = row_max(x, n);
-  const auto ec = softmax_math::exp_clamp();
-  T s = 0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t j = 0; j < n; ++j) s += softmax_math::exp(x[j] - m, ec);
-  return m + std::log(s);
-}
-
 template <typename T, typename I>
 double cross_entropy_forward_t(const TensorRef& logits, const TensorRef& targets, int64_t ignore_index,
                                const TensorRef& lse) {
@@ -212,6 +260,7 @@ double cross_entropy_forward_t(const TensorRef& logits, const TensorRef& targets
   T* lp = lse.data<T>();
   // Per-row losses summed serially afterwards: the total does not depend on threads.
   std::vector<double> loss(size_t(rows), 0.0);
+  const RowKernels<T>& K = row_kernels<T>();
   parallel_for(rows, row_grain(C), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       int64_t t = int64_t(tp[r]);
@@ -219,7 +268,7 @@ double cross_entropy_forward_t(const TensorRef& logits, const TensorRef& targets
         lp[r] = T(0);
         continue;
       }
-      T l = row_lse(xp + r * C, C);
+      T l = K.lse(xp + r * C, C);
       lp[r] = l;
       loss[size_t(r)] = double(l) - double(xp[r * C + t]);
     }
@@ -239,6 +288,7 @@ void cross_entropy_backward_t(const TensorRef& logits, const TensorRef& targets,
   const T* lp = lse.data<T>();
   T* dp = dlogits.data<T>();
   const T gs = T(g);
+  const RowKernels<T>& K = row_kernels<T>();
   parallel_for(rows, row_grain(C), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const int64_t t = int64_t(tp[r]);
@@ -248,10 +298,7 @@ void cross_entropy_backward_t(const TensorRef& logits, const TensorRef& targets,
         for (int64_t j = 0; j < C; ++j) d[j] = T(0);
         continue;
       }
-      const T l = lp[r];
-      const auto ec = softmax_math::exp_clamp();
-#pragma omp simd
-      for (int64_t j = 0; j < C; ++j) d[j] = gs * softmax_math::exp(x[j] - l, ec);
+      K.ce_bwd(x, d, C, lp[r], gs);
       d[t] -= gs;
     }
   });

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "kernels/cpu/vec_math.h"
 #include "kernels/tensor_ref.h"
 
 namespace bet::kernels::cpu::softmax_math {
@@ -28,7 +29,9 @@ inline ExpClamp exp_clamp() {
 // degree-5 minimax polynomial (relative error 1e-7). Rounding x*log2 e costs a
 // relative error of ~|x| * 1e-7, negligible in absolute terms as exp(x) shrinks.
 // Below about -87.7 the result is exactly 0 (so exp(-inf) = 0, as masking needs).
-inline float exp(float x, ExpClamp c) {
+// Always inlined: the AVX2 and AVX-512 forms of the softmax kernels (kernels/cpu/isa.h)
+// each compile it with their own target.
+BET_VINLINE float exp(float x, ExpClamp c) {
   x = x < c.lo ? c.lo : x;
   const float t = x * 1.44269504088896341f;
   // Round to nearest with the 1.5*2^23 trick: k's low mantissa bits hold n.
@@ -45,7 +48,7 @@ inline float exp(float x, ExpClamp c) {
   const int32_t e = int32_t(uint32_t(std::bit_cast<int32_t>(k)) << 23) + (127 << 23);
   return p * std::bit_cast<float>(e);
 }
-inline double exp(double x, ExpClamp) { return std::exp(x); }
+BET_VINLINE double exp(double x, ExpClamp) { return std::exp(x); }
 
 template <typename T>
 constexpr T neg_inf() {

@@ -2,7 +2,9 @@
 #pragma once
 #include <bit>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
+#include <utility>
 
 namespace bet::kernels::cpu {
 
@@ -127,5 +129,195 @@ BET_VINLINE float vsoftplus(float x) {
   // half an ulp of x, which matches torch's threshold.
   return vm::blend(x > 0.f, x, 0.f) + vlog1p_unit(vexp(-std::abs(x)));  // NaN: the log term is NaN
 }
+
+// ------------------------------------------------ fixed-order row reductions
+//
+// Sums and maxima over a row with 16 partial accumulators, element j going to lane
+// j % 16, the last partial block padded with a neutral value, and the 16 lanes combined
+// in a fixed halving tree. The order of every addition is thus fixed by the code, not by
+// the vector width, and the AVX2 and AVX-512 forms of a kernel (kernels/cpu/isa.h) give
+// the same bits. The 16 lanes are held as P native vectors of VB bytes: VB = 32 in the
+// AVX2 form (two ymm per f32 block, four per f64), VB = 64 in the AVX-512 form (one zmm
+// per f32 block, two per f64); one 64-byte GCC vector under AVX2 would live on the
+// stack. Lane-wise vector arithmetic is exact IEEE per lane, and `acc + a * b`
+// contracts to an FMA in both forms alike (tests/test_cpu_isa.cpp compares them bit for
+// bit). Only pointers and scalars cross these functions' boundaries.
+namespace vr {
+
+inline constexpr int kAvx2Bytes = 32, kAvx512Bytes = 64;
+
+// 16 consecutive elements as P vectors of L lanes.
+template <typename T, int VB>
+struct B16 {
+  static constexpr int L = VB / int(sizeof(T)), P = 16 / L;
+  typedef T V __attribute__((vector_size(VB)));
+  V v[P];
+
+  BET_VINLINE void fill(T x) {
+    const V zero = {};
+    for (int p = 0; p < P; ++p) v[p] = zero + x;  // a broadcast
+  }
+  BET_VINLINE void load(const T* x) {
+    for (int p = 0; p < P; ++p) __builtin_memcpy(&v[p], x + p * L, sizeof(V));
+  }
+  // The r < 16 elements from x, the other lanes `pad`.
+  BET_VINLINE void load_tail(const T* x, int64_t r, T pad) {
+    alignas(VB) T b[16];
+    for (int k = 0; k < 16; ++k) b[k] = k < r ? x[k] : pad;
+    load(b);
+  }
+  BET_VINLINE void to_array(T* a) const {
+    for (int p = 0; p < P; ++p) __builtin_memcpy(a + p * L, &v[p], sizeof(V));
+  }
+};
+
+template <typename T, int VB>
+struct Acc16 {
+  using Blk = B16<T, VB>;
+  Blk acc;
+  BET_VINLINE explicit Acc16(T init) { acc.fill(init); }
+  BET_VINLINE void add(const Blk& b) {
+    for (int p = 0; p < Blk::P; ++p) acc.v[p] = acc.v[p] + b.v[p];
+  }
+  BET_VINLINE void add_product(const Blk& a, const Blk& b) {
+    for (int p = 0; p < Blk::P; ++p) acc.v[p] = acc.v[p] + a.v[p] * b.v[p];
+  }
+  // x > m ? x : m lane-wise: a NaN lane never wins, as in a scalar max loop.
+  BET_VINLINE void max(const Blk& b) {
+    for (int p = 0; p < Blk::P; ++p) acc.v[p] = b.v[p] > acc.v[p] ? b.v[p] : acc.v[p];
+  }
+  // Adds x[0..n) lane-wise (padding 0). Called on consecutive chunks of one row, every
+  // chunk but the last a multiple of 16 long, it gives the same lanes as one call.
+  BET_VINLINE void add(const T* x, int64_t n) {
+    Blk t;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+      t.load(x + i);
+      add(t);
+    }
+    if (i < n) {
+      t.load_tail(x + i, n - i, T(0));
+      add(t);
+    }
+  }
+  // The lanes combined in a fixed tree: lane k += lane k + w for w = 8, 4, 2, 1 (in
+  // registers: the parts first, then halves of one vector).
+  BET_VINLINE T sum() const { return tree<false>(); }
+  // The same tree with max (x > m ? x : m: lane k + w wins only when greater).
+  BET_VINLINE T max() const { return tree<true>(); }
+
+ private:
+  using V = typename Blk::V;
+  // (vectors by reference: a 64-byte vector returned by value would change the ABI
+  // of the AVX2 form, were it ever called out of line)
+  template <bool Max, typename W>
+  BET_VINLINE static void combine(W& out, const W& lo, const W& hi) {
+    if constexpr (Max) out = hi > lo ? hi : lo;
+    else out = lo + hi;
+  }
+  template <bool Max>
+  BET_VINLINE static T combine1(T lo, T hi) {
+    if constexpr (Max) return hi > lo ? hi : lo;
+    else return lo + hi;
+  }
+  // One vector of L lanes down to a scalar: lane k with lane k + L/2, halving.
+  template <bool Max, int L, typename W, size_t... I>
+  BET_VINLINE static T halves(const W& v, std::index_sequence<I...>) {
+    if constexpr (L == 2) {
+      return combine1<Max>(v[0], v[1]);
+    } else {
+      typedef T H __attribute__((vector_size(L / 2 * sizeof(T))));
+      const H lo = __builtin_shufflevector(v, v, int(I)...);
+      const H hi = __builtin_shufflevector(v, v, int(I + L / 2)...);
+      H r;
+      combine<Max>(r, lo, hi);
+      return halves<Max, L / 2>(r, std::make_index_sequence<L / 4>{});
+    }
+  }
+  template <bool Max>
+  BET_VINLINE T tree() const {
+    constexpr int P = Blk::P, L = Blk::L;
+    const V* v = acc.v;
+    V t;
+    if constexpr (P == 4) {
+      V t0, t1;
+      combine<Max>(t0, v[0], v[2]);
+      combine<Max>(t1, v[1], v[3]);
+      combine<Max>(t, t0, t1);
+    } else if constexpr (P == 2) {
+      combine<Max>(t, v[0], v[1]);
+    } else {
+      static_assert(P == 1);
+      t = v[0];
+    }
+    return halves<Max, L>(t, std::make_index_sequence<L / 2>{});
+  }
+};
+
+// sum of x[0..n)
+template <typename T, int VB>
+BET_VINLINE T sum16(const T* x, int64_t n) {
+  Acc16<T, VB> a(T(0));
+  a.add(x, n);
+  return a.sum();
+}
+
+// max of x[0..n) (-inf for n = 0; NaN elements are skipped)
+template <typename T, int VB>
+BET_VINLINE T max16(const T* x, int64_t n) {
+  const T ninf = -__builtin_inf();
+  Acc16<T, VB> a(ninf);
+  B16<T, VB> t;
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    t.load(x + i);
+    a.max(t);
+  }
+  if (i < n) {
+    t.load_tail(x + i, n - i, ninf);
+    a.max(t);
+  }
+  return a.max();
+}
+
+// sum of x[j] * y[j]
+template <typename T, int VB>
+BET_VINLINE T dot16(const T* x, const T* y, int64_t n) {
+  Acc16<T, VB> a(T(0));
+  B16<T, VB> s, t;
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s.load(x + i);
+    t.load(y + i);
+    a.add_product(s, t);
+  }
+  if (i < n) {
+    s.load_tail(x + i, n - i, T(0));
+    t.load_tail(y + i, n - i, T(0));
+    a.add_product(s, t);
+  }
+  return a.sum();
+}
+
+// sum of (x[j] - mu)^2
+template <typename T, int VB>
+BET_VINLINE T sumsq_centered16(const T* x, T mu, int64_t n) {
+  Acc16<T, VB> a(T(0));
+  B16<T, VB> t;
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    t.load(x + i);
+    for (int p = 0; p < t.P; ++p) t.v[p] = t.v[p] - mu;
+    a.add_product(t, t);
+  }
+  if (i < n) {
+    t.load_tail(x + i, n - i, mu);
+    for (int p = 0; p < t.P; ++p) t.v[p] = t.v[p] - mu;
+    a.add_product(t, t);
+  }
+  return a.sum();
+}
+
+}  // namespace vr
 
 }  // namespace bet::kernels::cpu

@@ -58,6 +58,7 @@ void add_bench_command(CLI::App& app, Registry& registry) {
   auto ckpt = std::make_shared<bet::bench::CkptBenchOptions>();
   auto infer = std::make_shared<bet::bench::InferBenchOptions>();
   auto serve = std::make_shared<bet::bench::ServeBenchOptions>();
+  auto ops = std::make_shared<bet::bench::OpsBenchOptions>();
   auto what = std::make_shared<std::string>("ops");
   auto json = std::make_shared<bool>(false);
   cmd->add_option("what", *what, "ops | train | ckpt | infer | serve | all")->check(CLI::IsMember({"ops", "train", "ckpt", "infer", "serve", "all"}));
@@ -70,6 +71,9 @@ void add_bench_command(CLI::App& app, Registry& registry) {
   static std::string device = "cpu";  // checked while parsing (device_flag.h)
   add_device_option(cmd, device);
   cmd->add_flag("--json", *json, "same as --format json");
+  cmd->add_flag("--isa-only", ops->isa_only,
+                "bench ops: only the kernel-ISA rows (our CPU kernels on AVX-512 against their AVX2 twins; "
+                "BET_CPU_ISA=avx2|avx512|auto sets the path outside the bench)");
 
   auto* g = cmd->add_option_group("train", "bench train: one training step (forward, backward, AdamW)");
   g->add_option("--layer", train->layer, "bet | standard | both")
@@ -156,7 +160,7 @@ void add_bench_command(CLI::App& app, Registry& registry) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
 
-  cmd->callback([&registry, opts, train, ckpt, infer, serve, what, json, g, dp] {
+  cmd->callback([&registry, opts, ops, train, ckpt, infer, serve, what, json, g, dp] {
     if (!train->data.empty())
       bet::bench::apply_data_defaults(*train, [g](const std::string& flag) { return g->count(flag) > 0; });
     ckpt->peer = train->peer;
@@ -168,7 +172,7 @@ void add_bench_command(CLI::App& app, Registry& registry) {
       infer->seconds = serve->seconds = std::min(serve->seconds, 0.5);
       serve->warmup = 0.1;
     }
-    registry.selected = [opts, train, ckpt, infer, serve, what, json, dp] {
+    registry.selected = [opts, ops, train, ckpt, infer, serve, what, json, dp] {
       if (*json) opts->format = "json";
       opts->device = device;
       if (opts->threads > 0) bet::platform::set_num_threads(opts->threads);
@@ -179,12 +183,12 @@ void add_bench_command(CLI::App& app, Registry& registry) {
         }
         return bet::bench::run_train_data_parallel(*opts, *train, *dp);
       }
-      if (*what == "ops") return bet::bench::run_ops(*opts);
+      if (*what == "ops") return bet::bench::run_ops(*opts, *ops);
       if (*what == "train") return bet::bench::run_train(*opts, *train);
       if (*what == "ckpt") return bet::bench::run_ckpt(*opts, *ckpt);
       if (*what == "infer") return bet::bench::run_infer(*opts, *infer);
       if (*what == "serve") return bet::bench::run_serve(*opts, *serve);
-      int rc = bet::bench::run_ops(*opts);
+      int rc = bet::bench::run_ops(*opts, *ops);
       if (rc == 2) return rc;
       bet::bench::BenchOptions t = *opts;
       if (!t.out.empty()) t.out = train_out_path(t.out);
