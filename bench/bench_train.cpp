@@ -23,6 +23,7 @@
 #include "bench/peer_process.h"
 #include "engine/autocast.h"
 #include "engine/device.h"
+#include "kernels/cpu/isa.h"
 #include "kernels/cpu/matmul.h"
 #include "platform/threads.h"
 #if BET_HAVE_CUDA
@@ -391,6 +392,7 @@ int run_train(const BenchOptions& opts, const TrainBenchOptions& t) {
   main.add_meta(gpu ? "gpu" : "cpu", device_text)
       .add_meta("device", dev.str() + (dev.is_cuda() && !gpu ? " (emulated: host memory, cpu kernels)" : ""))
       .add_meta("precision", precision_text(compute, gpu))
+      .add_meta("kernel isa", gpu ? std::string("-") : kernels::cpu::kernel_isa_summary())
       .add_meta("threads", int64_t(threads));
   if (gpu) main.add_meta("bf16 peak GFLOP/s", peak);
   else

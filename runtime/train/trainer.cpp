@@ -10,6 +10,7 @@
 #include <set>
 
 #include "engine/autocast.h"
+#include "kernels/cpu/isa.h"
 #include "kernels/cpu/matmul.h"
 #include "platform/threads.h"
 #include "model/bet_model.h"
@@ -183,6 +184,7 @@ TrainResult train(TrainConfig cfg) {
             " micro-batches (it is the global batch: at least ranks x micro-batches)");
   const std::string log_dir = cfg.log_dir.empty() ? cfg.out + "/logs" : cfg.log_dir;
   RunLog log(log_dir, cfg.quiet, writer);
+  if (!device.is_cuda()) log.message("cpu kernels: " + kernels::cpu::kernel_isa_summary());
   if (compute == DType::BF16 && !device.is_cuda())
     log.message(std::string("bf16 matmuls on the cpu: ") + kernels::cpu::bf16_matmul_path());
   CheckpointManager manager(cfg.out, cfg.keep);
