@@ -17,6 +17,8 @@
 #include "bench/machine_baselines.h"
 #include "bet_config.h"
 #include "engine/random.h"
+#include "kernels/cpu/matmul_int8.h"
+#include "model/module.h"
 #include "platform/threads.h"
 #include "model/relabelling.h"
 #include "runtime/checkpoint/checkpoint.h"
@@ -31,6 +33,7 @@ constexpr double kLatencyTargetMs = 5.0;    // one 32-token request (product.md)
 constexpr double kLongSpeedupTarget = 10.0; // one 256-token request, x the peer
 constexpr double kBatchSpeedupTarget = 2.0; // inference at least 2x PyTorch eager
 constexpr double kAgreement = 1e-4;         // |p_ours - p_peer|
+constexpr double kInt8SpeedupTarget = 1.8;  // one 256-token request, int8 against f32
 
 // ---- shared with bench serve ----
 
@@ -132,7 +135,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 struct PeerCase {
-  std::vector<double> ms;
+  std::vector<double> ms, ms8;  // ms8: torch dynamic int8 quantization (--quantize int8)
   std::vector<std::vector<double>> probs;
   std::vector<double> posterior_mean, dispersion, cot;
 };
@@ -143,6 +146,8 @@ struct Case {
   std::vector<inference::PredictRequest> reqs;
   std::vector<double> ms;     // our timed calls
   std::vector<json> answers;  // our answers to reqs (the sanity check)
+  std::vector<double> ms8;     // --quantize int8: the int8 model's timed calls
+  std::vector<json> answers8;
   PeerCase peer;
   bool peer_ok = false;
 };
@@ -179,13 +184,45 @@ void call(inference::ModelPredictor& pred, Case& c, std::vector<json>* keep) {
 }
 
 void time_ours(inference::ModelPredictor& pred, Case& c, int reps, double seconds, int warmup) {
-  for (int i = 0; i < warmup; ++i) call(pred, c, c.answers.empty() ? &c.answers : nullptr);
+  std::vector<json>& answers = c.answers;
+  std::vector<double>& ms = c.ms;
+  for (int i = 0; i < warmup; ++i) call(pred, c, answers.empty() ? &answers : nullptr);
   const auto end = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
   for (int i = 0; i < reps && (i < 3 || Clock::now() < end); ++i) {
     const auto t0 = Clock::now();
     call(pred, c, nullptr);
-    c.ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
   }
+}
+
+// f32 and int8 calls alternating (each pair back to back), so a change in the machine's
+// load weighs on both alike.
+void time_pair(inference::ModelPredictor& f32, inference::ModelPredictor& int8, Case& c, int reps, double seconds,
+               int warmup) {
+  for (int i = 0; i < warmup; ++i) {
+    call(f32, c, c.answers.empty() ? &c.answers : nullptr);
+    call(int8, c, c.answers8.empty() ? &c.answers8 : nullptr);
+  }
+  const auto end = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  for (int i = 0; i < reps && (i < 3 || Clock::now() < end); ++i) {
+    const bool int8_first = i % 2;  // neither side always runs on the other's warm cache
+    for (int k = 0; k < 2; ++k) {
+      const bool q = (k == 0) == int8_first;
+      const auto t0 = Clock::now();
+      call(q ? int8 : f32, c, nullptr);
+      (q ? c.ms8 : c.ms).push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    }
+  }
+}
+
+// Largest |p_f32 - p_int8| over a case's answers.
+double int8_disagreement(const Case& c) {
+  if (c.answers.size() != c.answers8.size() || c.answers.empty()) return NAN;
+  double d = 0;
+  for (size_t i = 0; i < c.answers.size(); ++i)
+    for (const auto& [label, p] : c.answers[i].at("probabilities").items())
+      d = std::max(d, std::abs(p.get<double>() - c.answers8[i].at("probabilities").at(label).get<double>()));
+  return d;
 }
 
 PeerRun run_peer(std::vector<Case>& cases, const BenchModel& bm, const InferBenchOptions& o, int threads) {
@@ -200,6 +237,7 @@ PeerRun run_peer(std::vector<Case>& cases, const BenchModel& bm, const InferBenc
                 {"threads", threads},
                 {"warmup", 3},
                 {"relabellings", relabellings_json(*bm.loaded->model, lengths)},
+                {"quantize", o.quantize},
                 {"cases", json::array()}};
     for (const Case& c : cases) {
       json texts = json::array();
@@ -223,6 +261,7 @@ PeerRun run_peer(std::vector<Case>& cases, const BenchModel& bm, const InferBenc
         for (size_t i = 0; i < cases.size(); ++i) {
           PeerCase& pc = cases[i].peer;
           pc.ms = jc[i].at("times_ms").get<std::vector<double>>();
+          if (jc[i].contains("times_ms_int8")) pc.ms8 = jc[i]["times_ms_int8"].get<std::vector<double>>();
           pc.probs = jc[i].at("probabilities").get<std::vector<std::vector<double>>>();
           auto nums = [](const json& a) {
             std::vector<double> v;
@@ -301,6 +340,34 @@ int run_infer(const BenchOptions& opts, const InferBenchOptions& o) {
   }
   const model::ModelConfig& cfg = bm.loaded->model->config();
   inference::ModelPredictor pred(bm.loaded);
+  const bool q8 = o.quantize == "int8";
+  if (!q8 && o.quantize != "none") {
+    std::cerr << "bench infer: --quantize is none or int8, not '" << o.quantize << "'\n";
+    return 2;
+  }
+  // The same model with its Linears int8, as `betctl export --quantize int8` makes it
+  // (the classifier's head stays f32).
+  std::unique_ptr<inference::ModelPredictor> pred8;
+  int64_t quantized_linears = 0;
+  if (q8) {
+    try {
+      BET_CHECK(!model::has_int8(*bm.loaded->model),
+                "--model is already int8: give the f32 checkpoint it was exported from (the baseline)");
+      BET_CHECK(bm.loaded->model->device().is_cpu(), "int8 runs on the cpu only");
+      runtime::Checkpoint ck =
+          runtime::make_checkpoint(*bm.loaded->model, nullptr, bm.loaded->tokenizer->to_json(), "production");
+      std::shared_ptr<model::BetModel> qm(runtime::build_model(ck, "bench model").release());
+      qm->eval();
+      quantized_linears = model::quantize_int8(*qm, [&cfg](const std::string& name) {
+        return cfg.task == model::Task::Classify && name == "head";
+      });
+      pred8 = std::make_unique<inference::ModelPredictor>(inference::wrap_model(
+          qm, bm.loaded->tokenizer->to_json(), json{{"name", "bench-int8"}, {"version", "0.0.0"}}));
+    } catch (const std::exception& e) {
+      std::cerr << "bench infer --quantize int8: " << e.what() << "\n";
+      return 1;
+    }
+  }
 
   std::vector<Case> cases;
   for (int64_t n : o.tokens) {
@@ -330,10 +397,18 @@ int run_infer(const BenchOptions& opts, const InferBenchOptions& o) {
   std::string error;
   PeerRun peer;
   try {
-    for (Case& c : cases) time_ours(pred, c, reps1, secs1, c.single ? 3 : 1);
+    // int8: calls alternate with f32's, in twice the time.
+    const double f = pred8 ? 2 : 1;
+    for (Case& c : cases) {
+      if (pred8) time_pair(pred, *pred8, c, reps1, f * secs1, c.single ? 3 : 1);
+      else time_ours(pred, c, reps1, secs1, c.single ? 3 : 1);
+    }
     if (o.peer) {
       peer = run_peer(cases, bm, o, threads);
-      for (Case& c : cases) time_ours(pred, c, o.reps - reps1, o.seconds - secs1, 1);
+      for (Case& c : cases) {
+        if (pred8) time_pair(pred, *pred8, c, o.reps - reps1, f * (o.seconds - secs1), 1);
+        else time_ours(pred, c, o.reps - reps1, o.seconds - secs1, 1);
+      }
     }
   } catch (const std::exception& e) {
     error = e.what();
@@ -365,6 +440,12 @@ int run_infer(const BenchOptions& opts, const InferBenchOptions& o) {
       .add_meta("targets", "single 32 tokens: p50 < 5 ms; single 256 tokens: >= 10x the peer; batch: >= 2x the "
                            "peer; answers agree with the peer to 1e-4")
       .add_meta("load average", load_before + " (start), " + load_average() + " (end)");
+  if (q8)
+    t.add_meta("int8", std::to_string(quantized_linears) + " Linears int8 (the head f32), " +
+                           kernels::cpu::int8_matmul_path() +
+                           "; f32 and int8 calls alternate, in the same run. 'int8 x f32' = f32 time / int8 time "
+                           "(target >= 1.8 at 256 tokens); 'int8 x torch-dq' = the peer's quantize_dynamic time / "
+                           "ours; 'int8 |dp|' = max |p_f32 - p_int8| over the answers");
   if (!error.empty()) t.add_meta("error", error);
 
   for (const Case& c : cases) {
@@ -390,6 +471,12 @@ int run_infer(const BenchOptions& opts, const InferBenchOptions& o) {
       if (c.peer_ok && !(speedup >= target)) shorts.push_back("speedup");
     }
     if (c.peer_ok && !(dp <= kAgreement)) shorts.push_back("agreement");
+    if (q8 && c.single && c.tokens == 256) {
+      std::vector<double> m8 = c.ms8;
+      std::sort(m8.begin(), m8.end());
+      target_text += ", int8 >= 1.8x f32";
+      if (!(percentile(ms, 50) / percentile(m8, 50) >= kInt8SpeedupTarget)) shorts.push_back("int8 speedup");
+    }
     std::string status = !error.empty() ? "error" : shorts.empty() ? "pass" : "short: ";
     for (size_t i = 0; i < shorts.size(); ++i) status += (i ? ", " : "") + shorts[i];
     if (shorts.empty() && !c.peer_ok && std::isfinite(target)) status = "-";
@@ -412,9 +499,21 @@ int run_infer(const BenchOptions& opts, const InferBenchOptions& o) {
         .set("peer req/s", num(double(c.batch) / (pmid * 1e-3)))
         .set("speedup", num(c.peer_ok ? pmid / mid : NAN))
         .set("max |dp|", num(dp))
-        .set("max |d| other", num(dother))
-        .set("target", target_text)
-        .set("status", status);
+        .set("max |d| other", num(dother));
+    if (q8) {
+      std::vector<double> m8 = c.ms8, p8 = c.peer.ms8;
+      std::sort(m8.begin(), m8.end());
+      std::sort(p8.begin(), p8.end());
+      const double mid8 = c.single ? percentile(m8, 50) : median_of(m8);
+      const double pmid8 = p8.empty() ? NAN : (c.single ? percentile(p8, 50) : median_of(p8));
+      r.set("int8 ms", num(mid8))
+          .set("int8 x f32", num(mid / mid8))
+          .set("int8 |dp|", num(int8_disagreement(c)))
+          .set("torch-dq ms", num(pmid8))
+          .set("torch-dq x torch", num(pmid / pmid8))
+          .set("int8 x torch-dq", num(pmid8 / mid8));
+    }
+    r.set("target", target_text).set("status", status);
     t.add(std::move(r));
   }
   const int rc = emit({t}, opts);

@@ -27,6 +27,10 @@ struct InferBenchOptions {
   int reps = 200;          // timed repetitions per case, at most
   double seconds = 2.0;    // time per case, at most (at least 3 repetitions)
   bool peer = false;       // also run bench/peer/infer_peer.py and print ratios
+  // "int8": also time the same model with its Linears int8 (as `betctl export --quantize
+  // int8` makes it; kernels/quantized_matmul.h) in the same run, and with --peer the
+  // peer's torch.ao.quantization.quantize_dynamic (nn.Linear -> qint8) of its model.
+  std::string quantize = "none";
 };
 
 // The model both benchmarks serve: a checkpoint, or product.md's default classifier

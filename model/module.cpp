@@ -1,7 +1,12 @@
 #include "model/module.h"
 
 #include <cmath>
+#include <map>
+#include <mutex>
 #include <unordered_map>
+
+#include "engine/autograd.h"
+#include "engine/quantized.h"
 
 namespace bet::model {
 
@@ -14,6 +19,19 @@ Tensor Module::register_parameter(const std::string& name, Tensor t) {
 void Module::collect(NamedTensors& out, const std::string& prefix) const {
   for (const auto& [n, t] : params_) out.emplace_back(prefix + n, t);
   for (const auto& [n, c] : children_) c->collect(out, prefix + n + ".");
+}
+
+void Module::collect_modules(std::vector<std::pair<std::string, Module*>>& out, const std::string& prefix) const {
+  for (const auto& [n, c] : children_) {
+    out.emplace_back(prefix + n, c.get());
+    c->collect_modules(out, prefix + n + ".");
+  }
+}
+
+std::vector<std::pair<std::string, Module*>> Module::named_modules() const {
+  std::vector<std::pair<std::string, Module*>> out;
+  collect_modules(out, "");
+  return out;
 }
 
 NamedTensors Module::named_parameters() const {
@@ -92,9 +110,109 @@ void init_xavier_uniform(Tensor& weight, Generator& g) {
   init_uniform(weight, g, -a, a);
 }
 
+namespace {
+
+// The concatenated int8 forms of sets of layers fused_linear has seen, by the parts'
+// addresses. An entry holds its parts weakly (a reloaded model's weights are not kept
+// alive by it) and is used only while every part is alive, so an address reused by
+// another layer's int8 form never finds a stale concatenation; dead entries are dropped.
+struct FusedInt8 {
+  std::vector<std::weak_ptr<const Int8Linear>> parts;
+  std::shared_ptr<const Int8Linear> fused;
+  bool alive() const {
+    for (const auto& p : parts)
+      if (p.expired()) return false;
+    return true;
+  }
+};
+std::mutex& fused_mu() {
+  static std::mutex m;
+  return m;
+}
+std::map<std::vector<const Int8Linear*>, FusedInt8>& fused_cache() {
+  static std::map<std::vector<const Int8Linear*>, FusedInt8> c;
+  return c;
+}
+
+std::shared_ptr<const Int8Linear> fused_int8(const std::vector<const Linear*>& layers) {
+  std::vector<const Int8Linear*> key;
+  for (const Linear* l : layers) key.push_back(l->int8.get());
+  std::lock_guard<std::mutex> lock(fused_mu());
+  auto& cache = fused_cache();
+  auto it = cache.find(key);
+  if (it != cache.end() && it->second.alive()) return it->second.fused;
+  std::erase_if(cache, [](const auto& kv) { return !kv.second.alive(); });
+  FusedInt8 e;
+  for (const Linear* l : layers) e.parts.push_back(l->int8);
+  e.fused = Int8Linear::concat(key);
+  auto fused = e.fused;
+  cache.insert_or_assign(std::move(key), std::move(e));
+  return fused;
+}
+
+bool int8_path(const Linear& l, const Tensor& x) {
+  return l.int8 && quantized_linear_supports(x, *l.int8) && !autograd::needs_grad({&x});
+}
+
+}  // namespace
+
+Tensor Linear::forward(const Tensor& x) const {
+  if (int8_path(*this, x)) return quantized_linear(x, *int8);
+  return linear(x, weight, bias);
+}
+
+void Linear::quantize_int8() {
+  set_int8(quantize_linear_weights(weight, bias));
+}
+
+void Linear::set_int8(std::shared_ptr<const Int8Linear> q) {
+  BET_CHECK(q != nullptr, "Linear::set_int8: null");
+  BET_CHECK(q->out_features() == out_features && q->in_features() == in_features, "Linear: int8 weight [",
+            q->out_features(), ", ", q->in_features(), "] does not match the layer's [", out_features, ", ", in_features,
+            "]");
+  BET_CHECK(q->bias().empty() == !bias.defined(), "Linear: int8 form ", q->bias().empty() ? "without" : "with",
+            " a bias for a layer ", bias.defined() ? "with" : "without", " one");
+  autograd::NoGradGuard ng;
+  const std::vector<float> deq = q->dequantized();
+  Tensor w = Tensor::from_vector(deq, {out_features, in_features});
+  weight.copy_(w.to(weight.device()).to(weight.dtype()));
+  int8 = std::move(q);
+}
+
+std::vector<std::pair<std::string, Linear*>> named_linears(const Module& m) {
+  std::vector<std::pair<std::string, Linear*>> out;
+  for (auto& [n, mod] : m.named_modules())
+    if (auto* l = dynamic_cast<Linear*>(mod)) out.emplace_back(n, l);
+  return out;
+}
+
+int64_t quantize_int8(Module& m, const std::function<bool(const std::string&)>& skip) {
+  int64_t n = 0;
+  for (auto& [name, l] : named_linears(m)) {
+    if (skip && skip(name)) continue;
+    l->quantize_int8();
+    ++n;
+  }
+  return n;
+}
+
+bool has_int8(const Module& m) {
+  for (auto& [name, l] : named_linears(m))
+    if (l->quantized()) return true;
+  return false;
+}
+
 Tensor fused_linear(const std::vector<const Linear*>& layers, const Tensor& x) {
   BET_CHECK(!layers.empty(), "fused_linear: no layers");
   if (layers.size() == 1) return layers[0]->forward(x);
+  bool all_int8 = true;
+  for (const Linear* l : layers) all_int8 = all_int8 && int8_path(*l, x);
+  if (all_int8) {
+    for (const Linear* l : layers)
+      BET_CHECK(l->in_features == layers[0]->in_features, "fused_linear: input widths differ (", l->in_features,
+                " vs ", layers[0]->in_features, ")");
+    return quantized_linear(x, *fused_int8(layers));
+  }
   std::vector<Tensor> w, b;
   bool any_bias = false;
   for (const Linear* l : layers) {

@@ -7,7 +7,7 @@ betctl exported as safetensors. Prints one JSON object.
   bench/peer/infer_peer.py JOB.json
 
 JOB.json (written by `betctl bench infer --peer`):
-  {"weights": "model.safetensors", "threads": N, "warmup": 3,
+  {"weights": "model.safetensors", "threads": N, "warmup": 3, "quantize": "none"|"int8",
    "relabellings": {"32": [[[...n ids...] x k] x L], ...},
    "cases": [{"kind": "single"|"batch", "tokens": n, "texts": [...], "reps": R, "seconds": S,
               "warmup": W}]}   (a case's warmup overrides the job's)
@@ -16,6 +16,11 @@ JOB.json (written by `betctl bench infer --peer`):
 n tokens (a pure function of the model's inference seed, layer, path and n); the peer
 takes them as given, as betctl takes them from its memo cache, so both compute the same
 numbers. The module also serves bench/peer/serve_peer.py (load_peer, PeerPredictor).
+
+With "quantize": "int8" every case is also timed on
+torch.ao.quantization.quantize_dynamic(model, {every nn.Linear but the head: qint8}) (the
+layers `betctl export --quantize int8` quantises), interleaved with the f32 model, and
+reported as "times_ms_int8".
 """
 import base64
 import json
@@ -24,6 +29,7 @@ import os
 import statistics
 import struct
 import sys
+import copy
 import time
 
 import torch
@@ -184,6 +190,45 @@ def _time_case(pred, case, warmup):
     return times
 
 
+def quantize_dynamic_peer(model, cfg):
+    """torch's dynamic int8 quantization of the same layers betctl quantises: every
+    nn.Linear but a classifier's head (qint8 weights per tensor, activations quantised
+    per call)."""
+    try:
+        from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+    except ImportError:  # older torch
+        from torch.quantization import default_dynamic_qconfig, quantize_dynamic
+    spec = {name: default_dynamic_qconfig for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and not (cfg["task"] == "classify" and name == "head")}
+    return quantize_dynamic(copy.deepcopy(model), spec, dtype=torch.qint8)
+
+
+def _time_pair(pred, pred8, case, warmup):
+    """f32 and int8 calls alternating (twice the case's seconds), as betctl times its pair."""
+    texts = case["texts"]
+    single = case["kind"] == "single"
+
+    def once(p):
+        if single:
+            return [json.dumps(p.predict_batch(texts[:1])[0])]
+        return [json.dumps(r) for r in p.predict_batch(texts)]
+
+    for _ in range(warmup):
+        once(pred)
+        once(pred8)
+    times, times8 = [], []
+    t_end = time.perf_counter() + 2 * case["seconds"]
+    i = 0
+    while len(times) < case["reps"] and (len(times) < 3 or time.perf_counter() < t_end):
+        order = [(pred8, times8), (pred, times)] if i % 2 else [(pred, times), (pred8, times8)]
+        for p, out in order:
+            t0 = time.perf_counter()
+            once(p)
+            out.append(time.perf_counter() - t0)
+        i += 1
+    return times, times8
+
+
 def main():
     if len(sys.argv) != 2 or sys.argv[1] in ("-h", "--help"):
         print(__doc__)
@@ -194,10 +239,19 @@ def main():
         torch.set_num_threads(job["threads"])
     model, cfg, tok = load_peer(job["weights"])
     pred = PeerPredictor(model, cfg, tok, job.get("relabellings"))
+    pred8 = None
+    if job.get("quantize", "none") == "int8":
+        pred8 = PeerPredictor(quantize_dynamic_peer(model, cfg), cfg, tok, job.get("relabellings"))
     result = {"peer": "pytorch-eager", "torch": torch.__version__, "threads": torch.get_num_threads(),
               "cases": []}
+    if pred8 is not None:
+        result["quantized_engine"] = torch.backends.quantized.engine
     for case in job["cases"]:
-        times = _time_case(pred, case, case.get("warmup", job.get("warmup", 3)))
+        warm = case.get("warmup", job.get("warmup", 3))
+        if pred8 is None:
+            times = _time_case(pred, case, warm)
+        else:  # calls alternate, so load changes weigh on both alike
+            times, times8 = _time_pair(pred, pred8, case, warm)
         texts = case["texts"] if case["kind"] == "batch" else case["texts"][:1]
         answers = pred.predict_batch(texts)
         ms = sorted(t * 1e3 for t in times)
@@ -208,6 +262,8 @@ def main():
             "posterior_mean": [a["uncertainty"].get("beta", {}).get("posterior_mean") for a in answers],
             "attention_dispersion": [a["attention_dispersion"] for a in answers],
             "cot_length": [a["cot_length"] for a in answers]})
+        if pred8 is not None:
+            result["cases"][-1]["times_ms_int8"] = sorted(t * 1e3 for t in times8)
     print(json.dumps(result))
 
 

@@ -3,6 +3,7 @@
 #include <oneapi/dnnl/dnnl.h>
 #include <zstd.h>
 
+#include <cmath>
 #include <cstring>
 #include <ctime>
 #include <map>
@@ -10,6 +11,7 @@
 
 #include "bet_config.h"
 #include "engine/autograd.h"
+#include "engine/quantized.h"
 #include "engine/random.h"
 #include "model/bet_model.h"
 #include "runtime/checkpoint/config_json.h"
@@ -41,18 +43,145 @@ json library_versions() {
               {"zstd", ZSTD_versionString()}};
 }
 
+Tensor pack_int8_rows(const std::vector<int8_t>& wq, int64_t out, int64_t in) {
+  BET_CHECK(int64_t(wq.size()) == out * in, "pack_int8_rows: ", wq.size(), " values for [", out, ", ", in, "]");
+  const int64_t words = (in + 3) / 4;
+  Tensor t = Tensor::zeros({out, words}, DType::I32);
+  auto* dst = static_cast<uint8_t*>(t.raw_data());
+  for (int64_t o = 0; o < out; ++o) std::memcpy(dst + o * words * 4, wq.data() + o * in, size_t(in));
+  return t;
+}
+
+std::vector<int8_t> unpack_int8_rows(const Tensor& packed, int64_t out, int64_t in, const std::string& where) {
+  const int64_t words = (in + 3) / 4;
+  BET_CHECK(packed.dtype() == DType::I32 && (packed.shape() == Shape{out, words}), where, " is ",
+            dtype_name(packed.dtype()), " ", shape_str(packed.shape()), ", an int8 weight [", out, ", ", in,
+            "] is stored as i32 [", out, ", ", words, "]");
+  Tensor c = packed.to(Device::cpu()).contiguous();
+  const auto* src = static_cast<const uint8_t*>(c.raw_data());
+  std::vector<int8_t> wq(size_t(out * in));
+  for (int64_t o = 0; o < out; ++o) {
+    std::memcpy(wq.data() + o * in, src + o * words * 4, size_t(in));
+    for (int64_t k = in; k < words * 4; ++k)
+      BET_CHECK(src[o * words * 4 + k] == 0, where, ": row ", o, " has non-zero padding (damaged)");
+    for (int64_t k = 0; k < in; ++k)
+      BET_CHECK(wq[size_t(o * in + k)] != -128, where, ": row ", o, " holds -128, outside the symmetric range [-127, 127] (damaged)");
+  }
+  return wq;
+}
+
 Checkpoint make_checkpoint(const model::BetModel& m, const optim::Optimizer* opt, const json& tokenizer,
                            const std::string& kind) {
   Checkpoint ck;
   ck.config = m.config();
   ck.tokenizer = tokenizer;
   ck.weights = m.named_parameters();
+  if (model::has_int8(m)) {
+    // Each int8 Linear's weight is stored as its int8 bytes and scales (checkpoint.h).
+    std::map<std::string, const Int8Linear*> q;
+    for (auto& [name, l] : model::named_linears(m))
+      if (l->int8) q.emplace(name + ".weight", l->int8.get());
+    NamedTensorList w;
+    for (auto& [n, t] : ck.weights) {
+      auto it = q.find(n);
+      if (it == q.end()) {
+        w.emplace_back(n, t);
+        continue;
+      }
+      const Int8Linear& l = *it->second;
+      w.emplace_back(n + kInt8Suffix, pack_int8_rows(l.weight(), l.out_features(), l.in_features()));
+      w.emplace_back(n + kScaleSuffix, Tensor::from_vector(l.scale(), {l.out_features()}));
+    }
+    ck.weights = std::move(w);
+    ck.quantize = "int8";
+  }
   if (opt) ck.optimizer = opt->state();
   ck.kind = kind;
   return ck;
 }
 
+namespace {
+void apply_f32(const Checkpoint& ck, model::BetModel& m, optim::Optimizer* opt);
+
+// An int8 checkpoint: its int8 weights as the f32 (model dtype) values they stand for,
+// and the int8 forms by Linear weight name.
+struct Int8Parts {
+  Checkpoint f32;  // weights only (the rest is not read)
+  std::map<std::string, std::pair<std::vector<int8_t>, std::vector<float>>> int8;  // "<prefix>.weight" -> (wq, scale)
+};
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+Int8Parts split_int8(const Checkpoint& ck, DType dt) {
+  Int8Parts out;
+  out.f32.config = ck.config;
+  out.f32.kind = ck.kind;
+  std::map<std::string, const Tensor*> scales;
+  for (const auto& [n, t] : ck.weights)
+    if (ends_with(n, kScaleSuffix)) scales.emplace(n.substr(0, n.size() - std::strlen(kScaleSuffix)), &t);
+  std::set<std::string> used;
+  for (const auto& [n, t] : ck.weights) {
+    if (ends_with(n, kScaleSuffix)) continue;
+    if (!ends_with(n, kInt8Suffix)) {
+      out.f32.weights.emplace_back(n, t);
+      continue;
+    }
+    const std::string base = n.substr(0, n.size() - std::strlen(kInt8Suffix));
+    auto it = scales.find(base);
+    BET_CHECK(it != scales.end(), "checkpoint: int8 weight '", n, "' has no '", base, kScaleSuffix, "'");
+    const Tensor& sc = *it->second;
+    const int64_t o = sc.numel();
+    BET_CHECK(sc.dtype() == DType::F32 && sc.dim() == 1 && t.dim() == 2 && t.size(0) == o, "checkpoint: '", base,
+              kScaleSuffix, "' is ", dtype_name(sc.dtype()), " ", shape_str(sc.shape()), ", expected f32 [",
+              t.dim() == 2 ? t.size(0) : 0, "]");
+    used.insert(base);
+    int64_t in = -1;
+    for (const auto& p : model::parameter_specs(ck.config))
+      if (p.name == base && p.shape.size() == 2) in = p.shape[1];
+    BET_CHECK(in >= 1, "checkpoint: int8 weight '", n, "' is not a [out, in] parameter of the model");
+    std::vector<int8_t> wq = unpack_int8_rows(t, o, in, "checkpoint: int8 weight '" + n + "'");
+    std::vector<float> s = sc.to(Device::cpu()).contiguous().to_vector<float>();
+    for (int64_t r = 0; r < o; ++r)
+      BET_CHECK(std::isfinite(s[size_t(r)]) && s[size_t(r)] >= 0.f, "checkpoint: '", base, kScaleSuffix, "' row ", r,
+                " is ", s[size_t(r)], " (a scale is finite and >= 0; damaged)");
+    std::vector<float> deq(wq.size());
+    for (int64_t r = 0; r < o; ++r)
+      for (int64_t k = 0; k < in; ++k) deq[size_t(r * in + k)] = float(wq[size_t(r * in + k)]) * s[size_t(r)];
+    out.f32.weights.emplace_back(base, Tensor::from_vector(deq, {o, in}).to(dt));
+    out.int8.emplace(base, std::make_pair(std::move(wq), std::move(s)));
+  }
+  for (const auto& [base, t] : scales)
+    BET_CHECK(used.count(base), "checkpoint: '", base, kScaleSuffix, "' has no '", base, kInt8Suffix, "'");
+  return out;
+}
+}  // namespace
+
 void apply_checkpoint(const Checkpoint& ck, model::BetModel& m, optim::Optimizer* opt) {
+  if (ck.quantize.empty()) return apply_f32(ck, m, opt);
+  BET_CHECK(ck.quantize == "int8", "checkpoint: quantize '", ck.quantize, "' is not supported (this build knows int8)");
+  BET_CHECK(!opt, "checkpoint: an int8 (quantized) checkpoint is for inference only (predict, serve, eval); train "
+            "or fine-tune from the f32 checkpoint it was exported from");
+  DType dt = DType::F32;
+  for (const auto& [n, p] : m.named_parameters())
+    if (n == "embed.weight") dt = p.dtype();
+  Int8Parts parts = split_int8(ck, dt);
+  std::map<std::string, model::Linear*> linears;
+  for (auto& [name, l] : model::named_linears(m)) linears.emplace(name + ".weight", l);
+  for (const auto& [base, q] : parts.int8)
+    BET_CHECK(linears.count(base), "checkpoint: int8 weight '", base, kInt8Suffix, "' is not a Linear layer's weight");
+  apply_f32(parts.f32, m, nullptr);
+  for (auto& [base, q] : parts.int8) {
+    model::Linear* l = linears.at(base);
+    std::vector<float> bias;
+    if (l->bias.defined()) bias = l->bias.detach().to(Device::cpu()).to(DType::F32).contiguous().to_vector<float>();
+    l->set_int8(std::make_shared<Int8Linear>(q.first, q.second, std::move(bias), l->out_features, l->in_features));
+  }
+}
+
+namespace {
+void apply_f32(const Checkpoint& ck, model::BetModel& m, optim::Optimizer* opt) {
   // Validate everything first, so a mismatched checkpoint leaves the model untouched.
   std::map<std::string, const Tensor*> given;
   for (const auto& [n, t] : ck.weights)
@@ -94,9 +223,10 @@ void apply_checkpoint(const Checkpoint& ck, model::BetModel& m, optim::Optimizer
   m.load_parameters(ck.weights, true);
   if (opt) opt->load_state(ck.optimizer);
 }
+}  // namespace
 
 json checkpoint_header(const Checkpoint& ck) {
-  return json{{"format", kCheckpointFormat},
+  json h{{"format", kCheckpointFormat},
               {"format_version", kCheckpointFormatVersion},
               {"kind", ck.kind},
               {"config", config_to_json(ck.config)},
@@ -106,6 +236,13 @@ json checkpoint_header(const Checkpoint& ck) {
               {"card", ck.card.is_null() ? json::object() : ck.card},
               {"created_at", utc_timestamp()},
               {"versions", library_versions()}};
+  if (!ck.quantize.empty()) {
+    h["quantize"] = ck.quantize;
+    h["quantization"] = {{"weights", "int8, symmetric, per output channel: '<name>.weight.int8' (i32 [out, ceil(in/4)], "
+                                     "the row's int8 bytes, zero-padded) and '<name>.weight.scale' (f32 [out])"},
+                         {"activations", "u8, asymmetric, dynamic per row"}};
+  }
+  return h;
 }
 
 NamedTensorList checkpoint_tensors(const Checkpoint& ck) {
@@ -163,6 +300,13 @@ Checkpoint checkpoint_from_header(const json& h, const std::string& file) {
   ck.card = h.value("card", json::object());
   ck.versions = h.value("versions", json::object());
   ck.created_at = h.contains("created_at") && h["created_at"].is_string() ? h["created_at"].get<std::string>() : "";
+  if (h.contains("quantize")) {
+    BET_CHECK(h["quantize"].is_string(), file, ": header 'quantize' is not a string");
+    ck.quantize = h["quantize"].get<std::string>();
+    BET_CHECK(ck.quantize == "int8", file, ": header 'quantize' is '", ck.quantize,
+              "'; this build reads int8 (or no field: f32)");
+    BET_CHECK(ck.kind == "production", file, ": an int8 checkpoint must be a production checkpoint, not ", ck.kind);
+  }
   return ck;
 }
 
@@ -201,6 +345,7 @@ void check_tensor_table(const Checkpoint& ck, const std::vector<BetIndexEntry>& 
   std::vector<int> slots(trainable.size(), 0);
   bool have_step = false;
   const BetIndexEntry* first_weight = nullptr;
+  std::set<std::string> int8_seen, scale_seen;
   for (const BetIndexEntry& e : table) {
     const std::string where = file + ": tensor '" + e.name + "'";
     BET_CHECK(seen.insert(e.name).second, where, " appears twice");
@@ -226,6 +371,26 @@ void check_tensor_table(const Checkpoint& ck, const std::vector<BetIndexEntry>& 
                 " optimizer tensors for parameter ", i, " ('", p.name, "')");
       continue;
     }
+    if (!ck.quantize.empty() && (ends_with(e.name, kInt8Suffix) || ends_with(e.name, kScaleSuffix))) {
+      const bool is_q = ends_with(e.name, kInt8Suffix);
+      const std::string base = e.name.substr(0, e.name.size() - std::strlen(is_q ? kInt8Suffix : kScaleSuffix));
+      auto it = spec_of.find(base);
+      BET_CHECK(it != spec_of.end() && specs[it->second].shape.size() == 2 && base != "embed.weight" &&
+                    base != "pos.weight",
+                where, " is not the int8 form of a Linear weight of the config's model");
+      const Shape& ps = specs[it->second].shape;
+      if (is_q) {
+        BET_CHECK(e.dtype == DType::I32 && (e.shape == Shape{ps[0], (ps[1] + 3) / 4}), where, " is ",
+                  dtype_name(e.dtype), " ", shape_str(e.shape), ", the int8 form of ", shape_str(ps), " is i32 [",
+                  ps[0], ", ", (ps[1] + 3) / 4, "]");
+        int8_seen.insert(base);
+      } else {
+        BET_CHECK(e.dtype == DType::F32 && (e.shape == Shape{ps[0]}), where, " is ", dtype_name(e.dtype), " ",
+                  shape_str(e.shape), ", int8 scales of ", shape_str(ps), " are f32 [", ps[0], "]");
+        scale_seen.insert(base);
+      }
+      continue;
+    }
     auto it = spec_of.find(e.name);
     BET_CHECK(it != spec_of.end(), where, " is not a parameter of the config's model (", ck.config.layers, " ",
               model::to_string(ck.config.layer), " layers, d_model ", ck.config.d_model, ")");
@@ -238,6 +403,13 @@ void check_tensor_table(const Checkpoint& ck, const std::vector<BetIndexEntry>& 
               "' is ", dtype_name(first_weight->dtype), " (a model has one dtype)");
     present[it->second] = true;
   }
+  for (const std::string& b : int8_seen) {
+    BET_CHECK(scale_seen.count(b), file, ": tensor '", b, kInt8Suffix, "' has no '", b, kScaleSuffix, "'");
+    BET_CHECK(!present[spec_of.at(b)], file, ": tensor '", b, "' is stored both as f32 and as int8");
+    present[spec_of.at(b)] = true;
+  }
+  for (const std::string& b : scale_seen)
+    BET_CHECK(int8_seen.count(b), file, ": tensor '", b, kScaleSuffix, "' has no '", b, kInt8Suffix, "'");
   for (size_t i = 0; i < specs.size(); ++i)
     BET_CHECK(present[i], file, ": tensor '", specs[i].name, "' of the config's model is missing");
 }
@@ -337,9 +509,11 @@ json inspect_checkpoint(const std::string& path) {
     Checkpoint ck = with_tensors(std::move(header), std::move(contents));
     out["format"] = "bet";
     out["kind"] = ck.kind;
+    if (!ck.quantize.empty()) out["quantize"] = ck.quantize;
     out["config"] = config_to_json(ck.config);
     out["tokenizer"] = ck.tokenizer.value("kind", "");
-    out["parameter_count"] = count(ck.weights);
+    // int8: the model's parameters, not the stored tensors' elements (four int8 to an i32).
+    out["parameter_count"] = ck.quantize.empty() ? count(ck.weights) : model::parameter_count(ck.config);
     json tensors = describe(ck.weights, "");
     for (auto& e : describe(ck.optimizer, kOptimPrefix)) tensors.push_back(e);
     out["tensors"] = tensors;

@@ -39,6 +39,13 @@ struct Checkpoint {
   // Model card: name, version, description, created_at, data, metrics.
   nlohmann::json card = nlohmann::json::object();
   std::string kind = "training";  // training | milestone | production
+  // "" (f32 weights) or "int8" (`betctl export --quantize int8`; production only): the
+  // header's "quantize" field. In an int8 checkpoint every quantised Linear's
+  // "<prefix>.weight" is replaced by "<prefix>.weight.int8" (i32 [out, ceil(in / 4)]: each
+  // row's int8 values as bytes, little-endian, four to an i32, the row padded with zero
+  // bytes) and "<prefix>.weight.scale" (f32 [out], the per-channel scales); biases
+  // and every other tensor stay as they are. Files without the field are f32.
+  std::string quantize;
 
   // Filled by load_checkpoint from the header (save_checkpoint stamps its own).
   std::string created_at;
@@ -52,13 +59,23 @@ bool is_checkpoint_kind(const std::string& kind);
 Checkpoint make_checkpoint(const model::BetModel& m, const optim::Optimizer* opt, const nlohmann::json& tokenizer,
                            const std::string& kind = "training");
 // Builds the model `ck` describes, in its weights' dtype, and copies the weights in
-// (apply_checkpoint). Every failure, out of memory included, is a bet::Error naming
+// (apply_checkpoint); an int8 checkpoint's Linears get their int8 forms (the stored
+// bytes and scales, exactly), their f32 weights the dequantised values. Every failure, out of memory included, is a bet::Error naming
 // `file` ("x.bet: out of memory building the model (N parameters of 4 bytes)").
 std::unique_ptr<model::BetModel> build_model(const Checkpoint& ck, const std::string& file);
 // Copies the weights into `m` (every parameter must be present with its shape and
 // dtype; no unknown names) and, when `opt` is given, the optimizer state. Errors name
 // the tensor; nothing is copied when anything is wrong.
+// An int8 checkpoint is refused when `opt` is given (int8 is for inference only).
 void apply_checkpoint(const Checkpoint& ck, model::BetModel& m, optim::Optimizer* opt = nullptr);
+
+// make_checkpoint of a model whose Linears are int8 stores them as int8 (and sets
+// quantize); these are the pieces (tests, export).
+constexpr const char* kInt8Suffix = ".int8";
+constexpr const char* kScaleSuffix = ".scale";
+// Packs an int8 weight [out, in] into the i32 [out, ceil(in / 4)] tensor stored, and back.
+Tensor pack_int8_rows(const std::vector<int8_t>& wq, int64_t out, int64_t in);
+std::vector<int8_t> unpack_int8_rows(const Tensor& packed, int64_t out, int64_t in, const std::string& where);
 
 // The header JSON and tensor list save_checkpoint writes (exposed for tests and for
 // `bench ckpt`, which times encoding without the disk).

@@ -216,6 +216,7 @@ Checkpoint production_checkpoint(const Checkpoint& ck, const std::string& versio
   p.config = ck.config;
   p.tokenizer = ck.tokenizer;
   p.weights = ck.weights;
+  p.quantize = ck.quantize;
   p.metrics = ck.metrics.is_null() ? json::object() : ck.metrics;
   p.card = ck.card.is_object() ? ck.card : json::object();
   if (!p.card.contains("name")) p.card["name"] = "bet-" + model::to_string(ck.config.task);
@@ -224,6 +225,8 @@ Checkpoint production_checkpoint(const Checkpoint& ck, const std::string& versio
   p.card["created_at"] = utc_timestamp();
   if (!p.card.contains("metrics")) p.card["metrics"] = p.metrics;
   if (!p.card.contains("labels")) p.card["labels"] = ck.config.labels;
+  if (!p.quantize.empty()) p.card["quantize"] = p.quantize;
+  else p.card.erase("quantize");
   return p;
 }
 
@@ -233,7 +236,8 @@ std::string CheckpointManager::export_production(const Checkpoint& ck, const std
   std::string path = out_path;
   if (path.empty()) {
     make_dirs(production_dir());
-    path = (fs::path(production_dir()) / ("model-" + version + ".bet")).string();
+    path = (fs::path(production_dir()) /
+            ("model-" + version + (p.quantize.empty() ? "" : "-" + p.quantize) + ".bet")).string();
   }
   std::error_code ec;
   BET_CHECK(overwrite || !fs::exists(path, ec), path, ": already exists (a released version is not replaced)");

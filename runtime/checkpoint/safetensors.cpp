@@ -220,6 +220,8 @@ void export_safetensors(const std::string& path, const NamedTensorList& tensors,
 SafetensorsContents import_safetensors(const std::string& path) { return decode_safetensors(read_file(path), path); }
 
 void export_checkpoint_safetensors(const std::string& path, const Checkpoint& ck) {
+  BET_CHECK(ck.quantize.empty(), path, ": an int8 (quantized) model cannot be written as safetensors; export the f32 "
+            "checkpoint instead");
   SafetensorsMetadata meta{{"format", "betctl"},
                            {"format_version", std::to_string(kCheckpointFormatVersion)},
                            {"kind", ck.kind},

@@ -14,6 +14,10 @@ ResumePoint find_resume(const std::string& spec, const CheckpointManager& manage
     r.checkpoint = load_checkpoint(spec);
   }
   if (r.found())
+    BET_CHECK(r.checkpoint.quantize.empty(), r.path, ": an ", r.checkpoint.quantize,
+              " (quantized) checkpoint is for inference only (predict, serve, eval); resume from a training "
+              "checkpoint");
+  if (r.found())
     BET_CHECK(r.checkpoint.kind == "training", r.path, ": a ", r.checkpoint.kind,
               " checkpoint has no optimizer state; resume needs a training checkpoint");
   return r;

@@ -146,6 +146,11 @@ void add_bench_command(CLI::App& app, Registry& registry) {
       ->delimiter(',')
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  gi->add_option("--quantize", infer->quantize,
+                 "infer: none | int8: also time the model with int8 Linears (betctl export --quantize int8) in "
+                 "the same run; with --peer also torch's quantize_dynamic")
+      ->check(CLI::IsMember({"none", "int8"}))
+      ->capture_default_str();
   gi->add_option("--reps", infer->reps, "infer: timed calls per case, at most")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();

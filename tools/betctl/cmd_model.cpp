@@ -195,14 +195,35 @@ void add_model_commands(CLI::App& app, Registry& registry) {
     auto format = std::make_shared<std::string>("bet");
     auto out = std::make_shared<std::string>();
     auto json = std::make_shared<bool>(false);
+    auto quantize = std::make_shared<std::string>("none");
     cmd->add_option("checkpoint", *path, "source checkpoint")->required();
     cmd->add_option("--version", *version, "semantic version X.Y.Z")->required();
+    cmd->add_option("--quantize", *quantize,
+                    "none | int8: int8 weights per output channel for every Linear but a classifier's head, "
+                    "activations quantised per row at run time (inference only: predict, serve, eval)")
+        ->check(CLI::IsMember({"none", "int8"}));
     cmd->add_option("--format", *format, "bet | safetensors")->check(CLI::IsMember({"bet", "safetensors"}));
     cmd->add_option("--out", *out, "output file (default: the run's checkpoints/production/)");
     cmd->add_flag("--json", *json, "print the result as JSON");
-    cmd->callback([&registry, path, version, format, out, json] {
+    cmd->callback([&registry, path, version, format, out, json, quantize] {
+      if (*quantize == "int8" && *format == "safetensors")
+        throw CLI::ValidationError("--quantize", "int8 is written as .bet only (--format bet)");
       registry.selected = [=] {
         Checkpoint ck = load_checkpoint(*path);
+        int64_t quantized = -1;
+        if (*quantize == "int8" && ck.quantize.empty()) {
+          // Quantise the model's Linears and snapshot it again. A classifier's head
+          // (D -> classes, one GEMV per text) stays f32: int8 buys nothing there and its
+          // error would go straight into the calibrated logits.
+          std::unique_ptr<model::BetModel> m = build_model(ck, *path);
+          const bool classify = ck.config.task == model::Task::Classify;
+          quantized = model::quantize_int8(*m, [classify](const std::string& name) { return classify && name == "head"; });
+          Checkpoint q = make_checkpoint(*m, nullptr, ck.tokenizer, "production");
+          q.metrics = ck.metrics;
+          q.card = ck.card;
+          q.training_state = ck.training_state;
+          ck = std::move(q);
+        }
         std::string written;
         if (*format == "safetensors") {
           BET_CHECK(!out->empty(), "export: --format safetensors needs --out FILE");
@@ -214,8 +235,12 @@ void add_model_commands(CLI::App& app, Registry& registry) {
           CheckpointManager mgr(run.empty() ? "." : run.string(), 3);
           written = mgr.export_production(ck, *version, *out);
         }
-        if (*json) std::cout << nlohmann::json({{"path", written}, {"version", *version}}).dump() << std::endl;
-        else std::printf("exported %s version %s\n", written.c_str(), version->c_str());
+        nlohmann::json res{{"path", written}, {"version", *version}, {"quantize", ck.quantize.empty() ? "none" : ck.quantize}};
+        if (quantized >= 0) res["quantized_linears"] = quantized;
+        if (*json) std::cout << res.dump() << std::endl;
+        else
+          std::printf("exported %s version %s%s\n", written.c_str(), version->c_str(),
+                      ck.quantize.empty() ? "" : (" (" + ck.quantize + ")").c_str());
         return 0;
       };
     });
