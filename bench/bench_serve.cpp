@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -25,6 +26,7 @@
 #include "bench/load_generator.h"
 #include "bench/machine_baselines.h"
 #include "bet_config.h"
+#include "platform/allocator.h"
 #include "platform/threads.h"
 #include "runtime/server/server.h"
 
@@ -121,11 +123,14 @@ std::map<std::string, double> probe(uint16_t port, const std::string& text, std:
 // every way out.
 class OurServer {
  public:
-  OurServer(inference::ModelPredictor& pred, size_t max_batch, int threads) {
+  OurServer(inference::ModelPredictor& pred, size_t max_batch, int threads, bool reserve = true,
+            std::chrono::microseconds max_wait = std::chrono::microseconds(2000)) {
     server::ServerConfig cfg;
     cfg.host = "127.0.0.1";
     cfg.port = 0;
     cfg.max_batch = max_batch;
+    cfg.max_wait = max_wait;
+    cfg.reserve_worker_memory = reserve;
     cfg.version = BET_VERSION;
     cfg.log = [](std::string_view) {};
     srv_ = std::make_unique<server::HttpServer>(cfg, pred);
@@ -213,6 +218,82 @@ class PeerServer {
   json info_ = json::object();
 };
 
+// One sequential client sending /v1/predict for each of `lengths` in turn, with the
+// worker's arena on or off: what a request costs in time, page faults and system
+// allocations. Each length's oneDNN primitives are built by a pass before both runs and
+// the caching allocator is emptied before each, so the two differ by the arena alone:
+// round 1 meets every size class for the first time, round 2 is the steady state.
+struct MemoryCell {
+  bool arena = false;
+  int round = 0;
+  int64_t requests = 0;
+  double ms = NAN, faults = NAN, system_allocs = NAN;  // per request
+  double first_faults = NAN, first_system_allocs = NAN;  // per request, in the first repeat
+  uint64_t arena_bytes = 0;
+  std::string error;
+};
+
+std::vector<MemoryCell> memory_cells(inference::ModelPredictor& pred, int threads, const std::vector<int64_t>& lengths) {
+  using clock = std::chrono::steady_clock;
+  auto minflt = [] {
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    return double(ru.ru_minflt);
+  };
+  auto body = [](int64_t n, uint64_t salt) { return json{{"text", bench_text(n, salt)}}.dump(); };
+  constexpr auto kNoWait = std::chrono::microseconds(0);  // a batch of one is sent at once
+  constexpr int kRepeats = 3;  // off, on, off, on, ...: each cell keeps its fastest repeat
+  std::vector<MemoryCell> out(4);
+  {
+    OurServer s(pred, 32, threads, false, kNoWait);
+    HttpClient c("127.0.0.1", s.port(), std::chrono::seconds(60));
+    for (int64_t n : lengths) c.request("POST", "/v1/predict", body(n, 99));
+  }
+  for (int rep = 0; rep < kRepeats; ++rep)
+    for (bool arena : {false, true}) {
+      CachingAllocator::host().empty_cache();
+      OurServer s(pred, 32, threads, arena, kNoWait);
+      HttpClient c("127.0.0.1", s.port(), std::chrono::seconds(60));
+      // The first request waits for the worker's reservation; not measured.
+      c.request("POST", "/v1/predict", body(lengths.back(), 98));
+      for (int round = 1; round <= 2; ++round) {
+        MemoryCell m;
+        m.arena = arena;
+        m.round = round;
+        const double f0 = minflt();
+        const uint64_t s0 = CachingAllocator::host().stats().system_allocs;
+        const auto t0 = clock::now();
+        for (size_t i = 0; i < lengths.size() && m.error.empty(); ++i) {
+          // A fixed shuffle of the lengths, another per round.
+          const int64_t n = lengths[(i * 17 + size_t(round) * 5) % lengths.size()];
+          auto r = c.request("POST", "/v1/predict", body(n, uint64_t(round * 1000) + i));
+          if (!r || r->status != 200) m.error = r ? "status " + std::to_string(r->status) : "no response";
+          ++m.requests;
+        }
+        const double secs = std::chrono::duration<double>(clock::now() - t0).count();
+        m.ms = 1e3 * secs / double(m.requests);
+        m.faults = (minflt() - f0) / double(m.requests);
+        m.system_allocs = double(CachingAllocator::host().stats().system_allocs - s0) / double(m.requests);
+        if (const inference::InferenceArena* a = pred.worker_arena().arena())
+          if (arena && a->arena()) m.arena_bytes = a->arena()->capacity();
+        MemoryCell& cell = out[size_t(arena) * 2 + size_t(round - 1)];
+        if (rep == 0) {
+          m.first_faults = m.faults;
+          m.first_system_allocs = m.system_allocs;
+          cell = m;
+        } else if (!m.error.empty() || m.ms < cell.ms) {
+          m.requests += cell.requests;
+          m.first_faults = cell.first_faults;
+          m.first_system_allocs = cell.first_system_allocs;
+          cell = m;
+        } else {
+          cell.requests += m.requests;
+        }
+      }
+    }
+  return out;
+}
+
 double max_abs_diff(const std::map<std::string, double>& a, const std::map<std::string, double>& b) {
   if (a.empty() || a.size() != b.size()) return NAN;
   double d = 0;
@@ -266,6 +347,23 @@ int run_serve(const BenchOptions& opts, const ServeBenchOptions& o) {
     }
   } catch (const std::exception& e) {
     error = e.what();
+  }
+  // Memory per request, the worker's arena off and on: lengths spread up to the longest
+  // --tokens (48 of them, so each length's oneDNN primitives stay in their cache).
+  std::vector<MemoryCell> memory;
+  if (error.empty() && !o.tokens.empty()) {
+    const int64_t longest = std::min<int64_t>(*std::max_element(o.tokens.begin(), o.tokens.end()),
+                                              bm.loaded->model->config().max_len);
+    std::vector<int64_t> lengths;
+    for (int64_t i = 0; i < 48; ++i) {
+      const int64_t n = 1 + i * (longest - 1) / 47;
+      if (lengths.empty() || n != lengths.back()) lengths.push_back(n);
+    }
+    try {
+      memory = memory_cells(pred, threads, lengths);
+    } catch (const std::exception& e) {
+      error = std::string("memory cells: ") + e.what();
+    }
   }
   if (o.peer && error.empty()) {
     std::string dir;
@@ -371,7 +469,30 @@ int run_serve(const BenchOptions& opts, const ServeBenchOptions& o) {
         .set("first error", r.first_error);
     t.add(std::move(row));
   }
-  const int rc = emit({t}, opts);
+  Table mt;
+  mt.title = "bench serve: memory per request";
+  mt.add_meta("load", "one keep-alive connection, /v1/predict, --max-batch 32 --max-wait-us 0; 48 text lengths "
+                      "up to the longest --tokens, shuffled, each once per round; every length's oneDNN primitives "
+                      "built before both runs, the caching allocator emptied before each; 3 repeats, arena off and "
+                      "on alternating, each row the fastest repeat (requests: all of them), and the first repeat's counts (a fresh heap)")
+      .add_meta("arena", "the inference worker's arena (ServerConfig::reserve_worker_memory), reserved before the "
+                         "first request; round 1 meets each size class for the first time, round 2 is steady state");
+  for (const MemoryCell& m : memory) {
+    Row row;
+    row.set("arena", m.arena ? "on" : "off")
+        .set("round", int64_t(m.round))
+        .set("requests", m.requests)
+        .set("ms/request", num(m.ms))
+        .set("page faults/request", num(m.faults))
+        .set("system allocs/request", num(m.system_allocs))
+        .set("first repeat: page faults/request", num(m.first_faults))
+        .set("first repeat: system allocs/request", num(m.first_system_allocs))
+        .set("arena MiB", m.arena ? Value(double(m.arena_bytes) / double(1 << 20)) : Value())
+        .set("error", m.error);
+    if (!m.error.empty()) ours_failed = true;
+    mt.add(std::move(row));
+  }
+  const int rc = emit(memory.empty() ? std::vector<Table>{t} : std::vector<Table>{t, mt}, opts);
   return rc ? rc : (ours_failed ? 1 : 0);
 }
 

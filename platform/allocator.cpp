@@ -6,6 +6,7 @@
 #include <mutex>
 #include <new>
 
+#include "platform/arena.h"
 #include "platform/error.h"
 
 namespace bet {
@@ -91,6 +92,10 @@ void* CachingAllocator::allocate(size_t nbytes, size_t* capacity) {
     std::lock_guard<std::mutex> lock(c.mu);
     out_of_memory(nbytes, c.stats, c.limit);
   }
+  // A thread serving from an arena (arena.h) takes its blocks there first; what the
+  // arena cannot hold comes from the cache below (the arena counts it as a miss).
+  if (platform::HostArena* a = platform::current_arena())
+    if (void* p = a->try_allocate(nbytes, capacity)) return p;
   const size_t cap = round_size(nbytes);
   const int cls = class_index(cap);
   *capacity = cap;
@@ -124,6 +129,7 @@ void* CachingAllocator::allocate(size_t nbytes, size_t* capacity) {
 
 void CachingAllocator::release(void* ptr, size_t capacity) noexcept {
   if (!ptr) return;
+  if (platform::release_to_arena(ptr, capacity)) return;  // an arena's block, from any thread
   auto& c = cache();
   const int cls = class_index(capacity);
   std::lock_guard<std::mutex> lock(c.mu);

@@ -11,6 +11,7 @@ namespace bet::inference {
 namespace {
 constexpr uint64_t kDropoutTag = 0x696e662d64726f70ULL;  // "inf-drop"
 constexpr int64_t kLogitBudget = int64_t(1) << 25;     // lm logits per forward (128 MiB of f32)
+thread_local int64_t t_row_cap = 0;                      // ForwardRowCap; 0: none
 }  // namespace
 
 std::string utf8_safe(std::string_view s) {
@@ -30,6 +31,9 @@ std::string utf8_safe(std::string_view s) {
   return out;
 }
 
+ForwardRowCap::ForwardRowCap(int64_t max_rows) noexcept : prev_(t_row_cap) { t_row_cap = max_rows; }
+ForwardRowCap::~ForwardRowCap() { t_row_cap = prev_; }
+
 int64_t forward_token_budget(const model::BetModel& m) {
   const model::ModelConfig& cfg = m.config();
   if (cfg.task == model::Task::Classify) return kForwardTokenBudget;
@@ -47,6 +51,7 @@ bool forward_fits(const model::BetModel& m, int64_t rows, int64_t len) {
                             ? 1 + cfg.k_permutations
                             : 1;
   if (rows <= 1) return true;
+  if (t_row_cap > 0 && rows > t_row_cap) return false;
   return rows * len <= forward_token_budget(m) && rows * paths * cfg.heads * len * len <= kAttentionBudget;
 }
 

@@ -29,6 +29,8 @@ int64_t forward_token_budget(const model::BetModel& m);
 // budget, and with the attention scores of every path and head ([rows, paths, heads,
 // len, len] f32) within kAttentionBudget, so a batch of long texts runs as several
 // cache-sized forwards instead of one that streams hundreds of MB through memory.
+// While a ForwardRowCap (arena.h) lives on a thread, forward_fits also keeps the forwards formed
+// there within its rows (an inference worker's arena is sized for that many, arena.h).
 bool forward_fits(const model::BetModel& m, int64_t rows, int64_t len);
 
 // One forward over `rows` (each >= 1 token), padded to the longest. With `mc_dropout`

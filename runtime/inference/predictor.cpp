@@ -362,12 +362,14 @@ UncertaintySignal ModelPredictor::signal_for(const LoadedModel& L) const {
 
 json ModelPredictor::predict(const PredictRequest& req) {
   auto L = need(current());
+  const WorkerArena::Scope arena = worker_arena_.enter(L->model);
   const Prepared p = prepare(*L, req, limits(), signal_for(*L));
   return run_prepared(*L, {&p})[0];
 }
 
 std::vector<PredictOutcome> ModelPredictor::predict_batch(const std::vector<PredictRequest>& requests) {
   auto L = need(current());
+  const WorkerArena::Scope arena = worker_arena_.enter(L->model);
   const RequestLimits lim = limits();
   const UncertaintySignal signal = signal_for(*L);
   std::vector<PredictOutcome> res(requests.size());
@@ -389,6 +391,16 @@ std::vector<PredictOutcome> ModelPredictor::predict_batch(const std::vector<Pred
   return res;
 }
 
+void ModelPredictor::prepare_worker(size_t max_batch) {
+  auto L = current();
+  // Rows: the members the uncertainty signal gives each item of a full batch (more run
+  // as more forwards); Monte Carlo members: the signal's or --default-mc-dropout.
+  const UncertaintySignal signal = uncertainty_signal();
+  const int64_t rows = int64_t(std::max<size_t>(max_batch, 1)) * std::max(1, signal.permutations());
+  const int mc = std::max(signal.mc_dropout(), limits().default_mc_dropout);
+  worker_arena_.start({rows, mc}, L ? L->model : nullptr);
+}
+
 bool ModelPredictor::can_generate() {
   auto L = current();
   return L && L->model->config().causal();
@@ -396,6 +408,7 @@ bool ModelPredictor::can_generate() {
 
 json ModelPredictor::generate(const GenerateRequest& req) {
   auto L = need(current());
+  const WorkerArena::Scope arena = worker_arena_.enter(L->model);
   return generate_text(*L, req, limits());
 }
 

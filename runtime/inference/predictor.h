@@ -39,6 +39,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/bet_model.h"
+#include "runtime/inference/arena.h"
 #include "runtime/inference/predictor_interface.h"
 #include "runtime/inference/request.h"
 #include "runtime/inference/uncertainty_signal.h"
@@ -91,6 +92,13 @@ class ModelPredictor : public Predictor {
   // never fails the requests batched beside it.
   std::vector<PredictOutcome> predict_batch(const std::vector<PredictRequest>& requests) override;
 
+  // The calling thread becomes the inference worker: its forwards (of at most max_batch
+  // x the uncertainty signal's permutations rows each) take their tensors from an arena
+  // (arena.h) sized now for the loaded model's largest forward, and again for a
+  // reloaded model before its first request. Other threads' requests do not use it.
+  void prepare_worker(size_t max_batch) override;
+  const WorkerArena& worker_arena() const { return worker_arena_; }
+
   bool can_generate() override;
   // lm models: {"text", "tokens", "cot_budget", "stop"}; throws InputError otherwise.
   nlohmann::json generate(const GenerateRequest& req) override;
@@ -122,6 +130,7 @@ class ModelPredictor : public Predictor {
   Device device_;  // where reloads put the model
   RequestLimits limits_;
   std::optional<UncertaintySignal> uncertainty_override_;
+  WorkerArena worker_arena_;  // used on the worker thread only
 };
 
 }  // namespace bet::inference

@@ -8,6 +8,7 @@
 // model aside and swap it in atomically, leaving the old one in place when the new file
 // is bad.
 #pragma once
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <vector>
@@ -42,6 +43,13 @@ class Predictor {
   // issue in its slot and the others are answered. Throwing fails the whole call
   // (the server answers 500).
   virtual std::vector<PredictOutcome> predict_batch(const std::vector<PredictRequest>& requests) = 0;
+
+  // Called once on the inference worker thread before it takes requests, with the most
+  // items one predict_batch call gets: a predictor may reserve there, for that thread,
+  // the memory its largest admitted request needs, so that serving makes no system
+  // allocation afterwards (ModelPredictor: its worker arena, arena.h). Must not throw
+  // for want of memory (serve without the reservation instead). Default: nothing.
+  virtual void prepare_worker(size_t /*max_batch*/) {}
 
   // Language models only: when false, POST /v1/generate answers 400.
   virtual bool can_generate() { return false; }

@@ -15,6 +15,13 @@ BatchQueue::BatchQueue(inference::Predictor& predictor, BatchQueueOptions option
   const int threads = platform::num_threads();
   worker_ = std::thread([this, threads] {
     platform::set_num_threads(threads);
+    if (options_.prepare_worker) {
+      try {
+        predictor_.prepare_worker(options_.max_batch);
+      } catch (...) {
+        // Serving without the reservation is still serving.
+      }
+    }
     run();
   });
   if (options_.decode) intake_thread_ = std::thread([this] { run_intake(); });

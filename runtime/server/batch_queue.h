@@ -49,6 +49,10 @@ struct BatchQueueOptions {
   size_t max_batch = 32;                      // items per predict_batch call
   std::chrono::microseconds max_wait{2000};   // how long the oldest job may wait for company
   size_t max_queue_items = 4096;              // beyond this a job is refused (503)
+  // The worker calls predictor.prepare_worker(max_batch) before its first job, so the
+  // predictor reserves the memory its requests need (off: tests and benches measure
+  // serving without the reservation).
+  bool prepare_worker = true;
   // Fills items/generate from body, or sets error. Unset: jobs arrive decoded, and
   // submit() hands back a job the queue has no room for.
   std::function<void(InferenceJob&)> decode;

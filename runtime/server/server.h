@@ -41,6 +41,11 @@ struct ServerConfig {
   std::chrono::microseconds max_wait{2000};    // --max-wait-us
   size_t max_queue_items = 4096;               // beyond: 503
   int default_mc_dropout = 0;                  // --default-mc-dropout
+  // The inference worker reserves, before its first request, the memory of the largest
+  // request it admits (Predictor::prepare_worker; ModelPredictor: its arena), so
+  // steady-state serving makes no system allocation for tensors. Off: only to measure
+  // what it saves (tests, `betctl bench serve`).
+  bool reserve_worker_memory = true;
 
   // Auth and rate limiting of the /v1 routes and their aliases.
   std::vector<std::string> api_keys;  // empty: no key needed (see ApiKeys::load_file)
