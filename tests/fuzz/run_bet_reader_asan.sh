@@ -29,7 +29,7 @@ compile_objects "$OUT/obj" "$FLAGS" \
   "$ROOT/runtime/checkpoint/bet_format.cpp" "$ROOT/runtime/io/atomic_file.cpp" "$ROOT/runtime/io/mapped_file.cpp" \
   "$ROOT/runtime/io/bounded_json.cpp" \
   "$ROOT/engine/tensor.cpp" "$ROOT/engine/storage.cpp" "$ROOT/engine/ops/dispatch.cpp" \
-  "$ROOT/platform/allocator.cpp" "$ROOT/platform/shape.cpp" "$ROOT/platform/device.cpp" "$ROOT/platform/memory.cpp" \
+  "$ROOT/platform/allocator.cpp" "$ROOT/platform/arena.cpp" "$ROOT/platform/shape.cpp" "$ROOT/platform/device.cpp" "$ROOT/platform/memory.cpp" \
   "$ROOT/tests/fuzz/bet_reader_support.cpp"
 LIB_OBJECTS=("${OBJECTS[@]}")
 compile_objects "$OUT/obj" "$FLAGS" "$ROOT/tests/fuzz/test_bet_reader_asan.cpp" "$ROOT/tests/test_main.cpp"
