@@ -66,6 +66,10 @@ void Module::load_parameters(const NamedTensors& values, bool strict) {
     Tensor dst = p;
     dst.copy_(it->second);
   }
+  // New values invalidate int8 forms quantised from the old ones (a checkpoint's int8
+  // weights are set after its f32 values are loaded).
+  if (auto* self = dynamic_cast<Linear*>(this)) self->int8.reset();
+  for (auto& [name, l] : named_linears(*this)) l->int8.reset();
 }
 
 void Module::to(Device device) {
@@ -151,7 +155,8 @@ std::shared_ptr<const Int8Linear> fused_int8(const std::vector<const Linear*>& l
 }
 
 bool int8_path(const Linear& l, const Tensor& x) {
-  return l.int8 && quantized_linear_supports(x, *l.int8) && !autograd::needs_grad({&x});
+  // A gradient wanted for the input or the layer's own parameters takes the f32 path.
+  return l.int8 && quantized_linear_supports(x, *l.int8) && !autograd::needs_grad({&x, &l.weight, &l.bias});
 }
 
 }  // namespace

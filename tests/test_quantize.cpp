@@ -277,6 +277,37 @@ TEST_CASE("quantized_linear is inference only") {
   // Linear::forward with a gradient wanted takes the f32 path over the dequantised weight.
   Tensor y = a.forward(x);
   CHECK(y.requires_grad());
+  // So does a gradient wanted for the layer's own weight, with an input that needs none.
+  Tensor x0 = g.normal({3, 8}, 0.0, 1.0, DType::F32);
+  sum(a.forward(x0)).backward();
+  REQUIRE(a.weight.grad().defined());
+  CHECK(a.bias.grad().defined());
+  a.weight.zero_grad();
+  a.bias.zero_grad();
+  sum(model::fused_linear({&a, &a}, x0)).backward();
+  CHECK(a.weight.grad().defined());
+}
+
+TEST_CASE("int8: non-finite weights are refused; new parameter values drop the int8 form") {
+  Generator g(7);
+  model::Linear a(8, 4, g);
+  {
+    autograd::NoGradGuard ng;
+    std::vector<float> w = a.weight.contiguous().to_vector<float>();
+    w[5] = std::nanf("");
+    Tensor bad = Tensor::from_vector<float>(w, {4, 8});
+    a.weight.copy_(bad);
+  }
+  CHECK_THROWS_WITH_AS(a.quantize_int8(), doctest::Contains("not finite"), Error);
+  model::Linear b(8, 4, g);
+  b.quantize_int8();
+  REQUIRE(b.quantized());
+  model::Linear fresh(8, 4, g);
+  b.load_parameters(fresh.named_parameters());
+  CHECK_FALSE(b.quantized());  // stale int8 weights would otherwise keep serving
+  autograd::NoGradGuard ng;
+  Tensor x = g.normal({2, 8}, 0.0, 1.0, DType::F32);
+  CHECK(b.forward(x).to_vector<float>() == fresh.forward(x).to_vector<float>());
 }
 
 TEST_CASE("a small model: int8 outputs close to f32; checkpoint round trip keeps the int8 bytes") {

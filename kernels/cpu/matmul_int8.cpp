@@ -102,9 +102,9 @@ void epilogue(const int32_t* acc, int64_t M, int64_t N, const float* sx, const i
       const float s = sx[r];
       const int32_t z = zx[r];
       if (bias) {
-        for (int64_t j = 0; j < N; ++j) o[j] = float(a[j] - z * colsum[j]) * (s * sw[j]) + bias[j];
+        for (int64_t j = 0; j < N; ++j) o[j] = float(int64_t(a[j]) - int64_t(z) * colsum[j]) * (s * sw[j]) + bias[j];
       } else {
-        for (int64_t j = 0; j < N; ++j) o[j] = float(a[j] - z * colsum[j]) * (s * sw[j]);
+        for (int64_t j = 0; j < N; ++j) o[j] = float(int64_t(a[j]) - int64_t(z) * colsum[j]) * (s * sw[j]);
       }
     }
   });
@@ -198,8 +198,12 @@ void quantize_weight_rows(const float* w, int64_t N, int64_t K, int8_t* wq, floa
   for (int64_t o = 0; o < N; ++o) {
     const float* row = w + o * K;
     float m = 0.f;
-    for (int64_t k = 0; k < K; ++k) m = std::max(m, std::fabs(row[k]));
-    BET_CHECK(std::isfinite(m), "quantize int8: weight row ", o, " is not finite");
+    bool finite = true;
+    for (int64_t k = 0; k < K; ++k) {
+      finite = finite && std::isfinite(row[k]);  // std::max would pass over a NaN
+      m = std::max(m, std::fabs(row[k]));
+    }
+    BET_CHECK(finite, "quantize int8: weight row ", o, " is not finite");
     const float s = m / 127.f;
     scale[o] = s;
     for (int64_t k = 0; k < K; ++k)
@@ -272,7 +276,9 @@ Int8Linear::Int8Linear(std::vector<int8_t> wq, std::vector<float> scale, std::ve
   BET_CHECK(int64_t(scale_.size()) == N, "Int8Linear: ", scale_.size(), " scales for ", N, " output channels");
   BET_CHECK(bias_.empty() || int64_t(bias_.size()) == N, "Int8Linear: bias of ", bias_.size(), " for ", N,
             " output channels");
-  BET_CHECK(K <= (int64_t(1) << 20), "Int8Linear: in_features ", K, " too large for s32 accumulation");
+  // |sum of (u8 - zero point) x s8| <= 255 * 127 * K must fit the s32 accumulator.
+  BET_CHECK(K <= (int64_t(INT32_MAX) / (255 * 127)), "Int8Linear: in_features ", K,
+            " too large for s32 accumulation (at most ", int64_t(INT32_MAX) / (255 * 127), ")");
   for (float s : scale_) BET_CHECK(std::isfinite(s) && s >= 0.f, "Int8Linear: scale ", s, " is not a finite, non-negative number");
   colsum_.assign(size_t(N), 0);
   for (int64_t o = 0; o < N; ++o) {

@@ -215,6 +215,11 @@ void add_model_commands(CLI::App& app, Registry& registry) {
           // Quantise the model's Linears and snapshot it again. A classifier's head
           // (D -> classes, one GEMV per text) stays f32: int8 buys nothing there and its
           // error would go straight into the calibrated logits.
+          // The int8 kernels take f32 activations: a model of another dtype would never
+          // run them (it would serve its own dtype over twice-rounded weights).
+          for (const auto& [n, t] : ck.weights)
+            BET_CHECK(t.dtype() == DType::F32, "export --quantize int8: ", *path, " holds ", dtype_name(t.dtype()),
+                      " weights ('", n, "'); int8 is quantised from an f32 checkpoint");
           std::unique_ptr<model::BetModel> m = build_model(ck, *path);
           const bool classify = ck.config.task == model::Task::Classify;
           quantized = model::quantize_int8(*m, [classify](const std::string& name) { return classify && name == "head"; });
