@@ -60,6 +60,7 @@ struct HostArena::State {
   uint64_t nonempty = 0;  // bit o: free_lists[o] has a block
   ArenaStats st;
   int slot = -1;
+  bool dead = false;  // the region is unmapped; under mu
 
   void push(char* b, int o) {
     auto* n = reinterpret_cast<Node*>(b);
@@ -78,8 +79,21 @@ struct HostArena::State {
     if (!free_lists[o]) nonempty &= ~(uint64_t(1) << o);
   }
   void release(void* ptr, size_t capacity) noexcept {
-    int o = std::countr_zero(capacity);
     std::lock_guard<std::mutex> lock(mu);
+    release_locked(ptr, capacity);
+  }
+  // release_to_arena's entry: its lock-free look-up may read a slot while it is being
+  // cleared or reused, so ownership is decided here, under the lock, against fields that
+  // never change while the state lives (it is never deleted once registered).
+  bool try_release(void* ptr, size_t capacity) noexcept {
+    std::lock_guard<std::mutex> lock(mu);
+    const auto p = reinterpret_cast<uintptr_t>(ptr), b = reinterpret_cast<uintptr_t>(base);
+    if (dead || p < b || p >= b + size) return false;
+    release_locked(ptr, capacity);
+    return true;
+  }
+  void release_locked(void* ptr, size_t capacity) noexcept {
+    int o = std::countr_zero(capacity);
     size_t off = size_t(static_cast<char*>(ptr) - base);
     st.bytes_in_use -= capacity;
     while (o < max_order) {  // merge with the buddy while it is free and whole
@@ -145,6 +159,7 @@ HostArena::~HostArena() {
     // Blocks still in use (a tensor kept past the arena): leak the region, registered,
     // so that their release still finds it.
     if (s_->st.bytes_in_use > 0) return;
+    s_->dead = true;  // from here on try_release refuses, whatever a reader saw
   }
   Slot& slot = g_slots[s_->slot];
   slot.end.store(0);
@@ -152,7 +167,8 @@ HostArena::~HostArena() {
   slot.state.store(nullptr);
   ::munmap(s_->base, s_->size);
   ::munmap(s_->map, s_->map_bytes);
-  delete s_;
+  // The state itself (a few hundred bytes) is never freed: a release_to_arena that
+  // loaded it just before the slot was cleared may still lock it and find it dead.
 }
 
 void* HostArena::try_allocate(size_t nbytes, size_t* capacity) noexcept {
@@ -213,9 +229,10 @@ bool release_to_arena(void* ptr, size_t capacity) noexcept {
     if (p < g_slots[i].begin.load(std::memory_order_acquire)) continue;
     HostArena::State* s = g_slots[i].state.load(std::memory_order_acquire);
     if (!s) continue;
+    // The three loads are not one snapshot (the slot may be cleared or reused
+    // meanwhile): the state checks ownership under its lock, and a miss keeps looking.
     // The slot holds the state, not the arena object: a leaked region outlives it.
-    s->release(ptr, capacity);
-    return true;
+    if (s->try_release(ptr, capacity)) return true;
   }
   return false;
 }

@@ -399,6 +399,9 @@ void ModelPredictor::prepare_worker(size_t max_batch) {
   const int64_t rows = int64_t(std::max<size_t>(max_batch, 1)) * std::max(1, signal.permutations());
   const int mc = std::max(signal.mc_dropout(), limits().default_mc_dropout);
   worker_arena_.start({rows, mc}, L ? L->model : nullptr);
+  // What one request frees outside the arena, the next reuses: no page handed back
+  // between requests (process-wide, so only where a model worker asks for it).
+  platform::keep_freed_memory_resident();
 }
 
 bool ModelPredictor::can_generate() {

@@ -22,7 +22,6 @@
 #include <cstring>
 #include <stdexcept>
 
-#include "platform/arena.h"
 #include "runtime/server/openapi.h"
 #include "runtime/server/server_impl.h"
 
@@ -176,8 +175,6 @@ void HttpServer::Impl::run() {
   qo.max_wait = cfg_.max_wait;
   qo.max_queue_items = cfg_.max_queue_items;
   qo.prepare_worker = cfg_.reserve_worker_memory;
-  // What one request frees, the next reuses: no page handed back between requests.
-  if (cfg_.reserve_worker_memory) platform::keep_freed_memory_resident();
   qo.decode = [this](InferenceJob& job) { decode_job(job); };
   queue_ = std::make_unique<BatchQueue>(
       predictor_, qo,
