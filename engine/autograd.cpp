@@ -140,11 +140,11 @@ void run_backward(const Tensor& root, const Tensor& seed) {
     if (f == pieces.end()) return;
     auto ps = std::move(f->second);
     pieces.erase(f);
-    const ops_detail::SliceBackward& s0 = ps[0].first;
-    const Tensor& g0 = ps[0].second;
     // Disjoint unit-step pieces along one dim (split's parts): each region written once,
     // only the gaps zeroed. Anything else: zeros, each piece added into its region.
     std::sort(ps.begin(), ps.end(), [](const auto& a, const auto& b) { return a.first.start < b.first.start; });
+    const ops_detail::SliceBackward& s0 = ps[0].first;
+    const Tensor& g0 = ps[0].second;
     bool disjoint = true;
     for (size_t i = 0; i < ps.size() && disjoint; ++i)
       disjoint = ps[i].first.dim == s0.dim && ps[i].first.step == 1 &&

@@ -65,6 +65,9 @@ SufficientStatsEncoder::SufficientStatsEncoder(int64_t d, Generator& g, DType dt
   count = register_module("count", std::make_shared<Linear>(d, m, g, true, Linear::Init::Default, dtype));
   beta_head = register_module("beta_head", std::make_shared<Linear>(d, 1, g, true, Linear::Init::Default, dtype));
   proj = register_module("proj", std::make_shared<Linear>(2 * m + 2, d, g, true, Linear::Init::Default, dtype));
+  std::vector<double> eye(size_t(m * m), 0.0);
+  for (int64_t j = 0; j < m; ++j) eye[size_t(j * m + j)] = 1.0;
+  moment_block_ = Tensor::from_vector<double>(eye, {m, m, 1}).to(dtype);
 }
 
 StatsOutput SufficientStatsEncoder::forward(const Tensor& x, const SeqContext& ctx) const {
@@ -89,9 +92,7 @@ StatsOutput SufficientStatsEncoder::forward(const Tensor& x, const SeqContext& c
   // block-diagonal [m, m*h] weight (row j holds w2_j in columns j*h..(j+1)*h) reads the
   // hidden layer once, where a broadcast product and a sum over h would write and reread
   // an m*h-wide temporary per token, forward and backward.
-  Tensor block = Tensor::zeros({m, m, 1}, x.dtype(), x.device());
-  for (int64_t j = 0; j < m; ++j) select(select(block, 0, j), 0, j).fill_(1.0);
-  Tensor w2_block = reshape(mul(block, unsqueeze(concat(w2, 0), 0)), {m, m * h});  // [m, m*h]
+  Tensor w2_block = reshape(mul(moment_block_, unsqueeze(concat(w2, 0), 0)), {m, m * h});  // [m, m*h]
   Tensor f = linear(relu(parts[0]), w2_block, concat(b2, 0));                     // [B, S, m]
   Tensor c = sigmoid(parts[1]);                                          // [B, S, m]
   Tensor p = sigmoid(parts[2]);                                          // [B, S, 1]

@@ -42,6 +42,12 @@ class SufficientStatsEncoder : public Module {
   std::shared_ptr<Linear> beta_head;          // u, b_u: D -> 1
   Tensor prior;                               // [a0, b0]; alpha0 = softplus(a0)
   std::shared_ptr<Linear> proj;               // 2m + 2 -> D
+
+ private:
+  // [m, m, 1], 1 where the indices agree: lays the moments' output weights out as one
+  // block-diagonal [m, m*h] matrix (forward). A constant, not a parameter.
+  Tensor moment_block_;
+  void move_constants(Device d) override { moment_block_ = moment_block_.to(d); }
 };
 
 }  // namespace bet::model

@@ -108,6 +108,24 @@ inline int run_process(const std::vector<std::string>& args, const std::string& 
   return wait_process(spawn_process(args, out_file, err_file), limit);
 }
 
+// One betctl run: its exit code and what it printed.
+struct BetctlResult {
+  int code = 0;
+  std::string out, err;
+};
+
+// Runs g_betctl with `args`, its stdout and stderr captured through files in `dir`.
+inline BetctlResult run_betctl(const std::vector<std::string>& args, const std::filesystem::path& dir) {
+  std::vector<std::string> full = {g_betctl};
+  full.insert(full.end(), args.begin(), args.end());
+  const std::string out_file = (dir / "stdout.txt").string(), err_file = (dir / "stderr.txt").string();
+  BetctlResult r;
+  r.code = run_process(full, out_file, err_file);
+  r.out = read_text(out_file);
+  r.err = read_text(err_file);
+  return r;
+}
+
 // main() of a suite built with DOCTEST_CONFIG_IMPLEMENT: argv[1], unless it is a
 // doctest flag, is the betctl binary; the rest goes to doctest.
 inline int run_with_betctl_arg(int argc, char** argv) {

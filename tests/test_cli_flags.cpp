@@ -7,7 +7,6 @@
 
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -23,24 +22,9 @@ using bet::test::g_betctl;
 const bet::test::ScratchDir g_scratch("bet_cli_flags");
 fs::path scratch() { return g_scratch.path(); }
 
-struct Result {
-  int code = 0;
-  std::string err;  // stderr
-};
-
-// Runs betctl with `args` (stdout discarded); returns the exit code and stderr.
-Result betctl(const std::vector<std::string>& args) {
-  std::vector<std::string> full = {g_betctl};
-  full.insert(full.end(), args.begin(), args.end());
-  const std::string err_file = (scratch() / "stderr.txt").string();
-  Result r;
-  r.code = bet::test::run_process(full, "", err_file);
-  std::ifstream f(err_file);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  r.err = ss.str();
-  return r;
-}
+// Runs betctl with `args`; returns the exit code and what it printed.
+using Result = bet::test::BetctlResult;
+Result betctl(const std::vector<std::string>& args) { return bet::test::run_betctl(args, scratch()); }
 
 std::string write_file(const std::string& name, const std::string& contents) {
   const std::string p = (scratch() / name).string();

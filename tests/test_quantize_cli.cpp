@@ -20,21 +20,8 @@ using bet::test::g_betctl;
 const bet::test::ScratchDir g_scratch("bet_quantize_cli");
 fs::path scratch() { return g_scratch.path(); }
 
-struct Result {
-  int code = 0;
-  std::string out, err;
-};
-
-Result betctl(const std::vector<std::string>& args) {
-  std::vector<std::string> full = {g_betctl};
-  full.insert(full.end(), args.begin(), args.end());
-  const std::string out_file = (scratch() / "stdout.txt").string(), err_file = (scratch() / "stderr.txt").string();
-  Result r;
-  r.code = bet::test::run_process(full, out_file, err_file);
-  r.out = bet::test::read_text(out_file);
-  r.err = bet::test::read_text(err_file);
-  return r;
-}
+using Result = bet::test::BetctlResult;
+Result betctl(const std::vector<std::string>& args) { return bet::test::run_betctl(args, scratch()); }
 
 }  // namespace
 

@@ -1,4 +1,5 @@
 #include "kernels/matmul.h"
+#include "kernels/cpu/onednn.h"
 
 #include <dnnl.hpp>
 
@@ -81,58 +82,14 @@ void matmul_loop(const TensorRef& a, const TensorRef& b, const TensorRef& bias, 
 
 // ---------------------------------------------------------------- oneDNN
 
-dnnl::engine& dnnl_engine() {
-  static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
-  return eng;
-}
-
-// A stream is not meant to be shared between threads; the primitives are.
-dnnl::stream& dnnl_stream() {
-  thread_local dnnl::stream s(dnnl_engine());
-  return s;
-}
-
 struct Entry {
   bool ok = true;  // false: oneDNN has no (fast) implementation; remembered so we ask once
   dnnl::matmul prim;
   dnnl::memory::desc a_md, b_md, bias_md, out_md;
 };
 
-struct KeyHash {
-  size_t operator()(const std::vector<int64_t>& k) const {
-    uint64_t h = 1469598103934665603ull;
-    for (int64_t v : k) h = (h ^ uint64_t(v)) * 1099511628211ull;
-    return size_t(h);
-  }
-};
-
-// Creating a primitive costs tens of microseconds, comparable to a small GEMM, so
-// primitives are kept per geometry. A training loop sees a handful of geometries.
-class PrimitiveCache {
- public:
-  std::shared_ptr<const Entry> find(const std::vector<int64_t>& key) {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = map_.find(key);
-    return it == map_.end() ? nullptr : it->second;
-  }
-  void insert(const std::vector<int64_t>& key, std::shared_ptr<const Entry> e) {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (map_.size() >= kCapacity) map_.clear();  // unbounded shape streams: start over
-    map_.emplace(key, std::move(e));
-  }
-  size_t size() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return map_.size();
-  }
-
- private:
-  static constexpr size_t kCapacity = 1024;
-  std::mutex mu_;
-  std::unordered_map<std::vector<int64_t>, std::shared_ptr<const Entry>, KeyHash> map_;
-};
-
-PrimitiveCache& cache() {
-  static PrimitiveCache c;
+PrimitiveCache<Entry>& cache() {
+  static PrimitiveCache<Entry> c;
   return c;
 }
 

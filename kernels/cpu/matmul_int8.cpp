@@ -13,6 +13,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "kernels/cpu/onednn.h"
 #include "platform/error.h"
 #include "platform/threads.h"
 
@@ -22,15 +23,6 @@ using platform::num_threads;
 using platform::parallel_for;
 
 namespace {
-
-dnnl::engine& eng() {
-  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
-  return e;
-}
-dnnl::stream& strm() {
-  thread_local dnnl::stream s(eng());
-  return s;
-}
 
 bool has_vnni() {
   const unsigned isa = unsigned(dnnl::get_effective_cpu_isa());
@@ -47,37 +39,21 @@ struct Prim {
   std::string impl;
 };
 
-struct KeyHash {
-  size_t operator()(const std::vector<int64_t>& k) const {
-    uint64_t h = 1469598103934665603ull;
-    for (int64_t v : k) h = (h ^ uint64_t(v)) * 1099511628211ull;
-    return size_t(h);
-  }
-};
-
-std::mutex& prim_mu() {
-  static std::mutex m;
-  return m;
-}
-std::unordered_map<std::vector<int64_t>, std::shared_ptr<const Prim>, KeyHash>& prims() {
-  static std::unordered_map<std::vector<int64_t>, std::shared_ptr<const Prim>, KeyHash> m;
-  return m;
+PrimitiveCache<Prim>& prims() {
+  static PrimitiveCache<Prim> c;
+  return c;
 }
 
 std::shared_ptr<const Prim> get_prim(int64_t M, int64_t K, int64_t N) {
   const std::vector<int64_t> key{num_threads(), M, K, N};
-  {
-    std::lock_guard<std::mutex> lock(prim_mu());
-    auto it = prims().find(key);
-    if (it != prims().end()) return it->second;
-  }
+  if (auto p = prims().find(key)) return p;
   using mdt = dnnl::memory::data_type;
   auto p = std::make_shared<Prim>();
   try {
     p->src_md = dnnl::memory::desc({M, K}, mdt::u8, dnnl::memory::dims{K, 1});
     const dnnl::memory::desc wei_any({K, N}, mdt::s8, dnnl::memory::format_tag::any);
     p->dst_md = dnnl::memory::desc({M, N}, mdt::s32, dnnl::memory::dims{N, 1});
-    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p->src_md, wei_any, p->dst_md), eng());
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p->src_md, wei_any, p->dst_md), dnnl_engine());
     p->wei_md = pd.weights_desc();
     p->impl = pd.impl_info_str();
     p->prim = dnnl::matmul(pd);
@@ -85,9 +61,7 @@ std::shared_ptr<const Prim> get_prim(int64_t M, int64_t K, int64_t N) {
   } catch (const dnnl::error&) {
     p->ok = false;  // the caller runs the reference loop
   }
-  std::lock_guard<std::mutex> lock(prim_mu());
-  if (prims().size() >= 1024) prims().clear();
-  prims().emplace(key, p);
+  prims().insert(key, p);
   return p;
 }
 
@@ -338,12 +312,12 @@ std::shared_ptr<Int8Linear::Packed> Int8Linear::packed_for(int64_t M) const {
     if (pk->md == p->wei_md) return pk;
   auto pk = std::make_shared<Packed>();
   pk->md = p->wei_md;
-  pk->mem = dnnl::memory(p->wei_md, eng());
+  pk->mem = dnnl::memory(p->wei_md, dnnl_engine());
   // wq is [N, K] row-major: as the [K, N] operand, strides {1, K}.
   const dnnl::memory::desc plain({K_, N_}, dnnl::memory::data_type::s8, dnnl::memory::dims{1, K_});
-  dnnl::memory src(plain, eng(), const_cast<int8_t*>(wq_.data()));
-  dnnl::reorder(src, pk->mem).execute(strm(), src, pk->mem);
-  strm().wait();
+  dnnl::memory src(plain, dnnl_engine(), const_cast<int8_t*>(wq_.data()));
+  dnnl::reorder(src, pk->mem).execute(dnnl_stream(), src, pk->mem);
+  dnnl_stream().wait();
   packed_.push_back(pk);
   return pk;
 }
@@ -353,11 +327,11 @@ void Int8Linear::gemm_s32(const uint8_t* xq, int64_t M, int32_t* acc) const {
   std::shared_ptr<const Prim> p = get_prim(M, K_, N_);
   std::shared_ptr<Packed> pk = p->ok ? packed_for(M) : nullptr;
   if (!pk) return gemm_s32_reference(xq, wq_.data(), M, N_, K_, acc);
-  dnnl::memory sm(p->src_md, eng(), const_cast<uint8_t*>(xq));
-  dnnl::memory dm(p->dst_md, eng(), acc);
+  dnnl::memory sm(p->src_md, dnnl_engine(), const_cast<uint8_t*>(xq));
+  dnnl::memory dm(p->dst_md, dnnl_engine(), acc);
   try {
-    p->prim.execute(strm(), {{DNNL_ARG_SRC, sm}, {DNNL_ARG_WEIGHTS, pk->mem}, {DNNL_ARG_DST, dm}});
-    strm().wait();
+    p->prim.execute(dnnl_stream(), {{DNNL_ARG_SRC, sm}, {DNNL_ARG_WEIGHTS, pk->mem}, {DNNL_ARG_DST, dm}});
+    dnnl_stream().wait();
   } catch (const dnnl::error& err) {
     fail("int8 matmul: oneDNN failed (", err.what(), ") for [", M, ", ", K_, "] x [", K_, ", ", N_, "]");
   }
@@ -417,9 +391,6 @@ void int8_linear(const float* x, int64_t M, int64_t K, int64_t ldx, const int8_t
   l.forward(x, M, ldx, y);
 }
 
-size_t int8_matmul_cache_size() {
-  std::lock_guard<std::mutex> lock(prim_mu());
-  return prims().size();
-}
+size_t int8_matmul_cache_size() { return prims().size(); }
 
 }  // namespace bet::kernels::cpu
